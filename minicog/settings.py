@@ -1,0 +1,167 @@
+"""Every limit, timeout and tunable of minicog, in one place.
+
+Each field of :class:`Settings` carries its unit in its name or comment.  Where
+Cog (coglet 0.23.1) reads an environment variable for the same knob, the field
+reads that variable too, so a deployment tuned for Cog behaves the same here;
+knobs Cog does not have use a ``MINICOG_`` variable.  Bad values never crash the
+server: they fall back to the default with a warning, as coglet does.
+
+Code that needs a limit takes a ``Settings`` instance (usually
+``Settings.from_env()`` built once at start-up) instead of reading ``os.environ``
+itself; tests build one with keyword overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, Callable, Mapping, Optional
+
+__all__ = ["Settings", "MiB", "KiB"]
+
+log = logging.getLogger("minicog.settings")
+
+KiB = 1024
+MiB = 1024 * 1024
+
+
+def _env(name: str, *, cast: Callable[[str], Any] = str, check: Callable[[Any], bool] = lambda v: True):
+    """Metadata for a field that may be overridden by environment variable *name*."""
+    return {"env": name, "cast": cast, "check": check}
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    # --- HTTP front-end -------------------------------------------------------------
+    host: str = "0.0.0.0"
+    #: TCP port to listen on.  Cog reads PORT.
+    port: int = dataclasses.field(default=5000, metadata=_env("PORT", cast=int, check=lambda v: 0 <= v < 65536))
+    #: Largest request body accepted, in bytes (axum's default, as coglet): larger → 413.
+    max_body_bytes: int = 100 * MiB
+    #: Largest request line plus headers, in bytes: larger → 431.
+    max_header_bytes: int = 64 * KiB
+    #: Seconds a connection may stay silent while a request is being read (or idle between
+    #: keep-alive requests) before the server closes it, so slow clients cannot pin threads.
+    read_timeout: float = dataclasses.field(default=30.0, metadata=_env("MINICOG_READ_TIMEOUT", cast=float, check=lambda v: v > 0))
+    #: Seconds sent in Retry-After with 409 (all slots busy) and 503 (not ready).
+    retry_after: int = 1
+
+    # --- Worker and slots -----------------------------------------------------------
+    #: Number of prediction slots; overrides cog.yaml concurrency.max and @concurrent.
+    #: None means "not set" (then cog.yaml, then the decorator, then 1).
+    max_concurrency: Optional[int] = dataclasses.field(default=None, metadata=_env("COG_MAX_CONCURRENCY", cast=int, check=lambda v: v >= 1))
+    #: Seconds setup() may take before health says SETUP_FAILED; None = unbounded (Cog's default).
+    setup_timeout: Optional[float] = dataclasses.field(default=None, metadata=_env("COG_SETUP_TIMEOUT", cast=float, check=lambda v: v > 0))
+    #: Passed to setup(weights=...) when setup() takes a weights parameter.
+    weights: Optional[str] = dataclasses.field(default=None, metadata=_env("COG_WEIGHTS"))
+    #: Seconds a canceled prediction may keep running before the worker is killed and respawned.
+    cancel_grace_period: float = dataclasses.field(default=5.0, metadata=_env("MINICOG_CANCEL_GRACE_PERIOD", cast=float, check=lambda v: v > 0))
+    #: Seconds the worker gets to exit after the shutdown message before it is killed.
+    worker_stop_timeout: float = 10.0
+    #: Worker deaths tolerated within ``worker_restart_window`` seconds; one more → DEFUNCT.
+    max_worker_restarts: int = dataclasses.field(default=3, metadata=_env("MINICOG_MAX_WORKER_RESTARTS", cast=int, check=lambda v: v >= 0))
+    worker_restart_window: float = 300.0
+    #: JSON payloads (inputs, output items) larger than this many bytes travel through a
+    #: temporary file instead of the channel (coglet's MAX_INLINE_IPC_SIZE).
+    max_inline_ipc_bytes: int = 6 * MiB
+    #: A single log line longer than this many bytes is cut and marked (coglet's bound).
+    max_log_line_bytes: int = 4 * MiB
+    #: Cancels that arrive for an id not yet dispatched are remembered, up to this many.
+    max_pending_cancels: int = 1000
+
+    # --- Healthcheck ----------------------------------------------------------------
+    #: Seconds the user's healthcheck() may run (Cog: 5 s).
+    healthcheck_timeout: float = 5.0
+    #: Seconds the parent waits for the worker's healthcheck answer before calling it unhealthy.
+    healthcheck_parent_timeout: float = 10.0
+
+    # --- SSE ------------------------------------------------------------------------
+    #: Events kept per prediction so a reconnecting client can replay them; 0 = none.
+    stream_history_capacity: int = dataclasses.field(default=1024, metadata=_env("COG_STREAM_HISTORY_CAPACITY", cast=int, check=lambda v: v >= 0))
+    #: Events a subscriber may fall behind before it gets the "lagged" error and is dropped.
+    stream_subscriber_queue: int = 1024
+    #: Concurrent SSE subscribers per prediction; more → 429.
+    max_stream_subscribers: int = 1024
+    #: Seconds of silence after which an SSE stream gets a ": keep-alive" comment.
+    sse_keepalive_interval: float = 15.0
+
+    # --- Webhooks -------------------------------------------------------------------
+    #: Minimum seconds between two non-terminal start/logs webhooks of one prediction.
+    throttle_response_interval: float = dataclasses.field(default=0.5, metadata=_env("COG_THROTTLE_RESPONSE_INTERVAL", cast=float, check=lambda v: v >= 0))
+    webhook_auth_token: Optional[str] = dataclasses.field(default=None, metadata=_env("WEBHOOK_AUTH_TOKEN"))
+    #: Seconds one webhook attempt may take.
+    webhook_timeout: float = 30.0
+    #: Retries of the terminal webhook after the first attempt (Cog: 12).
+    webhook_max_retries: int = 12
+    #: Backoff before retry k is webhook_backoff_base * 2 ** min(k, webhook_backoff_max_exponent) seconds.
+    webhook_backoff_base: float = 0.1
+    webhook_backoff_max_exponent: int = 10
+
+    # --- Files ----------------------------------------------------------------------
+    #: User-Agent sent when fetching URL inputs.
+    user_agent: Optional[str] = dataclasses.field(default=None, metadata=_env("COG_USER_AGENT"))
+    #: Seconds a URL input fetch may stall (per socket operation, as requests' timeout=10).
+    download_timeout: float = dataclasses.field(default=10.0, metadata=_env("MINICOG_DOWNLOAD_TIMEOUT", cast=float, check=lambda v: v > 0))
+    #: Largest URL or data: input accepted, in bytes.
+    max_download_bytes: int = dataclasses.field(default=1024 * MiB, metadata=_env("MINICOG_MAX_DOWNLOAD_BYTES", cast=int, check=lambda v: v > 0))
+    #: Seconds one output upload to --upload-url may take.
+    upload_timeout: float = 25.0
+    #: Where per-prediction temporary folders go; None = tempfile.gettempdir().
+    tmp_dir: Optional[str] = dataclasses.field(default=None, metadata=_env("MINICOG_TMPDIR"))
+
+    # --- Shutdown and probes --------------------------------------------------------
+    #: Seconds in-flight predictions and pending terminal webhooks get after SIGTERM.
+    shutdown_grace_period: float = dataclasses.field(default=30.0, metadata=_env("MINICOG_SHUTDOWN_GRACE_PERIOD", cast=float, check=lambda v: v >= 0))
+    #: Readiness file created once ready when running under Kubernetes (as coglet).
+    readiness_file: str = "/var/run/cog/ready"
+    #: Set when running under Kubernetes; enables the readiness file.
+    kubernetes_service_host: Optional[str] = dataclasses.field(default=None, metadata=_env("KUBERNETES_SERVICE_HOST"))
+
+    # --- Logging --------------------------------------------------------------------
+    log_level: str = dataclasses.field(default="info", metadata=_env("COG_LOG_LEVEL", check=lambda v: v.lower() in ("debug", "info", "warn", "warning", "error")))
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "Settings":
+        """Build settings from defaults, then *environ* (default ``os.environ``), then *overrides*.
+
+        An unparsable or out-of-range variable is ignored with a warning naming it.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            meta = field.metadata
+            name = meta.get("env")
+            if not name or name not in environ:
+                continue
+            raw = environ[name]
+            if raw == "" and meta["cast"] is not str:
+                continue
+            try:
+                value = meta["cast"](raw)
+                if not meta["check"](value):
+                    raise ValueError("out of range")
+            except (TypeError, ValueError):
+                log.warning("Invalid %s value %r, using the default %r", name, raw, field.default)
+                continue
+            values[field.name] = value
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with *changes* applied."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def environment_variables(cls) -> dict[str, str]:
+        """Map of environment variable → field name, for documentation and --help."""
+        return {f.metadata["env"]: f.name for f in dataclasses.fields(cls) if "env" in f.metadata}
