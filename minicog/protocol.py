@@ -1,0 +1,182 @@
+"""Frames and messages between the parent (orchestrator) and the worker subprocess.
+
+Transport
+---------
+The parent makes every channel with :func:`multiprocessing.connection.Pipe`
+(a Unix ``socketpair``), keeps one end and hands the other end's file
+descriptor to the child with ``subprocess.Popen(pass_fds=...)``; the child wraps
+it in :class:`multiprocessing.connection.Connection`.  There is one **control**
+channel and one channel per **slot** (a slot runs at most one prediction at a
+time), so a flood of log lines on one slot never delays a cancel (control) or
+another slot's output.
+
+Framing is ``Connection.send_bytes``/``recv_bytes`` (a length-prefixed frame);
+each frame holds exactly one compact UTF-8 JSON object with a ``"type"`` key.
+JSON is written without NaN/Infinity (``allow_nan=False``) so whatever one side
+sends, the other side and any HTTP client can parse.  A Connection is not safe
+for concurrent writers, so every sender holds the channel's lock (see
+:class:`Channel`); reads happen on one thread per side.
+
+Payloads larger than ``Settings.max_inline_ipc_bytes`` never travel in a frame:
+the sender writes them to a file inside the prediction's temporary folder and
+sends the path (``input_file`` / ``output_file``); the receiver reads and
+deletes that file.  Blocking sends give backpressure: a worker that produces
+faster than the parent consumes is slowed down instead of growing memory.
+
+Message catalogue
+-----------------
+Control channel, parent → worker:
+
+``init``         first message, exactly once: ``ref``, ``mode`` ("predict"/"train"),
+                 ``num_slots`` (channels opened), ``max_concurrency`` (None or the
+                 COG_MAX_CONCURRENCY / cog.yaml value), ``settings`` (the limits the
+                 worker needs, see ``worker.main.WorkerSettings``).
+``cancel``       ``id``: cancel that prediction (ignored if it is not known).
+``healthcheck``  ``id``: run the user's healthcheck; answered by ``healthcheck_result``.
+``shutdown``     stop now; answered by ``shutting_down`` then exit 0.
+
+Control channel, worker → parent:
+
+``log``                 ``source`` ("stdout"/"stderr"), ``data`` (whole lines): output
+                        during setup, or with no running owner (orphan output).
+``worker_log``          ``level`` ("debug"/"info"/"warning"/"error"), ``message``:
+                        minicog's own diagnostics from inside the worker.
+``ready``               setup succeeded: ``num_slots`` (slots the worker serves,
+                        ≤ the channels opened; the parent closes the rest),
+                        ``schema`` (OpenAPI dict or null), ``streaming`` (bool),
+                        ``is_async`` (bool), ``has_healthcheck`` (bool).
+``setup_failed``        ``error``: load or setup() failed; the traceback was sent as
+                        ``log`` lines before it.  The worker exits afterwards.
+``healthcheck_result``  ``id``, ``status`` ("healthy"/"unhealthy"), ``error`` (str or null).
+``dropped_logs``        ``count``: log messages the worker had to drop.  Reserved: the
+                        current worker blocks instead of dropping (backpressure), so
+                        it never sends it; the parent logs a warning if it arrives.
+``shutting_down``       answer to ``shutdown``; the worker exits right after.
+``fatal``               ``reason``: the worker hit an internal error and exits.
+
+Slot channel, parent → worker:
+
+``predict``   ``id``, ``input`` (object) *or* ``input_file`` (path of a JSON spill),
+              ``context`` (dict[str, str]), ``tmp_dir`` (the prediction's folder,
+              owned by the parent; the worker writes downloads into ``inputs/`` and
+              file outputs into ``outputs/``).
+
+Slot channel, worker → parent (for the prediction running on that slot):
+
+``log``          ``source``, ``data``: one or more whole lines (the last chunk of a
+                 prediction may lack its newline: partial lines are flushed at the end).
+``output``       ``index``, ``value`` (a JSON value).
+``output_file``  ``index``, ``path``: a JSON value too big to inline, spilled to a file.
+``file``         ``index``, ``path``, ``mime`` (str or null): a file output.
+``metric``       ``name``, ``value``, ``mode`` ("replace"/"increment"/"append").
+``done``         ``id``, ``is_stream`` (bool), ``predict_time`` (float seconds).
+``failed``       ``id``, ``error``.
+``canceled``     ``id``.
+
+Ordering guarantees
+-------------------
+* ``init`` is the first control message; ``ready`` or ``setup_failed`` is the last
+  setup message, and slot channels carry nothing before ``ready``.
+* On a slot, all of a prediction's ``log``/``output``/``output_file``/``file``/
+  ``metric`` messages come before its terminal message (``done``/``failed``/
+  ``canceled``), in the order they were produced; ``index`` counts from 0.
+* The terminal message is sent only after the prediction's log writers and the
+  captured fd 1/2 output have been flushed, and after the worker no longer needs
+  the slot: the parent frees the slot when the terminal message arrives (there is
+  no separate "idle" message), so a client that waited for its answer can always
+  send the next request.
+* Output with no owner (orphan threads/tasks, fd output while zero or several
+  predictions run) goes to the control ``log`` message, never to a slot.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, Optional
+
+__all__ = [
+    "send", "recv", "dumps", "loads", "Channel", "ProtocolError",
+    "CONTROL_TO_WORKER", "CONTROL_TO_PARENT", "SLOT_TO_WORKER", "SLOT_TO_PARENT", "TERMINAL",
+]
+
+CONTROL_TO_WORKER = frozenset({"init", "cancel", "healthcheck", "shutdown"})
+CONTROL_TO_PARENT = frozenset({
+    "log", "worker_log", "ready", "setup_failed", "healthcheck_result", "dropped_logs",
+    "shutting_down", "fatal",
+})
+SLOT_TO_WORKER = frozenset({"predict"})
+SLOT_TO_PARENT = frozenset({"log", "output", "output_file", "file", "metric", "done", "failed", "canceled"})
+#: The slot messages that end a prediction.
+TERMINAL = frozenset({"done", "failed", "canceled"})
+
+
+class ProtocolError(Exception):
+    """A frame that is not a JSON object with a string ``type``."""
+
+
+def dumps(msg: dict) -> bytes:
+    """Encode one message as compact UTF-8 JSON (no NaN/Infinity)."""
+    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def loads(data: bytes) -> dict:
+    """Decode one frame; raise :class:`ProtocolError` unless it is an object with a ``type``."""
+    try:
+        msg = json.loads(data)
+    except ValueError as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise ProtocolError(f"frame is not a message object: {data[:200]!r}")
+    return msg
+
+
+def send(conn: Any, msg: dict) -> None:
+    """Send one message on a ``multiprocessing.connection.Connection``.
+
+    Not thread-safe by itself: concurrent senders use a :class:`Channel`.
+    """
+    conn.send_bytes(dumps(msg))
+
+
+def recv(conn: Any) -> dict:
+    """Receive one message; ``EOFError``/``OSError`` when the peer is gone."""
+    return loads(conn.recv_bytes())
+
+
+class Channel:
+    """A connection plus the lock its writers share.
+
+    ``send`` blocks while the peer's socket buffer is full (backpressure).  After
+    a write error the channel is marked ``broken`` and later sends raise at once,
+    so a dead peer costs one exception, not one per message.
+    """
+
+    def __init__(self, conn: Any, name: str = "channel"):
+        self.conn = conn
+        self.name = name
+        self.lock = threading.Lock()
+        self.broken: Optional[BaseException] = None
+
+    def send(self, msg: dict) -> None:
+        data = dumps(msg)
+        with self.lock:
+            if self.broken is not None:
+                raise BrokenPipeError(f"{self.name} is broken: {self.broken}")
+            try:
+                self.conn.send_bytes(data)
+            except (OSError, ValueError) as exc:
+                self.broken = exc
+                raise
+
+    def recv(self) -> dict:
+        return recv(self.conn)
+
+    def fileno(self) -> int:
+        return self.conn.fileno()
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except OSError:
+            pass

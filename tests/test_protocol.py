@@ -1,0 +1,83 @@
+"""The frame format and message helpers of minicog.protocol, over real socketpairs."""
+
+import json
+import math
+import threading
+from multiprocessing.connection import Pipe
+
+import pytest
+
+from minicog import protocol
+
+
+def test_round_trip_compact_json():
+    a, b = Pipe()
+    protocol.send(a, {"type": "log", "source": "stdout", "data": "héllo\n"})
+    raw = b.recv_bytes()
+    assert raw == json.dumps({"type": "log", "source": "stdout", "data": "héllo\n"}, separators=(",", ":"), ensure_ascii=False).encode()
+    protocol.send(a, {"type": "done", "id": "p1", "is_stream": False, "predict_time": 0.5})
+    assert protocol.recv(b) == {"type": "done", "id": "p1", "is_stream": False, "predict_time": 0.5}
+
+
+def test_nan_is_refused():
+    with pytest.raises(ValueError):
+        protocol.dumps({"type": "output", "index": 0, "value": math.nan})
+
+
+@pytest.mark.parametrize("frame", [b"[1]", b"{}", b'{"type": 3}', b"not json"])
+def test_bad_frames_raise_protocol_error(frame):
+    a, b = Pipe()
+    a.send_bytes(frame)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.recv(b)
+
+
+def test_eof_when_peer_closes():
+    a, b = Pipe()
+    a.close()
+    with pytest.raises(EOFError):
+        protocol.recv(b)
+
+
+def test_channel_serialises_concurrent_senders():
+    a, b = Pipe()
+    chan = protocol.Channel(a, "slot 0")
+    n, threads = 200, 4
+
+    def blast(t):
+        for i in range(n):
+            chan.send({"type": "log", "source": "stdout", "data": f"{t}:{i}\n" * 50})
+
+    received = []
+    reader = threading.Thread(target=lambda: received.extend(protocol.recv(b) for _ in range(n * threads)))
+    reader.start()
+    workers = [threading.Thread(target=blast, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(10)
+    reader.join(10)
+    assert len(received) == n * threads
+    per_thread = {}
+    for msg in received:
+        t, i = msg["data"].split("\n")[0].split(":")
+        per_thread.setdefault(t, []).append(int(i))
+    assert all(v == list(range(n)) for v in per_thread.values())
+
+
+def test_channel_marks_itself_broken():
+    a, b = Pipe()
+    chan = protocol.Channel(a, "control")
+    b.close()
+    with pytest.raises(OSError):
+        for _ in range(1000):
+            chan.send({"type": "log", "source": "stdout", "data": "x" * 10000})
+    assert chan.broken is not None
+    with pytest.raises(BrokenPipeError):
+        chan.send({"type": "log", "source": "stdout", "data": "y"})
+
+
+def test_catalogue_is_documented():
+    doc = protocol.__doc__
+    for name in protocol.CONTROL_TO_WORKER | protocol.CONTROL_TO_PARENT | protocol.SLOT_TO_WORKER | protocol.SLOT_TO_PARENT:
+        assert f"``{name}``" in doc, name
