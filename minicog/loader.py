@@ -1,0 +1,295 @@
+"""Predictor references → loaded, instantiated predictors.
+
+A *reference* names Python code the way Cog does: ``path/to/file.py:Name``
+(``Name`` is a class or a function), or just ``path/to/file.py``, in which
+case a class called ``Runner`` is used, else ``Predictor`` (deprecated).
+Relative paths are relative to the project directory (``cwd``).
+
+:func:`load_predictor` imports the file under its base name (``predict.py``
+→ module ``predict``, registered in ``sys.modules`` so pickling and
+``typing.get_type_hints`` work), applies Cog's rules and instantiates classes
+with no arguments; it never calls ``setup()``.  Everything that can go wrong
+becomes a :class:`minicog.errors.LoadError` whose message says what to fix;
+the original exception is chained and its text included.
+
+Cog's rules (``cog.predictor.load_predictor_from_ref``), kept here:
+
+* a class must define exactly one of ``run()`` / ``predict()`` in its own
+  classes above ``BaseRunner`` (``<Name> must define either run() or
+  predict(), not both`` / ``run or predict method not found: <Name>``);
+* ``predict()`` and ``BasePredictor`` are deprecated (DeprecationWarning);
+* without ``:Name``, a valid ``Runner`` wins over ``Predictor`` (UserWarning
+  when both exist); ``Predictor`` alone gives a DeprecationWarning;
+* functions are used as they are (no setup, no healthcheck).
+
+Where minicog differs: in **train mode** a class only needs ``train()``
+(Cog validates every class as a runner, so a ``Trainer`` with only
+``train()`` fails to load there with ``run or predict method not found``).
+
+:func:`resolve_ref` decides *which* reference to load when none is given:
+explicit → ``cog.yaml`` in ``cwd`` (``run:``/``predict:``, or ``train:``) →
+``COG_PREDICT_TYPE_STUB`` / ``COG_TRAIN_TYPE_STUB`` → the embedded default
+model (:data:`minicog.models.DEFAULT_REF`, predict mode only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import inspect
+import os
+import sys
+import warnings
+from types import ModuleType
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+from . import compat
+from .config import load_cog_yaml
+from .errors import ConfigError, LoadError
+from .sdk.predictor import validate_runner_class
+
+__all__ = ["LoadedPredictor", "parse_ref", "load_predictor", "resolve_ref", "MODES"]
+
+MODES = ("predict", "train")
+
+
+@dataclasses.dataclass
+class LoadedPredictor:
+    """A loaded predictor and what the worker needs to know to call it."""
+
+    ref: str
+    module: ModuleType
+    #: The instance for class predictors; None for function predictors.
+    instance: Any
+    #: What to call with the inputs as keyword arguments.
+    fn: Callable[..., Any]
+    #: ``run``, ``predict``, ``train`` or the function's name.
+    method_name: str
+    setup: Optional[Callable[..., Any]]
+    healthcheck: Optional[Callable[..., Any]]
+    is_async: bool
+    is_async_gen: bool
+    is_generator: bool
+    #: Decorated with ``@streaming``.
+    streaming: bool
+    #: From ``@concurrent(max=N)``; None when not decorated.
+    concurrency_max: Optional[int]
+    mode: str = "predict"
+    #: The class or function name used (``Runner``, ``Predictor``, ``train`` ...).
+    name: str = ""
+    #: Absolute path of the predictor file.
+    path: str = ""
+
+
+def parse_ref(ref: str) -> Tuple[str, Optional[str]]:
+    """Split ``file.py:Name`` into ``("file.py", "Name")`` (``Name`` may be None).
+
+    Like Cog, the split is at the first ``:``.
+    """
+    if not isinstance(ref, str) or not ref.strip():
+        raise LoadError("empty predictor reference; use the form 'predict.py:Predictor'")
+    path, sep, name = ref.strip().partition(":")
+    if not path:
+        raise LoadError(f"predictor reference {ref!r} has no file; use the form 'predict.py:Predictor'")
+    if sep and not name:
+        raise LoadError(f"predictor reference {ref!r} names no class or function after ':'; use the form 'predict.py:Predictor'")
+    if sep and not name.isidentifier():
+        raise LoadError(f"predictor reference {ref!r}: {name!r} is not a Python name; use the form 'predict.py:Predictor'")
+    return path, (name if sep else None)
+
+
+def _import_file(path: str, ref: str) -> ModuleType:
+    module_name = os.path.basename(path)
+    if module_name.endswith(".py"):
+        module_name = module_name[:-3]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise LoadError(f"cannot import {path} (from {ref!r}): not a Python source file; use a .py file")
+    module = importlib.util.module_from_spec(spec)
+    # Registered before running it, like a normal import, so the module can be
+    # found by pickle and by typing.get_type_hints (string annotations).
+    previous = sys.modules.get(module_name)
+    sys.modules[module_name] = module
+    # Sibling imports (``from helpers import x``) work as when running the
+    # file directly: its folder goes on sys.path if it is not there.
+    folder = os.path.dirname(path)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        if previous is not None:
+            sys.modules[module_name] = previous
+        else:
+            sys.modules.pop(module_name, None)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        where = ""
+        if isinstance(exc, SyntaxError) and exc.lineno:
+            where = f" (line {exc.lineno})"
+        raise LoadError(
+            f"failed to import {path}{where}: {type(exc).__name__}: {exc}. "
+            "Fix the error in the predictor file (or install the missing package)."
+        ) from exc
+    return module
+
+
+def _pick_default(module: ModuleType, path: str) -> str:
+    """Cog's choice when the reference has no ``:Name``."""
+    runner = getattr(module, "Runner", None)
+    runner_error: Optional[str] = None
+    valid_runner = False
+    if inspect.isclass(runner):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                validate_runner_class(runner, "Runner")
+            valid_runner = True
+        except ValueError as exc:
+            runner_error = str(exc)
+    elif runner is not None:
+        valid_runner = callable(runner)
+        if not valid_runner:
+            runner_error = "Runner exists but is not a class or callable"
+    if valid_runner:
+        if hasattr(module, "Predictor"):
+            warnings.warn(
+                "Both Runner and Predictor are defined; using Runner. Specify a class "
+                "name explicitly if this is not intended.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return "Runner"
+    if hasattr(module, "Predictor"):
+        warnings.warn("Predictor is deprecated; use Runner instead", DeprecationWarning, stacklevel=3)
+        return "Predictor"
+    if runner_error is not None:
+        raise LoadError(runner_error)
+    raise LoadError(
+        f"module {module.__name__!r} has no Runner or Predictor. "
+        f"Define a Runner class in {path}, or name the class: '{os.path.basename(path)}:ClassName'."
+    )
+
+
+def load_predictor(ref: str, *, mode: str = "predict", cwd: Optional[str] = None) -> LoadedPredictor:
+    """Import ``ref`` and return the callable to serve, without running setup().
+
+    ``mode`` is ``"predict"`` (``run``/``predict``) or ``"train"`` (``train``).
+    ``cwd`` is the project directory relative paths start from (default: the
+    current directory).
+    """
+    if mode not in MODES:
+        raise LoadError(f"unknown mode {mode!r}; use 'predict' or 'train'")
+    compat.install()  # model files say ``import cog``
+    rel_path, name = parse_ref(ref)
+    base = os.path.abspath(cwd) if cwd else os.getcwd()
+    path = os.path.normpath(os.path.join(base, os.path.expanduser(rel_path)))
+    if not os.path.exists(path):
+        raise LoadError(f"predictor file not found: {path} (from reference {ref!r}); check the path, "
+                        "which is relative to the project directory")
+    if os.path.isdir(path):
+        raise LoadError(f"predictor reference {ref!r} names a directory ({path}); name a .py file: 'predict.py:Predictor'")
+
+    module = _import_file(path, ref)
+    if name is None:
+        name = _pick_default(module, path)
+    try:
+        target = getattr(module, name)
+    except AttributeError:
+        candidates = sorted(k for k, v in vars(module).items()
+                            if not k.startswith("_") and (inspect.isclass(v) or inspect.isfunction(v))
+                            and getattr(v, "__module__", None) == module.__name__)
+        hint = f" It defines: {', '.join(candidates)}." if candidates else ""
+        raise LoadError(f"{path} has no class or function named {name!r} (from reference {ref!r}).{hint}") from None
+
+    if inspect.isclass(target):
+        return _load_class(target, name, module, ref, path, mode)
+    if callable(target):
+        return _describe(ref=ref, module=module, instance=None, fn=target,
+                         method_name=getattr(target, "__name__", name), setup=None, healthcheck=None,
+                         mode=mode, name=name, path=path)
+    raise LoadError(f"{name!r} in {path} is a {type(target).__name__}, not a class or function")
+
+
+def _load_class(cls: type, name: str, module: ModuleType, ref: str, path: str, mode: str) -> LoadedPredictor:
+    if mode == "train":
+        if not callable(getattr(cls, "train", None)):
+            raise LoadError(f"Training not supported by this predictor: {name} has no train() method. "
+                            "Define train(), or name a training function: 'train.py:train'.")
+        method_name = "train"
+    else:
+        try:
+            method_name = validate_runner_class(cls, name, stacklevel=4)
+        except ValueError as exc:
+            raise LoadError(str(exc)) from None
+    try:
+        instance = cls()
+    except Exception as exc:
+        raise LoadError(f"failed to create {name}() from {path}: {type(exc).__name__}: {exc}. "
+                        "Predictor classes are created with no arguments; move work to setup().") from exc
+    setup = getattr(instance, "setup", None)
+    healthcheck = getattr(instance, "healthcheck", None)
+    return _describe(ref=ref, module=module, instance=instance, fn=getattr(instance, method_name),
+                     method_name=method_name, setup=setup if callable(setup) else None,
+                     healthcheck=healthcheck if callable(healthcheck) else None,
+                     mode=mode, name=name, path=path)
+
+
+def _describe(*, ref: str, module: ModuleType, instance: Any, fn: Callable[..., Any], method_name: str,
+              setup: Optional[Callable[..., Any]], healthcheck: Optional[Callable[..., Any]],
+              mode: str, name: str, path: str) -> LoadedPredictor:
+    is_async_gen = inspect.isasyncgenfunction(fn)
+    concurrency = getattr(fn, "__cog_concurrent_max__", None)
+    return LoadedPredictor(
+        ref=ref, module=module, instance=instance, fn=fn, method_name=method_name,
+        setup=setup, healthcheck=healthcheck,
+        is_async=inspect.iscoroutinefunction(fn) or is_async_gen,
+        is_async_gen=is_async_gen,
+        is_generator=inspect.isgeneratorfunction(fn),
+        streaming=bool(getattr(fn, "__cog_streaming__", False)),
+        concurrency_max=concurrency if isinstance(concurrency, int) else None,
+        mode=mode, name=name, path=path,
+    )
+
+
+def resolve_ref(explicit: Optional[str], *, mode: str = "predict", cwd: Optional[str] = None,
+                environ: Optional[Mapping[str, str]] = None) -> str:
+    """Pick the reference to serve: explicit → cog.yaml → environment → default model.
+
+    References taken from cog.yaml are made absolute (relative to the file's
+    folder); others are returned as given.
+    """
+    if mode not in MODES:
+        raise LoadError(f"unknown mode {mode!r}; use 'predict' or 'train'")
+    if explicit:
+        return explicit
+    base = os.path.abspath(cwd) if cwd else os.getcwd()
+    env = os.environ if environ is None else environ
+    yaml_path = os.path.join(base, "cog.yaml")
+    if os.path.isfile(yaml_path):
+        try:
+            config = load_cog_yaml(yaml_path)
+        except ConfigError as exc:
+            raise LoadError(str(exc)) from exc
+        from_yaml = config.train if mode == "train" else config.predict
+        if from_yaml:
+            path, name = parse_ref(from_yaml)
+            return os.path.join(config.directory, path) + (f":{name}" if name else "")
+    if mode == "train":
+        stub = env.get("COG_TRAIN_TYPE_STUB") or env.get("COG_PREDICT_TYPE_STUB")
+    else:
+        stub = env.get("COG_PREDICT_TYPE_STUB")
+    if stub:
+        return stub
+    if mode == "predict":
+        try:
+            from .models import DEFAULT_REF
+        except ImportError:
+            DEFAULT_REF = None
+        if DEFAULT_REF:
+            return DEFAULT_REF
+    what = "training function" if mode == "train" else "predictor"
+    key = "train" if mode == "train" else "run"
+    env_name = "COG_TRAIN_TYPE_STUB" if mode == "train" else "COG_PREDICT_TYPE_STUB"
+    raise LoadError(f"no {what} was named: pass a reference such as 'predict.py:Predictor', "
+                    f"add '{key}:' to cog.yaml in {base}, or set {env_name}")
