@@ -1,0 +1,541 @@
+"""Side-by-side benchmark: minicog's HTTP server against coglet 0.23.1.
+
+Run from the repository root::
+
+    python benchmarks/bench.py --quick          # small counts, well under a minute
+    python benchmarks/bench.py                  # the full run, a few minutes at most
+    python benchmarks/bench.py --servers coglet # one side only
+
+Every scenario starts a fresh server (so peak-memory figures belong to that
+scenario alone) from a temporary working folder, drives it with the
+standard-library load generator in ``loadgen.py`` over 127.0.0.1, then stops it
+with SIGTERM (SIGKILL by PID for anything left after a grace period).  The
+scenarios, each one predictor in ``benchmarks/predictors/``:
+
+``null``   a run() that returns a constant: latency p50/p99 and throughput at
+           client concurrency 1 (sync requests, one keep-alive connection).
+``async``  ``@concurrent(max=8)`` async run() doing ``await asyncio.sleep(0)`` at
+           client concurrency 8; the 409 (all slots busy) answers are counted,
+           since a client that waits for its answer should never see one.
+``sse``    a ``@streaming`` generator of 10,000 tokens read as Server-Sent Events:
+           tokens per second over the whole request and time to first token.
+``file``   a 100 MB ``Path`` output returned as a ``data:`` URI: time, and peak
+           memory of the server's process tree (parent + worker).
+``cold``   spawn → GET /health-check says READY, repeated; idle memory of the
+           tree is read on each of those servers once READY.
+
+Memory is summed over the server's process tree read from ``/proc``: VmHWM
+(per-process high-water mark, so short spikes are not missed), a sampled VmRSS
+sum (simultaneous peak), and PSS for idle memory (shared pages counted once).
+
+coglet runs from its own virtual environment (``--coglet-venv`` or
+``$COGLET_VENV``, default ``../.venv-coglet`` next to the checkout), made with::
+
+    python3.11 -m venv DIR && DIR/bin/pip install cog==0.23.1 coglet==0.23.1
+
+(``--install-coglet`` does exactly that).  coglet is started the way Cog's
+images start it: ``COG_PREDICT_TYPE_STUB=path.py:Runner PORT=N python -m
+cog.server.http``, with ``DIR/bin`` first on PATH because coglet spawns its
+worker with the first ``python`` found there, ``COG_MAX_CONCURRENCY`` for the
+slot count (what Cog's build bakes in from ``@concurrent``), and a
+``.cog/openapi_schema.json`` in its working folder (what Cog's build writes) so
+that it validates inputs and allows SSE.  minicog is started with
+``python -m minicog serve --predictor path.py:Runner`` and reads all of that
+from the predictor itself.
+
+Results are printed as a table with the ratio minicog/coglet per metric and
+the goal it is held to, and written as JSON (``benchmarks/results/latest.json``
+for a full run).  This file is never collected by the test suite; the pure
+helpers it relies on are tested in ``tests/test_benchmarks.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import loadgen  # noqa: E402  (benchmarks/ is not a package; see sys.path above)
+
+__all__ = ["main", "SCENARIOS", "COMPARISON"]
+
+PREDICTORS = os.path.join(HERE, "predictors")
+HOST = "127.0.0.1"
+SSE_TOKENS = 10_000
+FILE_MB = 100
+MiB = 1024 * 1024
+
+# ----------------------------------------------------------------------------------------
+# Scenarios and the schema Cog's build step would have written for coglet
+
+
+def _cog_schema(inputs: dict[str, Any], output: dict[str, Any], streaming: bool = False) -> dict[str, Any]:
+    """The parts of Cog's build-time OpenAPI document coglet reads at run time: the
+    Input and Output components (validation, output wrapping) and x-cog-streaming."""
+    post: dict[str, Any] = {
+        "summary": "Predict",
+        "description": "Run a single prediction on the model",
+        "operationId": "predict_predictions_post",
+        "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictionRequest"}}}},
+        "responses": {"200": {"description": "Successful Response"}},
+    }
+    if streaming:
+        post["x-cog-streaming"] = True
+    return {
+        "openapi": "3.0.2",
+        "info": {"title": "Cog", "version": "0.23.1"},
+        "paths": {"/predictions": {"post": post}},
+        "components": {
+            "schemas": {
+                "Input": {"title": "Input", "type": "object", "properties": inputs},
+                "Output": dict(output, title="Output"),
+                "PredictionRequest": {
+                    "title": "PredictionRequest",
+                    "type": "object",
+                    "properties": {"id": {"title": "Id", "type": "string"}, "input": {"$ref": "#/components/schemas/Input"}},
+                },
+            }
+        },
+    }
+
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "null": {
+        "predictor": "bench_null.py:Runner",
+        "coglet_env": {},
+        "schema": _cog_schema({}, {"type": "string"}),
+    },
+    "async": {
+        "predictor": "bench_async_sleep.py:Runner",
+        "coglet_env": {"COG_MAX_CONCURRENCY": "8"},
+        "schema": _cog_schema({}, {"type": "string"}),
+    },
+    "sse": {
+        "predictor": "bench_sse_tokens.py:Runner",
+        "coglet_env": {},
+        "schema": _cog_schema(
+            {"n": {"title": "N", "type": "integer", "default": SSE_TOKENS, "minimum": 1, "maximum": 1000000, "x-order": 0}},
+            {"type": "array", "items": {"type": "string"}, "x-cog-array-type": "iterator", "x-cog-array-display": "concatenate"},
+            streaming=True,
+        ),
+    },
+    "file": {
+        "predictor": "bench_file_output.py:Runner",
+        "coglet_env": {},
+        "schema": _cog_schema(
+            {"size_mb": {"title": "Size Mb", "type": "integer", "default": FILE_MB, "minimum": 1, "maximum": 1024, "x-order": 0}},
+            {"type": "string", "format": "uri"},
+        ),
+    },
+}
+
+# (metric path, label, unit, goal) — goal is (kind, value): "ge"/"le"/"lt" compare the ratio
+# minicog/coglet, "zero" requires minicog's figure to be 0, None is informational.
+COMPARISON: list[tuple[str, str, str, Optional[tuple[str, float]]]] = [
+    ("null.throughput_rps", "null c=1 throughput", "req/s", ("ge", 1.0)),
+    ("null.p50_ms", "null c=1 latency p50", "ms", ("le", 1.0)),
+    ("null.p99_ms", "null c=1 latency p99", "ms", ("le", 1.0)),
+    ("null.count_409", "null c=1 409 answers", "", None),
+    ("async.throughput_rps", "async sleep(0) c=8 throughput", "req/s", None),
+    ("async.p50_ms", "async sleep(0) c=8 latency p50", "ms", None),
+    ("async.p99_ms", "async sleep(0) c=8 latency p99", "ms", None),
+    ("async.count_409", "async sleep(0) c=8 409 answers", "", ("zero", 0)),
+    ("sse.tokens_per_s", "SSE 10k tokens: tokens/s", "tok/s", ("ge", 1.0)),
+    ("sse.ttft_ms", "SSE 10k tokens: time to 1st token", "ms", None),
+    ("file.time_s", "100 MB file output: time", "s", None),
+    ("file.peak_mb", "100 MB file output: peak tree memory", "MB", ("le", 0.5)),
+    ("cold.median_s", "cold start to READY (median)", "s", ("lt", 1.0)),
+    ("idle.rss_mb", "idle tree memory (RSS)", "MB", ("lt", 1.0)),
+    ("idle.pss_mb", "idle tree memory (PSS)", "MB", None),
+]
+
+# ----------------------------------------------------------------------------------------
+# Server processes
+
+
+def free_port() -> int:
+    """A port the kernel just gave out on 127.0.0.1 (tiny race; both servers need a fixed port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _clean_env() -> dict[str, str]:
+    """The caller's environment without Cog/minicog knobs that would skew a run."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("COG_", "MINICOG_")) and k != "PORT"}
+
+
+class Server:
+    """One server process (minicog or coglet) serving one scenario's predictor."""
+
+    def __init__(self, kind: str, scenario: str, args: argparse.Namespace):
+        self.kind = kind
+        self.scenario = scenario
+        self.args = args
+        self.port = free_port()
+        self.workdir = tempfile.mkdtemp(prefix=f"minicog-bench-{kind}-{scenario}-")
+        self.log_path = os.path.join(self.workdir, "server.log")
+        self.popen: Optional[subprocess.Popen] = None
+        self.spawned_at = 0.0
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        spec = SCENARIOS[self.scenario]
+        ref = os.path.join(PREDICTORS, spec["predictor"])
+        env = _clean_env()
+        env["BENCH_OUTPUT_DIR"] = self.workdir
+        if self.kind == "minicog":
+            env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            argv = [self.args.minicog_python, "-m", "minicog", "serve", "--predictor", ref,
+                    "--host", HOST, "--port", str(self.port)]
+            return argv, env
+        venv_bin = os.path.join(self.args.coglet_venv, "bin")
+        env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+        env.pop("PYTHONPATH", None)  # coglet must not pick up this checkout's packages
+        env["COG_PREDICT_TYPE_STUB"] = ref
+        env["PORT"] = str(self.port)
+        env.update(spec["coglet_env"])
+        os.makedirs(os.path.join(self.workdir, ".cog"))
+        with open(os.path.join(self.workdir, ".cog", "openapi_schema.json"), "w") as fh:
+            json.dump(spec["schema"], fh)
+        return [os.path.join(venv_bin, "python"), "-m", "cog.server.http", "--host", HOST], env
+
+    def start(self) -> "Server":
+        argv, env = self.command()
+        log = open(self.log_path, "wb")
+        try:
+            self.spawned_at = time.perf_counter()
+            self.popen = subprocess.Popen(argv, env=env, cwd=self.workdir, stdin=subprocess.DEVNULL,
+                                          stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()  # the child holds its own descriptor
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def wait_ready(self, timeout: float) -> float:
+        """Seconds from spawn to the first READY health answer."""
+        try:
+            loadgen.wait_ready(HOST, self.port, timeout=timeout, alive=lambda: self.popen.poll() is None)
+        except loadgen.ServerNotReady as exc:
+            raise loadgen.ServerNotReady(f"{self.kind} ({self.scenario}): {exc}\n--- server log tail ---\n{self.log_tail()}") from None
+        return time.perf_counter() - self.spawned_at
+
+    def log_tail(self, size: int = 3000) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - size))
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 15.0) -> Optional[int]:
+        """SIGTERM the server, wait *grace* seconds, then SIGKILL what is left of its tree
+        (by the PIDs recorded before the stop), and remove the working folder."""
+        code = None
+        if self.popen is not None:
+            tree = loadgen.process_tree(self.popen.pid)
+            if self.popen.poll() is None:
+                self.popen.send_signal(signal.SIGTERM)
+            try:
+                code = self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                code = self.popen.wait(timeout=5)
+            deadline = time.monotonic() + 5.0
+            for pid in tree[1:]:
+                # Give descendants a moment to exit on their own after their parent did.
+                while os.path.exists(f"/proc/{pid}") and _is_running(pid) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if _is_running(pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            self.popen = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        return code
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _is_running(pid: int) -> bool:
+    """True for a live, non-zombie process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode("ascii", "replace")
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:][:1] not in ("Z", "X", "")
+
+
+def _mb(kb: Optional[int]) -> Optional[float]:
+    return None if kb is None else round(kb / 1024.0, 1)
+
+
+# ----------------------------------------------------------------------------------------
+# Scenarios
+
+
+def run_cold_and_null(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
+    """Cold starts (with idle memory on each READY server), then the null load on the last."""
+    starts: list[float] = []
+    idle: list[dict[str, Any]] = []
+    null: dict[str, Any] = {}
+    for i in range(p["cold_starts"]):
+        server = Server(kind, "null", args).start()
+        try:
+            starts.append(server.wait_ready(args.ready_timeout))
+            time.sleep(p["settle_s"])  # let start-up garbage settle before reading idle memory
+            idle.append(loadgen.tree_memory(server.pid))
+            if i == p["cold_starts"] - 1:
+                loadgen.run_load(HOST, server.port, concurrency=1, requests=p["warmup"], duration=10)
+                null = loadgen.run_load(HOST, server.port, concurrency=1, requests=p["null_requests"], duration=p["duration_s"])
+        finally:
+            server.stop()
+    return {
+        "cold": {"runs_s": [round(s, 3) for s in starts], "median_s": round(statistics.median(starts), 3)},
+        "idle": {
+            "rss_mb": _mb(statistics.median(m["rss_kb"] for m in idle)),
+            "pss_mb": _mb(statistics.median(m["pss_kb"] for m in idle)) if all(m["pss_kb"] is not None for m in idle) else None,
+            "processes": len(idle[-1]["pids"]),
+        },
+        "null": null,
+    }
+
+
+def run_async(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
+    with Server(kind, "async", args).start() as server:
+        server.wait_ready(args.ready_timeout)
+        loadgen.run_load(HOST, server.port, concurrency=8, requests=p["warmup"], duration=10)
+        return loadgen.run_load(HOST, server.port, concurrency=8, requests=p["async_requests"], duration=p["duration_s"])
+
+
+def run_sse(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
+    expect = [f"t{i} " for i in range(SSE_TOKENS)]
+    with Server(kind, "sse", args).start() as server:
+        server.wait_ready(args.ready_timeout)
+        loadgen.stream_sse(HOST, server.port, body={"input": {"n": 50}}, timeout=30)  # warm-up
+        runs = [loadgen.stream_sse(HOST, server.port, body={"input": {"n": SSE_TOKENS}}, timeout=120, expect=expect)
+                for _ in range(p["sse_runs"])]
+    good = [r for r in runs if r["ok"]]
+    return {
+        "ok_runs": len(good),
+        "runs": runs,
+        "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in good), 1) if good else None,
+        "ttft_ms": round(statistics.median(r["ttft_ms"] for r in good), 3) if good else None,
+    }
+
+
+def run_file(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
+    min_bytes = FILE_MB * MiB * 4 // 3  # base64 of the file, at least
+    with Server(kind, "file", args).start() as server:
+        server.wait_ready(args.ready_timeout)
+        before = loadgen.tree_memory(server.pid)
+        with loadgen.TreeMemorySampler(server.pid, interval=0.01) as sampler:
+            runs = [loadgen.fetch_large(HOST, server.port, body={"input": {"size_mb": FILE_MB}}, timeout=180, min_bytes=min_bytes)
+                    for _ in range(p["file_runs"])]
+        after = loadgen.tree_memory(server.pid)
+    good = [r for r in runs if r["ok"]]
+    peak_kb = max(after["hwm_kb"], sampler.peak_rss_kb)
+    return {
+        "ok_runs": len(good),
+        "runs": runs,
+        "time_s": round(statistics.median(r["time_s"] for r in good), 3) if good else None,
+        "peak_mb": _mb(peak_kb) if good else None,
+        "peak_hwm_sum_mb": _mb(after["hwm_kb"]),
+        "peak_rss_sampled_mb": _mb(sampler.peak_rss_kb),
+        "rss_before_mb": _mb(before["rss_kb"]),
+        "samples": sampler.samples,
+    }
+
+
+def bench_server(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
+    """All scenarios against one server kind; a scenario that fails is recorded, not fatal."""
+    result: dict[str, Any] = {}
+    steps = [("cold+null", run_cold_and_null), ("async", run_async), ("sse", run_sse), ("file", run_file)]
+    for name, fn in steps:
+        if args.only and not any(part in args.only for part in name.split("+")):
+            continue
+        t0 = time.monotonic()
+        print(f"[{kind}] {name} ...", end="", flush=True)
+        try:
+            out = fn(kind, args, p)
+        except Exception as exc:  # a broken server must not hide the other side's figures
+            print(f" FAILED: {type(exc).__name__}: {exc}", flush=True)
+            result.setdefault("failures", {})[name] = f"{type(exc).__name__}: {exc}"[:4000]
+            continue
+        print(f" done in {time.monotonic() - t0:.1f}s", flush=True)
+        if name == "cold+null":
+            result.update(out)
+        else:
+            result[name] = out
+    return result
+
+
+# ----------------------------------------------------------------------------------------
+# Comparison and output
+
+
+def _lookup(result: dict[str, Any], path: str) -> Any:
+    value: Any = result
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def compare(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per metric: both figures, the ratio minicog/coglet, the goal and whether it is met."""
+    rows = []
+    for path, label, unit, goal in COMPARISON:
+        mc = _lookup(results.get("minicog", {}), path)
+        cg = _lookup(results.get("coglet", {}), path)
+        ratio = round(mc / cg, 3) if isinstance(mc, (int, float)) and isinstance(cg, (int, float)) and cg else None
+        met = None
+        goal_text = ""
+        if goal is not None:
+            kind, bound = goal
+            goal_text = {"ge": f"ratio >= {bound:g}", "le": f"ratio <= {bound:g}", "lt": f"ratio < {bound:g}", "zero": "minicog = 0"}[kind]
+            if kind == "zero":
+                met = None if mc is None else mc == 0
+            elif ratio is not None:
+                met = {"ge": ratio >= bound, "le": ratio <= bound, "lt": ratio < bound}[kind]
+        rows.append({"metric": path, "label": label, "unit": unit, "minicog": mc, "coglet": cg,
+                     "ratio": ratio, "goal": goal_text, "met": met})
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, bool):
+            return "yes" if v else "NO"
+        if isinstance(v, float):
+            return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
+        return f"{v:,}" if isinstance(v, int) else str(v)
+
+    header = ["metric", "unit", "minicog", "coglet", "minicog/coglet", "goal", "met"]
+    body = [[r["label"], r["unit"], fmt(r["minicog"]), fmt(r["coglet"]), fmt(r["ratio"]), r["goal"], fmt(r["met"])] for r in rows]
+    widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
+    sep = "  ".join("=" * w for w in widths)
+    lines = [sep, "  ".join(h.ljust(w) for h, w in zip(header, widths)), sep]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in body]
+    lines.append(sep)
+    return "\n".join(lines)
+
+
+def _git_sha() -> Optional[str]:
+    try:
+        return subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _version(python: str, code: str) -> Optional[str]:
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30, env=_clean_env())
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def install_coglet(venv: str) -> None:
+    """Create *venv* with coglet 0.23.1 (the command in the module docstring)."""
+    base = shutil.which("python3.11") or sys.executable
+    subprocess.run([base, "-m", "venv", venv], check=True, timeout=300)
+    subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", "cog==0.23.1", "coglet==0.23.1"], check=True, timeout=600)
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark minicog's HTTP server against coglet 0.23.1 on 127.0.0.1.")
+    parser.add_argument("--quick", action="store_true", help="small counts; finishes in well under a minute")
+    parser.add_argument("--servers", default="minicog,coglet", help="comma-separated: minicog, coglet (default both)")
+    parser.add_argument("--only", default="", help="comma-separated scenarios to run: cold, null, async, sse, file (default all)")
+    parser.add_argument("--coglet-venv", default=os.environ.get("COGLET_VENV") or os.path.join(os.path.dirname(REPO), ".venv-coglet"),
+                        help="virtual environment holding cog==0.23.1 and coglet==0.23.1 (env COGLET_VENV; default ../.venv-coglet)")
+    parser.add_argument("--install-coglet", action="store_true", help="create --coglet-venv with pip first if it does not exist")
+    parser.add_argument("--minicog-python", default=sys.executable, help="interpreter that runs minicog (default: this one)")
+    parser.add_argument("--output", default=None, help="JSON results file (default benchmarks/results/latest.json, latest-quick.json with --quick)")
+    parser.add_argument("--ready-timeout", type=float, default=60.0, help="seconds a server may take to become READY")
+    args = parser.parse_args(argv)
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    bad = set(args.servers) - {"minicog", "coglet"}
+    if bad:
+        parser.error(f"unknown server(s): {', '.join(sorted(bad))}")
+    args.only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if args.output is None:
+        args.output = os.path.join(HERE, "results", "latest-quick.json" if args.quick else "latest.json")
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    if "coglet" in args.servers and not os.path.exists(os.path.join(args.coglet_venv, "bin", "python")):
+        if args.install_coglet:
+            install_coglet(args.coglet_venv)
+        else:
+            print(f"coglet venv not found at {args.coglet_venv}; create it with --install-coglet or set COGLET_VENV", file=sys.stderr)
+            return 2
+    if args.quick:
+        p = {"cold_starts": 2, "settle_s": 0.3, "warmup": 10, "null_requests": 300, "async_requests": 400,
+             "duration_s": 5.0, "sse_runs": 1, "file_runs": 1}
+    else:
+        p = {"cold_starts": 5, "settle_s": 1.0, "warmup": 50, "null_requests": 3000, "async_requests": 4000,
+             "duration_s": 20.0, "sse_runs": 3, "file_runs": 2}
+    started = time.monotonic()
+    results = {kind: bench_server(kind, args, p) for kind in args.servers}
+    rows = compare(results)
+    print()
+    print(format_table(rows))
+    doc = {
+        "meta": {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "mode": "quick" if args.quick else "full",
+            "duration_s": round(time.monotonic() - started, 1),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+            "minicog": {"git": _git_sha(), "python": _version(args.minicog_python, "import sys; print(sys.version.split()[0])")},
+            "coglet": {
+                "venv": args.coglet_venv,
+                "version": _version(os.path.join(args.coglet_venv, "bin", "python"), "import coglet; print(coglet.__version__)")
+                if "coglet" in args.servers else None,
+            },
+            "parameters": p,
+        },
+        "results": results,
+        "comparison": rows,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as fh:
+        json.dump(doc, fh, indent=2)
+        fh.write("\n")
+    print(f"\nresults written to {os.path.relpath(args.output)} in {doc['meta']['duration_s']}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The benchmark's pure helpers: statistics, /proc tree memory readers, the ratio table.
+
+The benchmark itself (benchmarks/bench.py) starts servers and takes minutes, so it
+is never part of the test run; these tests keep the arithmetic it reports honest.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from support import ROOT, wait_until
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def _load(name: str):
+    path = os.path.join(ROOT, "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+loadgen = _load("loadgen")
+
+
+def test_percentile_matches_statistics_inclusive_quantiles():
+    data = [((i * 7919) % 101) / 3.0 for i in range(257)]
+    cuts = statistics.quantiles(data, n=100, method="inclusive")
+    for p in range(1, 100):
+        assert loadgen.percentile(data, p) == pytest.approx(cuts[p - 1])
+    assert loadgen.percentile(data, 0) == min(data)
+    assert loadgen.percentile(data, 100) == max(data)
+
+
+def test_percentile_edges():
+    assert loadgen.percentile([], 50) is None
+    assert loadgen.percentile([4.0], 99) == 4.0
+    assert loadgen.percentile([1, 2], 50) == 1.5
+    with pytest.raises(ValueError):
+        loadgen.percentile([1, 2], 101)
+
+
+def test_summarize_latencies_reports_milliseconds():
+    summary = loadgen.summarize_latencies([0.001, 0.002, 0.003, 0.004])
+    assert summary["count"] == 4
+    assert summary["p50_ms"] == pytest.approx(2.5)
+    assert summary["max_ms"] == pytest.approx(4.0)
+    assert summary["mean_ms"] == pytest.approx(2.5)
+    assert loadgen.summarize_latencies([])["p99_ms"] is None
+
+
+def test_tree_memory_sums_parent_and_child():
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        tree = wait_until(lambda: child.pid in loadgen.process_tree(os.getpid()) and loadgen.process_tree(os.getpid()),
+                          timeout=10, message="child in the process tree")
+        assert tree[0] == os.getpid()
+        mine = loadgen.tree_memory(os.getpid())
+        own_rss = loadgen.read_status_kb(os.getpid(), "VmRSS")
+        child_rss = wait_until(lambda: loadgen.read_status_kb(child.pid, "VmRSS"), timeout=10, message="child RSS")
+        assert child.pid in mine["pids"]
+        # The sum covers both processes (allowing for drift between the separate reads).
+        assert mine["rss_kb"] >= 0.8 * (own_rss + child_rss)
+        assert mine["hwm_kb"] >= mine["rss_kb"] * 0.9
+        assert loadgen.tree_memory(child.pid)["pids"] == [child.pid]
+    finally:
+        child.stdin.close()
+        child.wait(timeout=10)
+    assert loadgen.process_tree(child.pid) == []
+    assert loadgen.read_status_kb(child.pid, "VmRSS") is None
+
+
+def test_sampler_sees_an_allocation():
+    baseline = loadgen.read_status_kb(os.getpid(), "VmRSS")
+    with loadgen.TreeMemorySampler(os.getpid(), interval=0.005, max_seconds=30) as sampler:
+        block = b"x" * (64 * 1024 * 1024)  # written, so the pages are resident
+        wait_until(lambda: sampler.peak_rss_kb >= baseline + 48 * 1024, timeout=10, message="sampled peak")
+        del block
+    assert sampler.samples >= 1
+
+
+def test_compare_computes_ratios_and_goals():
+    bench = _load("bench")
+    results = {
+        "minicog": {"null": {"throughput_rps": 300.0, "p50_ms": 2.0, "count_409": 0},
+                    "async": {"count_409": 0}, "file": {"peak_mb": 100.0}, "cold": {"median_s": 0.5}},
+        "coglet": {"null": {"throughput_rps": 200.0, "p50_ms": 4.0, "count_409": 9},
+                   "async": {"count_409": 50}, "file": {"peak_mb": 150.0}, "cold": {"median_s": 0.5}},
+    }
+    rows = {row["metric"]: row for row in bench.compare(results)}
+    assert rows["null.throughput_rps"]["ratio"] == 1.5 and rows["null.throughput_rps"]["met"] is True
+    assert rows["null.p50_ms"]["ratio"] == 0.5 and rows["null.p50_ms"]["met"] is True
+    assert rows["async.count_409"]["met"] is True
+    assert rows["file.peak_mb"]["met"] is False  # 0.667 > 0.5
+    assert rows["cold.median_s"]["met"] is False  # equal is not faster
+    assert rows["sse.tokens_per_s"]["ratio"] is None and rows["sse.tokens_per_s"]["met"] is None
+    table = bench.format_table(list(rows.values()))
+    assert "null c=1 throughput" in table and "1.500" in table
