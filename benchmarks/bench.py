@@ -443,8 +443,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     body = [[r["label"], r["unit"], fmt(r["minicog"]), fmt(r["coglet"]), fmt(r["ratio"]), r["goal"], fmt(r["met"])] for r in rows]
     widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
     sep = "  ".join("=" * w for w in widths)
-    lines = [sep, "  ".join(h.ljust(w) for h, w in zip(header, widths)), sep]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in body]
+    lines = [sep, "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(), sep]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in body]
     lines.append(sep)
     return "\n".join(lines)
 
@@ -482,6 +482,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--minicog-python", default=sys.executable, help="interpreter that runs minicog (default: this one)")
     parser.add_argument("--output", default=None, help="JSON results file (default benchmarks/results/latest.json, latest-quick.json with --quick)")
     parser.add_argument("--ready-timeout", type=float, default=60.0, help="seconds a server may take to become READY")
+    parser.add_argument("--report", metavar="JSON", default=None,
+                        help="run nothing: print the table of an earlier results file (the table is valid reStructuredText)")
     args = parser.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     bad = set(args.servers) - {"minicog", "coglet"}
@@ -495,6 +497,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        with open(args.report) as fh:
+            doc = json.load(fh)
+        print(format_table(compare(doc["results"])))
+        return 0
     if "coglet" in args.servers and not os.path.exists(os.path.join(args.coglet_venv, "bin", "python")):
         if args.install_coglet:
             install_coglet(args.coglet_venv)
