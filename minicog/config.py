@@ -340,6 +340,8 @@ class _Parser:
         ch = text[i]
         if ch in "&*!":
             raise self.error("YAML anchors, aliases and tags (&, *, !) are not supported in cog.yaml", line.number)
+        if ch == "?" and (i + 1 == len(text) or text[i + 1] == " "):
+            raise self.error("complex mapping keys ('? ...') are not supported", line.number)
         if ch == "@" or ch == "`":
             raise self.error(f"a plain value cannot start with {ch!r}; quote it", line.number)
         if ch == '"':
