@@ -55,6 +55,11 @@ class Settings:
     read_timeout: float = dataclasses.field(default=30.0, metadata=_env("MINICOG_READ_TIMEOUT", cast=float, check=lambda v: v > 0))
     #: Seconds sent in Retry-After with 409 (all slots busy) and 503 (not ready).
     retry_after: int = 1
+    #: Seconds between checks that a client waiting on a sync or SSE response is still
+    #: connected (a disconnect cancels its prediction).
+    disconnect_poll_interval: float = 0.1
+    #: Longest prediction id accepted (URL or body); longer → 400.
+    max_prediction_id_chars: int = 256
 
     # --- Worker and slots -----------------------------------------------------------
     #: Number of prediction slots; overrides cog.yaml concurrency.max and @concurrent.
@@ -106,6 +111,9 @@ class Settings:
     #: Backoff before retry k is webhook_backoff_base * 2 ** min(k, webhook_backoff_max_exponent) seconds.
     webhook_backoff_base: float = 0.1
     webhook_backoff_max_exponent: int = 10
+    #: Non-terminal webhooks waiting for a slow receiver, per prediction; beyond it the
+    #: oldest is dropped (each carries a full snapshot, so only intermediate states go).
+    webhook_queue_limit: int = 100
 
     # --- Files ----------------------------------------------------------------------
     #: User-Agent sent when fetching URL inputs.

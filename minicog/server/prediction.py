@@ -1,0 +1,402 @@
+"""The Prediction record: one per request, the single owner of its state.
+
+A :class:`Prediction` is the listener the orchestrator calls (``started``,
+``log``, ``output``, ``file_output``, ``metric``, ``succeeded``, ``failed``,
+``canceled``, on the orchestrator's I/O thread) and the only place where
+status, output, logs, metrics, error and timestamps change.  Each transition,
+made under the record's lock, produces the events the three consumers read:
+
+* the HTTP response (sync waiters via :meth:`wait`, then :meth:`snapshot`),
+* the SSE subscribers (:attr:`events`, an :class:`~minicog.server.sse.EventStream`),
+* the webhook sender (:class:`~minicog.server.webhooks.WebhookSender`).
+
+Nothing else produces those events, so the three can never disagree.  All
+consumer calls made under the lock are non-blocking (queue appends), which
+keeps the orchestrator's I/O thread free.
+
+State machine (Cog's): ``starting`` → ``processing`` → ``succeeded`` |
+``failed`` | ``canceled``.  Terminal states are sticky; later calls are ignored.
+As in coglet, a prediction whose cancel was requested ends ``canceled`` even if
+the model returned normally (its output is kept).
+
+Outputs.  Items keep the order the worker produced them.  A file output is a
+:class:`~minicog.server.outputs.FileOutput` (a lazily encoded ``data:`` URI), or,
+with an uploader, a placeholder filled in when its upload finishes on the
+uploader's pool.  Events for item *k* are published only once items 0..k are
+all known, and a ``succeeded`` from the orchestrator waits for outstanding
+uploads before the record turns terminal; an upload failure turns the result
+into ``failed`` with the upload's error (and asks for the worker's prediction to
+be canceled if it is still running).
+
+Output wrapping at the end follows Cog: the output is a list when the schema's
+Output is an array (``stream_output``) or the worker says it streamed; otherwise
+no item → ``null``, one item → that item, several → a list.
+
+Metrics merge follows Cog: ``replace`` (``None`` deletes), ``increment``
+(missing starts at 0, non-numeric values ignored), ``append`` (missing → ``[]``,
+a scalar ``x`` → ``[x, v]``); dotted names nest (``timing.pre`` →
+``{"timing": {"pre": ...}}``), replacing non-object intermediates.
+``predict_time`` (seconds since the record was created) is added at the end.
+
+Timestamps ``created_at``, ``started_at`` and ``completed_at`` are ISO 8601 UTC
+(Cog's schema declares them; coglet never sends them).
+
+Life of the output files.  The record starts with one reference to itself; the
+sync response writer, each SSE reader and the webhook sender take one more
+(:meth:`retain`) and give it back (:meth:`release`).  When the record is
+terminal and the count drops to zero, ``on_release`` runs once: the service
+uses it to let the orchestrator delete the per-prediction temporary files.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import logging
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from minicog.server.outputs import FileOutput
+from minicog.server.sse import EventStream
+from minicog.settings import Settings
+
+__all__ = ["Prediction", "merge_metric", "utc_now", "TERMINAL_STATUSES"]
+
+log = logging.getLogger("minicog.prediction")
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+
+_PENDING = object()  # an output item whose upload has not finished
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC with microseconds (``2024-05-01T12:00:00.123456+00:00``)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def merge_metric(metrics: dict, name: str, value: Any, mode: str) -> None:
+    """Apply one recorded metric operation to *metrics* in place (Cog's parent-side merge)."""
+    parts = name.split(".")
+    node = metrics
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            if value is None and mode == "replace":
+                return  # deleting below a missing branch: nothing to do
+            child = {}
+            node[part] = child
+        node = child
+    leaf = parts[-1]
+    if mode in ("increment", "incr"):
+        if not _is_number(value):
+            return
+        current = node.get(leaf, 0)
+        if not _is_number(current):
+            return
+        node[leaf] = current + value
+    elif mode == "append":
+        current = node.get(leaf, _PENDING)
+        if current is _PENDING:
+            node[leaf] = [value]
+        elif isinstance(current, list):
+            current.append(value)
+        else:
+            node[leaf] = [current, value]
+    else:
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+
+
+class Prediction:
+    """One prediction or training: the orchestrator's listener and the record of its state."""
+
+    def __init__(self, id: str, input: Any, *, kind: str = "prediction", settings: Optional[Settings] = None,
+                 stream_output: bool = False, events: Optional[EventStream] = None, webhook: Any = None,
+                 uploader: Any = None, on_cancel: Optional[Callable[[], None]] = None,
+                 on_terminal: Optional[Callable[["Prediction"], None]] = None,
+                 on_release: Optional[Callable[["Prediction"], None]] = None):
+        self.id = id
+        self.input = input
+        self.kind = kind
+        self.settings = settings or Settings()
+        self.stream_output = stream_output
+        self.events = events
+        self.webhook = webhook
+        self.uploader = uploader
+        self.on_cancel = on_cancel
+        self.on_terminal = on_terminal
+        self.on_release = on_release
+        #: Set for predictions created by an SSE request: when the last reader leaves
+        #: before the end, the prediction is canceled (coglet's rule).
+        self.cancel_on_disconnect = False
+
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self.status = "starting"
+        self.created_at = utc_now()
+        self.started_at: Optional[str] = None
+        self.completed_at: Optional[str] = None
+        self._t0 = time.monotonic()
+        self._logs: list[str] = []
+        self._logs_text = ""
+        self._items: list[Any] = []
+        self._published = 0  # items 0.._published-1 are known and were announced
+        self._pending_uploads = 0
+        self._upload_error: Optional[str] = None
+        self._terminal_request: Optional[tuple] = None  # ("succeeded", is_stream) waiting for uploads
+        self.metrics: dict = {}
+        self.error: Optional[str] = None
+        self._output: Any = None
+        self._has_output = False
+        self.cancel_requested = False
+        self._refs = 1
+        self._released = False
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the record is terminal; True if it is."""
+        return self._done.wait(timeout)
+
+    @property
+    def logs(self) -> str:
+        with self._lock:
+            return self._logs_joined()
+
+    def _logs_joined(self) -> str:
+        if len(self._logs) > 1:
+            self._logs[:] = ["".join(self._logs)]
+        return self._logs[0] if self._logs else ""
+
+    def snapshot(self, *, with_input: bool = False) -> dict:
+        """The state as Cog's JSON object (file outputs still as FileOutput objects)."""
+        with self._lock:
+            return self._snapshot(with_input)
+
+    def _snapshot(self, with_input: bool = False) -> dict:
+        snap: dict[str, Any] = {"id": self.id, "status": self.status, "logs": self._logs_joined(),
+                                "metrics": copy.deepcopy(self.metrics)}
+        if self.is_terminal:
+            if self._has_output:
+                snap["output"] = self._output
+        elif self._published:
+            snap["output"] = list(self._items[:self._published])
+        if self.error is not None:
+            snap["error"] = self.error
+        snap["created_at"] = self.created_at
+        if self.started_at:
+            snap["started_at"] = self.started_at
+        if self.completed_at:
+            snap["completed_at"] = self.completed_at
+        if with_input:
+            snap["input"] = self.input
+        return snap
+
+    # ------------------------------------------------------------ references
+    def retain(self) -> bool:
+        """Take a reference on the output files; False if they were already released."""
+        with self._lock:
+            if self._released:
+                return False
+            self._refs += 1
+            return True
+
+    def release(self) -> None:
+        """Give back a reference; the last one after the end runs ``on_release``."""
+        with self._lock:
+            self._refs -= 1
+            fire = self._refs <= 0 and self.is_terminal and not self._released
+            if fire:
+                self._released = True
+        if fire and self.on_release is not None:
+            try:
+                self.on_release(self)
+            except Exception:
+                log.exception("releasing the files of prediction %s failed", self.id)
+
+    # ------------------------------------------------------------- requests
+    def request_cancel(self) -> None:
+        """Remember that a cancel was asked (the caller tells the orchestrator)."""
+        with self._lock:
+            if self.is_terminal:
+                return
+            self.cancel_requested = True
+            finalize = self._terminal_request is not None
+        if finalize:
+            # Waiting only for uploads: coglet's cancel token aborts them.
+            self._finish("canceled")
+
+    # ------------------------------------------------------- listener protocol
+    def started(self) -> None:
+        with self._lock:
+            if self.status != "starting":
+                return
+            self.status = "processing"
+            self.started_at = utc_now()
+            if self.events is not None:
+                self.events.publish("start", {"id": self.id, "status": "processing"})
+            if self.webhook is not None:
+                self.webhook.send("start", lambda: self._snapshot())
+
+    def log(self, source: str, data: str) -> None:
+        with self._lock:
+            if self.is_terminal:
+                return
+            self._logs.append(data)
+            if self.events is not None:
+                self.events.publish("log", {"data": data, "source": source})
+            if self.webhook is not None:
+                self.webhook.send("logs", lambda: self._snapshot())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("[%s] %s: %s", self.id, source, data.rstrip("\n"))
+
+    def output(self, index: int, value: Any) -> None:
+        with self._lock:
+            if self.is_terminal:
+                return
+            self._items.append(value)
+            self._advance()
+
+    def file_output(self, index: int, path: str, mime: Optional[str]) -> None:
+        try:
+            item = FileOutput(path, mime)
+        except OSError as exc:
+            self._fail_output(f"Output file {path} could not be read: {exc.strerror or exc}")
+            return
+        with self._lock:
+            if self.is_terminal:
+                return
+            if self.uploader is None:
+                self._items.append(item)
+                self._advance()
+                return
+            slot = len(self._items)
+            self._items.append(_PENDING)
+            self._pending_uploads += 1
+        self.uploader.submit(item.path, item.mime, self.id, lambda url, error: self._uploaded(slot, url, error))
+
+    def metric(self, name: str, value: Any, mode: str) -> None:
+        with self._lock:
+            if self.is_terminal:
+                return
+            merge_metric(self.metrics, name, value, mode)
+            if self.events is not None:
+                self.events.publish("metric", {"mode": mode, "name": name, "value": value})
+
+    def succeeded(self, is_stream: bool = False) -> None:
+        with self._lock:
+            if self.is_terminal or self._terminal_request is not None:
+                return
+            self._terminal_request = ("succeeded", is_stream)
+            if self._pending_uploads:
+                return
+        self._resolve_terminal()
+
+    def failed(self, error: str) -> None:
+        self._finish("failed", error)
+
+    def canceled(self) -> None:
+        self._finish("canceled")
+
+    # ------------------------------------------------------------- internals
+    def _advance(self) -> None:
+        """Announce items that became contiguous (lock held)."""
+        while self._published < len(self._items) and self._items[self._published] is not _PENDING:
+            index = self._published
+            self._published += 1
+            if self.events is not None:
+                self.events.publish("output", {"chunk": self._items[index], "index": index})
+            if self.webhook is not None:
+                self.webhook.send("output", lambda: self._snapshot())
+
+    def _uploaded(self, slot: int, url: Optional[str], error: Optional[str]) -> None:
+        with self._lock:
+            self._pending_uploads -= 1
+            if self.is_terminal:
+                return
+            if error is not None:
+                if self._upload_error is None:
+                    self._upload_error = error
+            else:
+                self._items[slot] = url
+                self._advance()
+            ready = self._terminal_request is not None and not self._pending_uploads
+            cancel_worker = error is not None and self._terminal_request is None
+        if cancel_worker and self.on_cancel is not None:
+            # The output is already lost: stop the model instead of letting it run on.
+            try:
+                self.on_cancel()
+            except Exception:
+                log.exception("canceling prediction %s after an upload failure failed", self.id)
+        if ready:
+            self._resolve_terminal()
+
+    def _fail_output(self, error: str) -> None:
+        with self._lock:
+            if self.is_terminal:
+                return
+            if self._upload_error is None:
+                self._upload_error = error
+            cancel_worker = self._terminal_request is None
+        if cancel_worker and self.on_cancel is not None:
+            self.on_cancel()
+
+    def _resolve_terminal(self) -> None:
+        with self._lock:
+            request = self._terminal_request
+        if self._upload_error is not None:
+            self._finish("failed", self._upload_error)
+        elif self.cancel_requested:
+            self._finish("canceled", is_stream=request[1] if request else False)
+        else:
+            self._finish("succeeded", is_stream=request[1] if request else False)
+
+    def _finish(self, status: str, error: Optional[str] = None, *, is_stream: bool = False) -> None:
+        with self._lock:
+            if self.is_terminal:
+                return
+            # An upload failure decides the result, unless a client asked for the cancel
+            # (our own cancel after the failure must not hide the error).
+            if self._upload_error is not None and not (status == "canceled" and self.cancel_requested):
+                status, error = "failed", self._upload_error
+            elif status == "succeeded" and self.cancel_requested:
+                status = "canceled"
+            items = [i for i in self._items if i is not _PENDING]
+            stream = self.stream_output or is_stream
+            # A failed or canceled record shows output only if the model produced some.
+            self._has_output = bool(items) or status == "succeeded"
+            if stream:
+                self._output = items
+            elif len(items) == 1:
+                self._output = items[0]
+            else:
+                self._output = items or None
+            self.status = status
+            self.error = error if status == "failed" else None
+            self.completed_at = utc_now()
+            self.metrics["predict_time"] = time.monotonic() - self._t0
+            snap = self._snapshot()
+            if self.events is not None:
+                self.events.publish("completed", snap)
+                self.events.close()
+            if self.webhook is not None:
+                self.webhook.send("completed", snap)
+            self._done.set()
+        log.info("%s %s %s (%.3fs)%s", self.kind, self.id, status, self.metrics["predict_time"],
+                 f": {error}" if status == "failed" and error else "")
+        if self.on_terminal is not None:
+            try:
+                self.on_terminal(self)
+            except Exception:
+                log.exception("terminal callback of prediction %s failed", self.id)
+        self.release()

@@ -1,0 +1,213 @@
+"""The Prediction record driven through its listener protocol (as the orchestrator drives it)."""
+
+import datetime
+import json
+import os
+import threading
+
+import pytest
+
+from minicog.server.outputs import FileOutput, Uploader, render_json
+from minicog.server.prediction import Prediction, merge_metric
+from minicog.server.sse import EventStream
+from minicog.server.webhooks import WebhookDispatcher
+from minicog.settings import Settings
+from support import Receiver, wait_until
+
+
+def events_of(stream):
+    sub = stream.subscribe()
+    out = []
+    while True:
+        ev = sub.get(2)
+        if ev is None:
+            return out
+        out.append(ev)
+
+
+def test_state_machine_timestamps_and_events():
+    stream = EventStream()
+    p = Prediction("p1", {"x": 1}, events=stream)
+    assert p.snapshot()["status"] == "starting"
+    p.started()
+    p.log("stdout", "hello\n")
+    p.output(0, "a")
+    p.metric("tokens", 2, "increment")
+    p.succeeded(is_stream=False)
+    p.failed("late")  # terminal is sticky
+    snap = p.snapshot()
+    assert snap["status"] == "succeeded" and snap["output"] == "a" and snap["logs"] == "hello\n"
+    assert "error" not in snap
+    assert snap["metrics"]["tokens"] == 2 and snap["metrics"]["predict_time"] >= 0
+    for key in ("created_at", "started_at", "completed_at"):
+        t = datetime.datetime.fromisoformat(snap[key])
+        assert t.utcoffset() == datetime.timedelta(0)
+    assert snap["created_at"] <= snap["started_at"] <= snap["completed_at"]
+    names = [e.name for e in events_of(stream)]
+    assert names == ["start", "log", "output", "metric", "completed"]
+    assert p.snapshot(with_input=True)["input"] == {"x": 1}
+
+
+@pytest.mark.parametrize("items,stream_output,is_stream,expected", [
+    ([], False, False, None),
+    ([], True, False, []),
+    ([], False, True, []),
+    (["only"], False, True, ["only"]),
+    (["only"], False, False, "only"),
+    ([1, 2], False, False, [1, 2]),
+])
+def test_output_wrapping(items, stream_output, is_stream, expected):
+    p = Prediction("p", {}, stream_output=stream_output)
+    p.started()
+    for i, v in enumerate(items):
+        p.output(i, v)
+    p.succeeded(is_stream)
+    assert p.snapshot()["output"] == expected
+
+
+def test_failed_and_canceled_keep_logs_and_metrics():
+    p = Prediction("p", {})
+    p.started()
+    p.log("stderr", "oops\n")
+    p.metric("a.b", 1, "replace")
+    p.failed("Prediction failed: ValueError: boom")
+    s = p.snapshot()
+    assert s["status"] == "failed" and s["error"] == "Prediction failed: ValueError: boom"
+    assert s["logs"] == "oops\n" and s["metrics"]["a"] == {"b": 1} and "output" not in s
+
+    q = Prediction("q", {})
+    q.started()
+    q.log("stdout", "x\n")
+    q.canceled()
+    s = q.snapshot()
+    assert s["status"] == "canceled" and s["logs"] == "x\n" and "output" not in s and "predict_time" in s["metrics"]
+
+
+def test_cancel_requested_then_success_is_canceled_with_output():
+    p = Prediction("p", {})
+    p.started()
+    p.output(0, "v")
+    p.request_cancel()
+    p.succeeded(False)
+    s = p.snapshot()
+    assert s["status"] == "canceled" and s["output"] == "v"
+
+
+def test_nonterminal_snapshot_output_is_items_so_far():
+    p = Prediction("p", {})
+    p.started()
+    p.output(0, "a")
+    assert p.snapshot()["output"] == ["a"]
+
+
+def test_metrics_merge_rules():
+    m = {}
+    merge_metric(m, "tokens", 2, "increment")
+    merge_metric(m, "tokens", 3, "increment")
+    merge_metric(m, "tokens", "x", "increment")  # non-numeric: ignored
+    merge_metric(m, "lst", 1, "append")
+    merge_metric(m, "lst", 2, "append")
+    merge_metric(m, "s", "x", "replace")
+    merge_metric(m, "s", "y", "append")
+    merge_metric(m, "timing.pre", 0.25, "replace")
+    merge_metric(m, "gone", 1, "replace")
+    merge_metric(m, "gone", None, "replace")
+    merge_metric(m, "s2", 1, "replace")
+    merge_metric(m, "s2.inner", 1, "replace")  # non-object intermediate replaced by {}
+    merge_metric(m, "f", 0.5, "increment")
+    assert m == {"tokens": 5, "lst": [1, 2], "s": ["x", "y"], "timing": {"pre": 0.25},
+                 "s2": {"inner": 1}, "f": 0.5}
+
+
+def test_file_output_is_lazy_and_released_after_consumers(tmp_path):
+    f = tmp_path / "out.txt"
+    f.write_bytes(b"hello file")
+    released = []
+    p = Prediction("p", {}, on_release=lambda pred: released.append(pred.id))
+    p.started()
+    p.file_output(0, str(f), None)
+    assert p.retain()  # a response writer
+    p.succeeded(False)
+    assert released == []
+    out = p.snapshot()["output"]
+    assert isinstance(out, FileOutput)
+    body = render_json(p.snapshot())
+    assert json.loads(body.materialize())["output"] == "data:text/plain;base64,aGVsbG8gZmlsZQ=="
+    p.release()
+    assert released == ["p"]
+    assert not p.retain()
+
+
+def test_uploads_keep_order_even_when_finishing_out_of_order(tmp_path):
+    gate = threading.Event()
+
+    def responder(rec):
+        if rec.path.endswith("/o0.txt"):
+            gate.wait(5)  # the first file finishes last
+        return 200, {"Location": f"http://files.example{rec.path}?sig=1"}, b""
+
+    paths = []
+    for i in range(4):
+        f = tmp_path / f"o{i}.txt"
+        f.write_text(str(i))
+        paths.append(str(f))
+    with Receiver(responder) as rx:
+        up = Uploader(rx.url + "/up", timeout=5)
+        stream = EventStream()
+        p = Prediction("p", {}, uploader=up, events=stream)
+        sub = stream.subscribe()
+        p.started()
+        for i, path in enumerate(paths):
+            p.file_output(i, path, None)
+        p.output(4, "tail")
+        p.succeeded(True)
+        rx.wait_for(lambda rs: len(rs) == 3)
+        assert not p.is_terminal  # waits for the outstanding upload
+        gate.set()
+        assert p.wait(5)
+        assert p.snapshot()["output"] == [f"http://files.example/up/o{i}.txt" for i in range(4)] + ["tail"]
+        outputs = []
+        while True:
+            ev = sub.get(2)
+            if ev is None:
+                break
+            if ev.name == "output":
+                outputs.append(ev.data["index"])
+        assert outputs == [0, 1, 2, 3, 4]
+        headers = {r.path: r.headers for r in rx.requests}
+        assert headers["/up/o1.txt"]["x-prediction-id"] == "p"
+        up.close()
+
+
+def test_upload_failure_fails_prediction_and_asks_cancel(tmp_path):
+    f = tmp_path / "x.png"
+    f.write_bytes(b"png")
+    cancels = []
+    with Receiver(lambda rec: (500, {}, b"")) as rx:
+        up = Uploader(rx.url, timeout=5)
+        p = Prediction("p", {}, uploader=up, on_cancel=lambda: cancels.append(1))
+        p.started()
+        p.file_output(0, str(f), None)
+        wait_until(lambda: cancels, message="cancel after upload failure")
+        p.canceled()  # the orchestrator reports the worker side
+        s = p.snapshot()
+        assert s["status"] == "failed"
+        assert s["error"] == "Failed to upload output: upload returned status 500 Internal Server Error"
+        up.close()
+
+
+def test_webhooks_from_transitions():
+    with Receiver() as rx:
+        d = WebhookDispatcher(Settings(throttle_response_interval=0.0, webhook_backoff_base=0.01))
+        p = Prediction("p", {})
+        p.webhook = d.sender(rx.url, "p")
+        p.started()
+        rx.wait_for(lambda rs: len(rs) == 1)
+        p.output(0, "a")
+        rx.wait_for(lambda rs: len(rs) == 2)
+        p.succeeded(False)
+        p.webhook.wait(5)
+        bodies = [r.json() for r in rx.requests]
+        assert [b["status"] for b in bodies] == ["processing", "processing", "succeeded"]
+        assert bodies[0]["logs"] == "" and bodies[1]["output"] == ["a"] and bodies[2]["output"] == "a"
+        assert "input" not in bodies[2]

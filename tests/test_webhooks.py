@@ -1,0 +1,132 @@
+"""Webhook delivery against a real loopback receiver: filter, throttle, retry, headers, shutdown flush."""
+
+import time
+
+import pytest
+
+from minicog.server.webhooks import USER_AGENT, WebhookDispatcher
+from minicog.settings import Settings
+from support import Receiver
+
+FAST = dict(webhook_backoff_base=0.01, webhook_timeout=2.0, throttle_response_interval=0.5)
+
+
+def snap(status="processing", **kw):
+    return {"id": "p1", "status": status, "logs": "", "metrics": {}, **kw}
+
+
+def test_terminal_payload_headers_and_release():
+    released = []
+    with Receiver() as rx:
+        d = WebhookDispatcher(Settings(webhook_auth_token="tok", **FAST))
+        s = d.sender(rx.url + "/hook", "p1", headers={"traceparent": "00-abc-def-01", "tracestate": "k=v"},
+                     on_finished=lambda: released.append(1))
+        assert s.send("completed", snap("succeeded", output=1))
+        assert s.wait(5) and s.terminal_delivered is True
+        r = rx.requests[0]
+        assert r.method == "POST" and r.path == "/hook"
+        assert r.json() == snap("succeeded", output=1)
+        assert r.headers["authorization"] == "Bearer tok"
+        assert r.headers["content-type"] == "application/json"
+        assert r.headers["user-agent"] == USER_AGENT
+        assert r.headers["traceparent"] == "00-abc-def-01" and r.headers["tracestate"] == "k=v"
+        assert released == [1]
+        assert d.pending() == []
+
+
+def test_filter_and_throttle():
+    with Receiver() as rx:
+        d = WebhookDispatcher(Settings(**FAST))
+        s = d.sender(rx.url, "p1", events_filter=["start", "logs", "completed"])
+        assert s.send("start", snap()) is True
+        assert s.send("logs", snap(logs="a")) is False  # within 0.5 s of the last send: dropped
+        assert s.send("output", snap(output=[1])) is False  # filtered out
+        assert s.send("completed", snap("succeeded")) is True
+        s.wait(5)
+        rx.wait_for(lambda rs: len(rs) == 2)
+        assert [r.json()["status"] for r in rx.requests] == ["processing", "succeeded"]
+
+
+def test_output_is_never_throttled_and_resets_timer():
+    with Receiver() as rx:
+        d = WebhookDispatcher(Settings(**{**FAST, "throttle_response_interval": 0.2}))
+        s = d.sender(rx.url, "p1")
+        assert s.send("output", snap(output=[1]))
+        assert s.send("output", snap(output=[1, 2]))
+        assert s.send("logs", snap(logs="x")) is False
+        time.sleep(0.25)  # the throttle is about elapsed time; this is the interval under test
+        assert s.send("logs", lambda: snap(logs="x"))
+        rx.wait_for(lambda rs: len(rs) == 3)
+        s.send("completed", snap("succeeded", output=[1, 2]))
+        s.wait(5)
+        rx.wait_for(lambda rs: len(rs) == 4)
+        assert [r.json().get("output") for r in rx.requests[:2]] == [[1], [1, 2]]
+
+
+def test_terminal_retried_on_5xx_with_backoff_then_delivered():
+    answers = [503, 500, 429, 200]
+
+    def responder(rec):
+        return answers.pop(0), {}, b""
+
+    with Receiver(responder) as rx:
+        d = WebhookDispatcher(Settings(**FAST))
+        s = d.sender(rx.url, "p1")
+        s.send("completed", snap("failed", error="x"))
+        assert s.wait(10) and s.terminal_delivered is True
+        times = [r.at for r in rx.requests]
+        assert len(times) == 4
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        # backoff before retry k is base * 2**k: 0.02, 0.04, 0.08
+        for gap, expected in zip(gaps, (0.02, 0.04, 0.08)):
+            assert gap >= expected * 0.9
+
+
+def test_terminal_not_retried_on_400_and_gives_up_after_max_retries():
+    with Receiver(lambda rec: (400, {}, b"")) as rx:
+        d = WebhookDispatcher(Settings(**FAST))
+        s = d.sender(rx.url, "p1")
+        s.send("completed", snap("succeeded"))
+        assert s.wait(5) and s.terminal_delivered is False
+        assert len(rx.requests) == 1
+    with Receiver(lambda rec: (502, {}, b"")) as rx:
+        d = WebhookDispatcher(Settings(**{**FAST, "webhook_max_retries": 3, "webhook_backoff_base": 0.001}))
+        s = d.sender(rx.url, "p1")
+        s.send("completed", snap("succeeded"))
+        assert s.wait(5) and s.terminal_delivered is False
+        assert len(rx.requests) == 4
+
+
+def test_connection_refused_is_retried_and_flush_reports_undelivered(caplog):
+    with Receiver() as rx:
+        dead = rx.url
+    d = WebhookDispatcher(Settings(**{**FAST, "webhook_backoff_base": 0.5}))
+    s = d.sender(dead, "p-dead")
+    s.send("completed", snap("succeeded"))
+    assert d.pending() == [s]
+    with caplog.at_level("ERROR", logger="minicog.webhooks"):
+        left = d.flush(0.2)
+    assert left == [s]
+    assert "p-dead" in caplog.text and "not delivered" in caplog.text
+
+
+def test_terminal_drops_queued_non_terminal_backlog():
+    import threading
+    gate = threading.Event()
+
+    def responder(rec):
+        if rec.json()["status"] == "processing":
+            gate.wait(5)
+        return 200, {}, b""
+
+    with Receiver(responder) as rx:
+        d = WebhookDispatcher(Settings(**FAST))
+        s = d.sender(rx.url, "p1")
+        for i in range(20):
+            s.send("output", snap(output=list(range(i + 1))))
+        s.send("completed", snap("succeeded", output=list(range(20))))
+        gate.set()
+        assert s.wait(5)
+        statuses = [r.json()["status"] for r in rx.requests]
+        assert statuses[-1] == "succeeded"
+        assert len(statuses) < 21  # the waiting output events were superseded
