@@ -1,0 +1,2 @@
+"""Loader test: ``Runner`` is neither a class nor callable."""
+Runner = 5

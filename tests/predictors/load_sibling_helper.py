@@ -1,0 +1,2 @@
+"""Helper imported by load_sibling.py."""
+VALUE = "from sibling"
