@@ -159,7 +159,10 @@ class Channel:
         self.broken: Optional[BaseException] = None
 
     def send(self, msg: dict) -> None:
-        data = dumps(msg)
+        self.send_raw(dumps(msg))
+
+    def send_raw(self, data: bytes) -> None:
+        """Send an already encoded message (one JSON object, see :func:`dumps`)."""
         with self.lock:
             if self.broken is not None:
                 raise BrokenPipeError(f"{self.name} is broken: {self.broken}")

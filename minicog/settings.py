@@ -65,6 +65,9 @@ class Settings:
     #: Number of prediction slots; overrides cog.yaml concurrency.max and @concurrent.
     #: None means "not set" (then cog.yaml, then the decorator, then 1).
     max_concurrency: Optional[int] = dataclasses.field(default=None, metadata=_env("COG_MAX_CONCURRENCY", cast=int, check=lambda v: v >= 1))
+    #: Slot channels the orchestrator opens when only ``@concurrent(max=N)`` can tell the slot
+    #: count (no COG_MAX_CONCURRENCY, no cog.yaml value); a larger N is capped to this.
+    slot_channel_limit: int = 64
     #: Seconds setup() may take before health says SETUP_FAILED; None = unbounded (Cog's default).
     setup_timeout: Optional[float] = dataclasses.field(default=None, metadata=_env("COG_SETUP_TIMEOUT", cast=float, check=lambda v: v > 0))
     #: Passed to setup(weights=...) when setup() takes a weights parameter.

@@ -1,0 +1,103 @@
+"""Cancelling a sync prediction: SIGUSR1 to the main thread, raised only inside a guard.
+
+Sync predictions run on the worker's main thread, the only thread on which
+Python runs signal handlers.  To cancel, the I/O thread records the id in
+``requested`` and sends SIGUSR1 *to the main thread* (``pthread_kill``; a
+process-directed signal may be taken by another thread and would then not
+interrupt the main thread's blocking call).  The handler raises
+:class:`CancelationException` only when the main thread is inside
+:meth:`CancelGuard.cancelable` for that very prediction, so minicog's own
+bookkeeping (sending frames, cleaning up) is never interrupted; blocking calls
+such as ``time.sleep`` are interrupted at once (PEP 475 retries the call only
+if the handler returns normally).
+
+Inside the guard, minicog code that must not be torn (a log write that sends a
+frame, a metric) runs in :meth:`critical`: a signal arriving then is deferred
+and raised when the critical section ends, still inside user code.  A cancel
+that arrives while the main thread is outside the guard (between two
+generator items, say) is raised when the guard is next entered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from typing import Iterator, Optional
+
+from minicog.sdk.exceptions import CancelationException
+
+__all__ = ["CancelGuard"]
+
+
+class CancelGuard:
+    def __init__(self) -> None:
+        self._main = threading.main_thread().ident
+        self._active: Optional[str] = None
+        self._requested: set[str] = set()
+        self._critical = 0
+        self._deferred = False
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        """Set the SIGUSR1 handler (call on the main thread)."""
+        signal.signal(signal.SIGUSR1, self._handler)
+
+    # -- any thread --------------------------------------------------------------------
+
+    def request(self, prediction_id: str) -> None:
+        """Ask for *prediction_id* to stop (it may be running or about to start)."""
+        with self._lock:
+            self._requested.add(prediction_id)
+            running = self._active == prediction_id
+        if running and self._main is not None:
+            signal.pthread_kill(self._main, signal.SIGUSR1)
+
+    def was_requested(self, prediction_id: str) -> bool:
+        with self._lock:
+            return prediction_id in self._requested
+
+    def forget(self, prediction_id: str) -> None:
+        with self._lock:
+            self._requested.discard(prediction_id)
+
+    # -- main thread -------------------------------------------------------------------
+
+    def _should_raise(self) -> bool:
+        active = self._active
+        return active is not None and active in self._requested
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self._should_raise():
+            if self._critical:
+                self._deferred = True
+                return
+            raise CancelationException()
+
+    @contextlib.contextmanager
+    def cancelable(self, prediction_id: str) -> Iterator[None]:
+        """The region where a cancel of *prediction_id* raises CancelationException."""
+        try:
+            self._active = prediction_id  # plain assignment: atomic, no lock a signal could tear
+            if self._should_raise():
+                raise CancelationException()
+            yield
+        finally:
+            self._active = None
+            self._deferred = False
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        """A region of minicog code the cancel signal must not tear (main thread only)."""
+        if threading.get_ident() != self._main:
+            yield
+            return
+        self._critical += 1
+        try:
+            yield
+        finally:
+            self._critical -= 1
+            if not self._critical and self._deferred:
+                self._deferred = False
+                if self._should_raise():
+                    raise CancelationException()

@@ -1,0 +1,179 @@
+"""Turning a prediction's JSON input into the keyword arguments of run()/predict().
+
+The parent has already validated the input against the schema (unknown keys
+dropped, required ones present).  What is left is what only the worker can do,
+because it needs the live signature (:func:`minicog.schema.describe_inputs`):
+
+* ``Secret`` inputs: strings are wrapped in ``Secret``.
+* ``Path``/``File`` inputs (alone, in a list, or optional): strings starting with
+  ``http://``, ``https://`` or ``data:`` are fetched with :func:`minicog.files.fetch`
+  into the prediction's ``inputs/`` folder, all of them in parallel; a ``Path``
+  input becomes a :class:`minicog.sdk.Path`, a ``File`` input an open binary
+  file.  Other strings pass unchanged, as in Cog.  A failed fetch fails the
+  prediction with ``Input validation error: <input name>: <reason>``.
+* Omitted inputs whose default is an ``Input(...)`` get the default's value
+  (``default_factory()`` if given), since Python would otherwise pass the
+  ``FieldInfo`` object itself.
+* Keys the function does not accept are dropped (it has no ``**kwargs``).
+
+Everything fetched lives in ``inputs/`` and is removed by :meth:`Prepared.cleanup`
+when the prediction ends, whatever the outcome; open files are closed first.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import inspect
+import json
+import os
+import shutil
+from typing import Any, Callable, Optional
+
+__all__ = ["InputError", "Prepared", "prepare", "read_input_message"]
+
+_URL_PREFIXES = ("http://", "https://", "data:")
+#: Parallel downloads per prediction (Cog uses 8).
+_FETCH_WORKERS = 8
+
+
+class InputError(Exception):
+    """An input could not be prepared; the message names the input."""
+
+
+class Prepared:
+    """The kwargs for the call plus what to clean up afterwards."""
+
+    def __init__(self, kwargs: dict[str, Any], inputs_dir: Optional[str]):
+        self.kwargs = kwargs
+        self.inputs_dir = inputs_dir
+        self.open_files: list[Any] = []
+
+    def cleanup(self) -> None:
+        for f in self.open_files:
+            try:
+                f.close()
+            except Exception:
+                pass
+        self.open_files.clear()
+        if self.inputs_dir:
+            shutil.rmtree(self.inputs_dir, ignore_errors=True)
+
+
+def read_input_message(msg: dict) -> dict:
+    """The input of a ``predict`` message: inline, or read from its spill file (then deleted)."""
+    if "input_file" in msg and msg["input_file"]:
+        path = msg["input_file"]
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        finally:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        value = json.loads(data)
+    else:
+        value = msg.get("input", {})
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise InputError("Input must be a JSON object")
+    return value
+
+
+def _is_url(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(_URL_PREFIXES)
+
+
+def _field_default(field: Any) -> Any:
+    """The value an omitted ``Input(...)`` stands for, or ``inspect.Parameter.empty``."""
+    from minicog.sdk.inputs import MISSING
+
+    factory = getattr(field, "default_factory", None)
+    if factory is not None:
+        return factory()
+    default = getattr(field, "default", MISSING)
+    return inspect.Parameter.empty if default is MISSING else default
+
+
+def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Optional[str], *,
+            timeout: float, max_bytes: int, user_agent: Optional[str]) -> Prepared:
+    """Build the call's kwargs from the validated JSON input *raw*; see the module docstring."""
+    from minicog.sdk.inputs import FieldInfo
+    from minicog.sdk.types import Path, Secret
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    by_name = {s.name: s for s in specs}
+
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name in by_name or name in params or var_kw:
+            kwargs[name] = value
+
+    # Omitted inputs declared as ``x = Input(...)``: substitute the default's value.
+    for name, param in params.items():
+        if name in kwargs or param.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
+            continue
+        if isinstance(param.default, FieldInfo):
+            value = _field_default(param.default)
+            if value is inspect.Parameter.empty:
+                raise InputError(f"{name}: Field required")
+            kwargs[name] = value
+
+    prepared = Prepared(kwargs, inputs_dir)
+    downloads: list[tuple[str, Optional[int], str, str]] = []  # (name, list index, url, kind)
+    for spec in specs:
+        name = spec.name
+        if name not in kwargs:
+            continue
+        value = kwargs[name]
+        if getattr(spec, "is_secret", False) and isinstance(value, str):
+            kwargs[name] = Secret(value)
+        kind = getattr(spec, "file_kind", None)
+        if kind:
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    if _is_url(item):
+                        downloads.append((name, i, item, kind))
+            elif _is_url(value):
+                downloads.append((name, None, value, kind))
+
+    if downloads:
+        if not inputs_dir:
+            raise InputError(f"{downloads[0][0]}: no folder to download into")
+        os.makedirs(inputs_dir, exist_ok=True)
+        from minicog import files
+
+        def one(url: str) -> str:
+            return files.fetch(url, inputs_dir, timeout=timeout, max_bytes=max_bytes, user_agent=user_agent)
+
+        pool = concurrent.futures.ThreadPoolExecutor(min(_FETCH_WORKERS, len(downloads)), thread_name_prefix="minicog-fetch")
+        try:
+            futures = [pool.submit(one, url) for (_n, _i, url, _k) in downloads]
+            for (name, index, _url, kind), fut in zip(downloads, futures):
+                try:
+                    path = fut.result()
+                except Exception as exc:
+                    msg = str(exc) or type(exc).__name__
+                    raise InputError(f"{name}: {msg}") from None
+                if kind == "file":
+                    obj: Any = open(path, "rb")
+                    prepared.open_files.append(obj)
+                else:
+                    obj = Path(path)
+                if index is None:
+                    kwargs[name] = obj
+                else:
+                    kwargs[name] = list(kwargs[name])
+                    kwargs[name][index] = obj
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=False)
+    return prepared

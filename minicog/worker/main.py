@@ -1,0 +1,643 @@
+"""The worker process: load the model, run setup, then serve predictions on slots.
+
+Started by the orchestrator as ``python -m minicog.worker --control FD --slots FD,FD,...``
+with the channel file descriptors inherited (never forked from the server).
+
+Threads
+-------
+main thread
+    Reads ``init``, installs output capture, runs load + ``setup()`` (sync setup
+    here; async setup on the event loop), sends ``ready``, then runs **sync**
+    predictions one at a time, inside :class:`~.cancel.CancelGuard` so SIGUSR1 can
+    interrupt them.  It is the only thread Python delivers signals to.
+event loop thread
+    One asyncio loop, started before setup and used for async setup, every async
+    prediction (up to ``num_slots`` tasks at once) and async healthchecks, so
+    loop-bound objects made in setup stay usable.
+I/O thread
+    Multiplexes the control channel and the slot channels with
+    :func:`multiprocessing.connection.wait`.  It never runs user code: it queues
+    sync predictions for the main thread, submits async ones to the loop, turns
+    ``cancel`` into SIGUSR1 (sync) or ``Task.cancel()`` (async), and starts a
+    thread per ``healthcheck``.  It exits the process (``os._exit``) on
+    ``shutdown``, when the control channel closes (the parent is gone) and when
+    every slot channel is broken ("poisoned").
+fd capture thread
+    See :mod:`.logs`.
+
+Slots and concurrency
+---------------------
+The parent opens ``num_slots`` channels before spawning.  When it knows the slot
+count (``COG_MAX_CONCURRENCY``, then cog.yaml ``concurrency.max``, sent as
+``max_concurrency`` in ``init``) it opens exactly that many; otherwise it opens
+``Settings.slot_channel_limit`` channels and the worker, once it has read
+``@concurrent(max=N)``, serves ``min(N, channels)`` slots (1 without the
+decorator) and says so in ``ready``; the parent closes the rest.  More than one
+slot requires an async run()/predict(), as in Cog.
+
+Error texts
+-----------
+An exception in run()/predict() fails that prediction only, with
+``Prediction failed: <Type>: <message>`` (``Training failed: ...`` in train
+mode; one prefix, not coglet's doubled one) and its traceback appended to the
+prediction's logs.  Unencodable output: ``Prediction failed: Failed to
+serialize output: <reason>`` (the text of :mod:`minicog.encoding`).  Input preparation: ``Input validation error:
+<input>: <reason>``.  Setup: ``Failed to load predictor: ...`` or ``Setup
+failed: ...``, with the traceback in the setup logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import inspect
+import os
+import queue
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+import types
+from multiprocessing.connection import Connection, wait
+from typing import Any, Optional
+
+from minicog import protocol
+
+__all__ = ["main", "Worker", "WorkerSettings", "describe_exception"]
+
+
+@dataclasses.dataclass
+class WorkerSettings:
+    """The limits the worker needs, sent by the parent in ``init`` (see :class:`minicog.settings.Settings`)."""
+
+    max_inline_ipc_bytes: int = 6 * 1024 * 1024
+    max_log_line_bytes: int = 4 * 1024 * 1024
+    healthcheck_timeout: float = 5.0
+    weights: Optional[str] = None
+    user_agent: Optional[str] = None
+    download_timeout: float = 10.0
+    max_download_bytes: int = 1024 * 1024 * 1024
+
+    @classmethod
+    def from_message(cls, values: Optional[dict]) -> "WorkerSettings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in (values or {}).items() if k in names})
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` (just ``Type`` when the message is empty), as Cog renders errors."""
+    from minicog.errors import MinicogError
+
+    text = str(exc)
+    if isinstance(exc, MinicogError) and text:
+        return text
+    name = type(exc).__qualname__
+    return f"{name}: {text}" if text else name
+
+
+class _Job:
+    __slots__ = ("id", "slot", "channel", "msg", "tmp_dir", "started")
+
+    def __init__(self, slot: int, channel: protocol.Channel, msg: dict):
+        self.id = str(msg.get("id"))
+        self.slot = slot
+        self.channel = channel
+        self.msg = msg
+        self.tmp_dir = msg.get("tmp_dir") or None
+        self.started = time.monotonic()
+
+    def subdir(self, name: str) -> Optional[str]:
+        return os.path.join(self.tmp_dir, name) if self.tmp_dir else None
+
+
+class Worker:
+    def __init__(self, control_fd: int, slot_fds: list[int]):
+        for fd in [control_fd, *slot_fds]:
+            os.set_inheritable(fd, False)  # children of the model must not hold our channels
+        self.control = protocol.Channel(Connection(control_fd), "control")
+        self.slots = [protocol.Channel(Connection(fd), f"slot {i}") for i, fd in enumerate(slot_fds)]
+        self.num_slots = 0
+        self.jobs: "queue.Queue[Optional[_Job]]" = queue.Queue()
+        self.busy: set[int] = set()
+        self.poisoned: set[int] = set()
+        self.async_tasks: dict[str, asyncio.Task] = {}
+        self.loaded: Any = None
+        self.specs: list[Any] = []
+        self.mode = "predict"
+        self.settings = WorkerSettings()
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self._stderr_fd: Optional[int] = None
+
+    # -- messages to the parent ---------------------------------------------------------
+
+    def _control_send(self, msg: dict) -> None:
+        try:
+            self.control.send(msg)
+        except (OSError, ValueError):
+            self._last_words(f"minicog worker: control channel broken, dropping {msg.get('type')} message\n")
+
+    def _control_log(self, source: str, data: str) -> None:
+        self._control_send({"type": "log", "source": source, "data": data})
+
+    def worker_log(self, level: str, message: str) -> None:
+        self._control_send({"type": "worker_log", "level": level, "message": message})
+
+    def _last_words(self, text: str) -> None:
+        fd = self._stderr_fd if self._stderr_fd is not None else 2
+        try:
+            os.write(fd, text.encode("utf-8", "replace"))
+        except OSError:
+            pass
+
+    def _exit(self, code: int, reason: Optional[str] = None) -> None:
+        if reason:
+            self._last_words(f"minicog worker: {reason}\n")
+        os._exit(code)
+
+    # -- start-up -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        from minicog.sdk import runtime
+
+        runtime._set_active()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+        try:
+            init = self.control.recv()
+        except (EOFError, OSError, protocol.ProtocolError) as exc:
+            self._exit(2, f"no init message: {exc}")
+        if init.get("type") != "init":
+            self._exit(2, f"expected an init message, got {init.get('type')!r}")
+        self.settings = WorkerSettings.from_message(init.get("settings"))
+        self.mode = init.get("mode") or "predict"
+        self._install_capture()
+        self._start_loop()
+        setup_done = threading.Event()
+        watcher = threading.Thread(target=self._watch_during_setup, args=(setup_done,), name="minicog-setup-watch",
+                                   daemon=True)
+        watcher.start()
+        ready = self._setup(init)
+        setup_done.set()
+        watcher.join()
+        if ready is None:
+            # setup_failed was sent; give the parent time to read it, then go.
+            self._exit(1)
+        for i in range(self.num_slots, len(self.slots)):
+            self.slots[i].close()
+        del self.slots[self.num_slots:]
+        self._control_send(ready)
+        threading.Thread(target=self._io_guarded, name="minicog-worker-io", daemon=True).start()
+        self._main_loop()
+        return 0
+
+    def _watch_during_setup(self, done: threading.Event) -> None:
+        """While setup runs, obey ``shutdown`` and notice the parent going away."""
+        while not done.is_set():
+            if not wait([self.control.conn], 0.1):
+                continue
+            try:
+                msg = self.control.recv()
+            except (EOFError, OSError, protocol.ProtocolError):
+                self._exit(0, "Control channel closed during setup (parent died?), exiting")
+            if msg.get("type") == "shutdown":
+                self._control_send({"type": "shutting_down"})
+                self._exit(0)
+            self.worker_log("warning", f"control message {msg.get('type')!r} during setup ignored")
+
+    def _install_capture(self) -> None:
+        from .cancel import CancelGuard
+        from .logs import FdCapture, LogRouter, SlotLogWriter, install_sys_hook
+
+        self.guard = CancelGuard()
+        self.guard.install()
+        self.router = LogRouter(self._control_log, self.settings.max_log_line_bytes, critical=self.guard.critical)
+        original_out, original_err = sys.stdout, sys.stderr
+        for stream in (original_out, original_err):
+            try:
+                stream.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+        self.fd_capture = FdCapture(self.router)
+        self._stderr_fd = self.fd_capture.saved_stderr
+        self.writers = {
+            "stdout": SlotLogWriter(self.router, "stdout", original_out),
+            "stderr": SlotLogWriter(self.router, "stderr", original_err),
+        }
+        sys.stdout = self.writers["stdout"]
+        sys.stderr = self.writers["stderr"]
+        install_sys_hook(self.writers)
+
+    def _start_loop(self) -> None:
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(started.set)
+            loop.run_forever()
+
+        threading.Thread(target=run, name="minicog-event-loop", daemon=True).start()
+        started.wait(10)
+        self.loop = loop
+
+    def _run_on_loop(self, coro: Any) -> Any:
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def _setup_failed(self, error: str, exc: Optional[BaseException] = None) -> None:
+        if exc is not None:
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self.router.control.write("stderr", text)
+        self.router.control.flush_partial()
+        self._control_send({"type": "setup_failed", "error": error})
+
+    def _setup(self, init: dict) -> Optional[dict]:
+        """Load and set up the model; the ``ready`` message, or None after ``setup_failed``."""
+        try:
+            from minicog import compat, loader
+
+            compat.install()
+            self.loaded = loaded = loader.load_predictor(init["ref"], mode=self.mode)
+        except BaseException as exc:  # SystemExit in a model's import is a load failure too
+            self._setup_failed(f"Failed to load predictor: {describe_exception(exc)}", exc)
+            return None
+
+        requested = init.get("max_concurrency")
+        n = int(requested) if requested else int(getattr(loaded, "concurrency_max", None) or 1)
+        if n > 1 and not loaded.is_async:
+            self._setup_failed("Setup failed: COG_MAX_CONCURRENCY > 1 requires an async run() or predict() method")
+            return None
+        if n > len(self.slots):
+            self.worker_log("warning", f"concurrency {n} capped to the {len(self.slots)} slot channels opened; "
+                                       "set COG_MAX_CONCURRENCY to serve more")
+            n = len(self.slots)
+        self.num_slots = max(1, n)
+
+        try:
+            setup = loaded.setup
+            if setup is not None:
+                kwargs = {}
+                try:
+                    if "weights" in inspect.signature(setup).parameters:
+                        kwargs["weights"] = self.settings.weights
+                except (TypeError, ValueError):
+                    pass
+                if inspect.iscoroutinefunction(setup):
+                    self._run_on_loop(setup(**kwargs))
+                else:
+                    result = setup(**kwargs)
+                    if inspect.isawaitable(result):
+                        self._run_on_loop(result)
+        except BaseException as exc:
+            self._setup_failed(f"Setup failed: {describe_exception(exc)}", exc)
+            return None
+
+        doc = None
+        try:
+            from minicog import schema
+
+            doc = schema.build_schema(loaded) if self.mode != "train" else schema.build_schema(None, loaded)
+            protocol.dumps({"type": "ready", "schema": doc})
+        except Exception as exc:
+            self.worker_log("warning", f"No schema: {describe_exception(exc)}. Inputs are not validated.")
+            doc = None
+        try:
+            from minicog import schema
+
+            self.specs = list(schema.describe_inputs(loaded.fn))
+        except Exception as exc:
+            self.worker_log("warning", f"Cannot describe the inputs of {loaded.method_name}(): "
+                                       f"{describe_exception(exc)}; URL inputs are passed as strings")
+            self.specs = []
+        self.router.control.flush_partial()
+        return {
+            "type": "ready",
+            "num_slots": self.num_slots,
+            "schema": doc,
+            "streaming": bool(getattr(loaded, "streaming", False)),
+            "is_async": bool(loaded.is_async),
+            "has_healthcheck": loaded.healthcheck is not None,
+        }
+
+    # -- I/O thread -----------------------------------------------------------------------
+
+    def _io_guarded(self) -> None:
+        try:
+            self._io_loop()
+        except BaseException as exc:  # a bug in minicog: say so, then stop
+            reason = f"I/O thread crashed: {describe_exception(exc)}"
+            self._control_send({"type": "fatal", "reason": reason})
+            self._exit(3, reason + "\n" + traceback.format_exc())
+
+    def _io_loop(self) -> None:
+        conns: dict[Any, int] = {self.control.conn: -1}
+        for i, chan in enumerate(self.slots):
+            conns[chan.conn] = i
+        while True:
+            for conn in wait(list(conns)):
+                index = conns[conn]
+                try:
+                    msg = protocol.recv(conn)
+                except (EOFError, OSError, protocol.ProtocolError) as exc:
+                    if index < 0:
+                        self._exit(0, "Control channel closed (parent died?), exiting")
+                    del conns[conn]
+                    self.poisoned.add(index)
+                    self.worker_log("error", f"slot {index} poisoned: {describe_exception(exc)}")
+                    if len(self.poisoned) >= len(self.slots):
+                        self._exit(1, "All slots poisoned, exiting")
+                    continue
+                if index < 0:
+                    self._on_control(msg)
+                else:
+                    self._on_slot(index, msg)
+
+    def _on_control(self, msg: dict) -> None:
+        kind = msg["type"]
+        if kind == "cancel":
+            self._cancel(str(msg.get("id")))
+        elif kind == "healthcheck":
+            threading.Thread(target=self._healthcheck, args=(msg.get("id"),), name="minicog-healthcheck", daemon=True).start()
+        elif kind == "shutdown":
+            self._control_send({"type": "shutting_down"})
+            self._exit(0)
+        else:
+            self.worker_log("warning", f"unexpected control message {kind!r} ignored")
+
+    def _on_slot(self, index: int, msg: dict) -> None:
+        if msg["type"] != "predict":
+            self.worker_log("warning", f"unexpected message {msg['type']!r} on slot {index} ignored")
+            return
+        if index in self.busy:
+            self.worker_log("warning", f"predict on busy slot {index} ignored")
+            return
+        self.busy.add(index)
+        job = _Job(index, self.slots[index], msg)
+        if self.loaded.is_async:
+            assert self.loop is not None
+            asyncio.run_coroutine_threadsafe(self._run_async(job), self.loop)
+        else:
+            self.jobs.put(job)
+
+    def _cancel(self, prediction_id: str) -> None:
+        self.guard.request(prediction_id)
+        if self.loaded is not None and self.loaded.is_async and self.loop is not None:
+            def cancel() -> None:
+                task = self.async_tasks.get(prediction_id)
+                if task is not None:
+                    task.cancel()
+            self.loop.call_soon_threadsafe(cancel)
+
+    # -- healthcheck ------------------------------------------------------------------------
+
+    def _healthcheck(self, hc_id: Any) -> None:
+        timeout = float(self.settings.healthcheck_timeout)
+        hc = self.loaded.healthcheck if self.loaded is not None else None
+        status, error = "healthy", None
+        try:
+            if hc is None:
+                result: Any = True
+            elif inspect.iscoroutinefunction(hc):
+                assert self.loop is not None
+                fut = asyncio.run_coroutine_threadsafe(asyncio.wait_for(hc(), timeout), self.loop)
+                try:
+                    result = fut.result(timeout + 1.0)
+                except asyncio.TimeoutError:
+                    fut.cancel()
+                    raise
+            else:
+                box: dict[str, Any] = {}
+
+                def call() -> None:
+                    try:
+                        box["result"] = hc()
+                    except BaseException as exc:
+                        box["error"] = exc
+
+                t = threading.Thread(target=call, name="minicog-user-healthcheck", daemon=True)
+                t.start()
+                t.join(timeout)
+                if t.is_alive():
+                    raise asyncio.TimeoutError()
+                if "error" in box:
+                    raise box["error"]
+                result = box.get("result")
+            if result is False:
+                status, error = "unhealthy", "Healthcheck failed: user-defined healthcheck returned False"
+        except (asyncio.TimeoutError, TimeoutError):
+            status, error = "unhealthy", f"Healthcheck failed: user-defined healthcheck timed out after {timeout} seconds"
+        except BaseException as exc:
+            status, error = "unhealthy", f"Healthcheck failed: {describe_exception(exc)}"
+        self._control_send({"type": "healthcheck_result", "id": hc_id, "status": status, "error": error})
+
+    # -- predictions: common parts ------------------------------------------------------------
+
+    def _slot_log(self, channel: protocol.Channel, source: str, data: str) -> None:
+        try:
+            channel.send({"type": "log", "source": source, "data": data})
+        except (OSError, ValueError):
+            pass  # the slot is broken; the terminal send will notice and poison it
+
+    def _begin(self, job: _Job) -> tuple[Any, Any]:
+        from minicog.sdk.scope import Scope
+
+        channel = job.channel
+        owner = self.router.open(lambda source, data: self._slot_log(channel, source, data), job.id)
+
+        def emit(name: str, value: Any, mode: str) -> None:
+            with self.guard.critical():
+                channel.send({"type": "metric", "name": name, "value": value, "mode": mode})
+
+        context = job.msg.get("context") or {}
+        scope = Scope({str(k): str(v) for k, v in context.items()}, emit)
+        return owner, scope
+
+    def _prefix(self) -> str:
+        return "Training failed" if self.mode == "train" else "Prediction failed"
+
+    def _failure(self, owner: Any, exc: BaseException) -> dict:
+        """The ``failed`` outcome for *exc*; user exceptions get their traceback logged."""
+        from minicog.errors import OutputError
+
+        from .inputs import InputError
+
+        if isinstance(exc, InputError):
+            return {"type": "failed", "error": f"Input validation error: {exc}"}
+        if isinstance(exc, OutputError):
+            return {"type": "failed", "error": f"{self._prefix()}: {exc}"}
+        tb = exc.__traceback__
+        # Drop the worker's own frame so the traceback starts in the model's code.
+        if tb is not None and tb.tb_frame.f_code.co_filename == __file__ and tb.tb_next is not None:
+            tb = tb.tb_next
+        owner.write("stderr", "".join(traceback.format_exception(type(exc), exc, tb)))
+        return {"type": "failed", "error": f"{self._prefix()}: {describe_exception(exc)}"}
+
+    def _finish(self, job: _Job, owner: Any, scope: Any, outcome: dict) -> None:
+        """Flush logs, clean inputs, send the terminal message, free the slot."""
+        scope.close()
+        for stream in (sys.__stdout__, sys.__stderr__):
+            try:
+                if stream is not None:
+                    stream.flush()  # binary writes through sys.stdout.buffer
+            except (OSError, ValueError):
+                pass
+        self.fd_capture.drain()
+        self.router.close(owner)
+        inputs = job.subdir("inputs")
+        if inputs:
+            shutil.rmtree(inputs, ignore_errors=True)
+        if self.guard.was_requested(job.id):
+            outcome = {"type": "canceled"}
+        self.guard.forget(job.id)
+        outcome["id"] = job.id
+        if outcome["type"] == "done":
+            outcome["predict_time"] = time.monotonic() - job.started
+        self.busy.discard(job.slot)
+        try:
+            job.channel.send(outcome)
+        except (OSError, ValueError) as exc:
+            self.worker_log("error", f"slot {job.slot} poisoned: cannot send the result of {job.id}: {exc}")
+            self.poisoned.add(job.slot)
+
+    def _prepare(self, job: _Job) -> Any:
+        from .inputs import prepare, read_input_message
+
+        raw = read_input_message(job.msg)
+        s = self.settings
+        return prepare(self.loaded.fn, raw, self.specs, job.subdir("inputs"),
+                       timeout=s.download_timeout, max_bytes=s.max_download_bytes, user_agent=s.user_agent)
+
+    def _sender(self, job: _Job) -> Any:
+        from .outputs import OutputSender
+
+        return OutputSender(job.channel, job.subdir("outputs"), self.settings.max_inline_ipc_bytes)
+
+    # -- sync predictions (main thread) -----------------------------------------------------
+
+    def _main_loop(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            try:
+                self._run_sync(job)
+            except BaseException as exc:
+                reason = f"prediction bookkeeping failed: {describe_exception(exc)}"
+                self._control_send({"type": "fatal", "reason": reason})
+                self._exit(3, reason + "\n" + traceback.format_exc())
+
+    def _run_sync(self, job: _Job) -> None:
+        from minicog.sdk.exceptions import CancelationException
+        from minicog.sdk.scope import set_sync_scope, use_scope
+
+        guard = self.guard
+        owner, scope = self._begin(job)
+        self.router.set_sync_owner(owner)
+        set_sync_scope(scope)
+        prepared = None
+        sender = self._sender(job)
+        try:
+            with use_scope(scope):
+                with guard.cancelable(job.id):
+                    prepared = self._prepare(job)
+                    result = self.loaded.fn(**prepared.kwargs)
+                if isinstance(result, types.GeneratorType) or inspect.isgenerator(result):
+                    self._iterate_sync(job, result, sender)
+                    is_stream = True
+                elif isinstance(result, (list, tuple)):
+                    for item in result:
+                        sender.send(item)
+                    is_stream = True
+                else:
+                    if result is not None:
+                        sender.send(result)
+                    is_stream = False
+            outcome = {"type": "done", "is_stream": is_stream}
+        except CancelationException:
+            outcome = {"type": "canceled"}
+        except BaseException as exc:
+            outcome = self._failure(owner, exc)
+        finally:
+            set_sync_scope(None)
+            self.router.set_sync_owner(None)
+            if prepared is not None:
+                prepared.cleanup()
+        self._finish(job, owner, scope, outcome)
+
+    def _iterate_sync(self, job: _Job, gen: Any, sender: Any) -> None:
+        try:
+            while True:
+                with self.guard.cancelable(job.id):
+                    try:
+                        item = next(gen)
+                    except StopIteration:
+                        return
+                sender.send(item)
+        finally:
+            try:
+                gen.close()
+            except BaseException:
+                pass
+
+    # -- async predictions (event loop thread) ------------------------------------------------
+
+    async def _run_async(self, job: _Job) -> None:
+        from minicog.sdk.scope import use_scope
+
+        owner, scope = self._begin(job)
+        sender = self._sender(job)
+        self.router.set_context_owner(owner)  # this task's context; inherited by the inner task
+        box: dict[str, Any] = {}
+        loop = asyncio.get_running_loop()
+
+        async def user_part() -> bool:
+            box["prepared"] = prepared = await loop.run_in_executor(None, self._prepare, job)
+            result = self.loaded.fn(**prepared.kwargs)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    sender.send(item)
+                return True
+            if inspect.isawaitable(result):
+                result = await result
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    sender.send(item)
+                return True
+            if inspect.isgenerator(result) or isinstance(result, (list, tuple)):
+                for item in result:
+                    sender.send(item)
+                return True
+            if result is not None:
+                sender.send(result)
+            return False
+
+        try:
+            with use_scope(scope):
+                task = asyncio.ensure_future(user_part())
+            self.async_tasks[job.id] = task
+            if self.guard.was_requested(job.id):
+                task.cancel()
+            try:
+                is_stream = await task
+                outcome = {"type": "done", "is_stream": is_stream}
+            except asyncio.CancelledError:
+                outcome = {"type": "canceled"}
+            except BaseException as exc:
+                outcome = self._failure(owner, exc)
+        finally:
+            self.async_tasks.pop(job.id, None)
+            prepared = box.get("prepared")
+            if prepared is not None:
+                prepared.cleanup()
+        self._finish(job, owner, scope, outcome)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minicog.worker", description="minicog worker (started by the server)")
+    parser.add_argument("--control", type=int, required=True, help="file descriptor of the control channel")
+    parser.add_argument("--slots", default="", help="comma-separated file descriptors of the slot channels")
+    args = parser.parse_args(argv)
+    slot_fds = [int(x) for x in args.slots.split(",") if x.strip()]
+    return Worker(args.control, slot_fds).run()

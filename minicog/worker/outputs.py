@@ -1,0 +1,73 @@
+"""Sending a prediction's output items to the parent.
+
+Each item (the return value, each element of a returned list/tuple, each
+yielded item) becomes one message on the prediction's slot:
+
+* ``os.PathLike`` → ``file`` with the absolute path and a guessed mime type;
+  the parent reads the file where it is.
+* a file object (``io.IOBase``) → written by :func:`minicog.encoding.write_iobase`
+  into the prediction's ``outputs/`` folder, then sent as a ``file``.
+* anything else → :func:`minicog.encoding.make_encodeable`,
+  :func:`minicog.encoding.encode_files` (nested files become ``data:`` URIs) and
+  :func:`minicog.encoding.dumps` (which raises :class:`minicog.errors.OutputError`
+  naming an unserialisable type, NaN included).  If the JSON text is larger
+  than ``max_inline`` bytes it is written to ``outputs/spill_<index>.json`` and
+  sent as ``output_file`` (the parent reads and deletes it); otherwise it is
+  spliced into the ``output`` frame as is, so it is serialised once.
+
+``index`` counts items from 0 per prediction.  A single ``None`` output sends
+nothing (the parent then reports ``null``), as Cog.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from minicog import protocol
+
+__all__ = ["OutputSender"]
+
+
+class OutputSender:
+    def __init__(self, channel: protocol.Channel, outputs_dir: Optional[str], max_inline: int):
+        self.channel = channel
+        self.outputs_dir = outputs_dir
+        self.max_inline = max_inline
+        self.index = 0
+
+    def _dir(self) -> str:
+        if not self.outputs_dir:
+            raise OSError("this prediction has no output folder")
+        os.makedirs(self.outputs_dir, exist_ok=True)
+        return self.outputs_dir
+
+    def send(self, item: Any) -> None:
+        """Send one output item (see the module docstring)."""
+        from minicog import encoding, files
+        from minicog.errors import OutputError
+
+        index = self.index
+        if isinstance(item, os.PathLike):
+            path = os.path.abspath(os.fspath(item))
+            self.channel.send({"type": "file", "index": index, "path": path, "mime": files.guess_mime(path)})
+        elif encoding.is_file_like(item):
+            path = os.path.abspath(encoding.write_iobase(item, self._dir(), index))
+            self.channel.send({"type": "file", "index": index, "path": path, "mime": files.guess_mime(path)})
+        else:
+            try:
+                value = encoding.encode_files(encoding.make_encodeable(item))
+            except RecursionError:
+                raise OutputError("Failed to serialize output: the value is nested too deeply (or contains itself)") from None
+            text = encoding.dumps(value)
+            data = text.encode("utf-8")
+            if len(data) > self.max_inline:
+                path = os.path.join(self._dir(), f"spill_{index}.json")
+                with open(path, "wb") as f:
+                    f.write(data)
+                self.channel.send({"type": "output_file", "index": index, "path": path})
+            else:
+                head = protocol.dumps({"type": "output", "index": index})
+                frame = head[:-1] + b',"value":' + data + b"}"
+                self.channel.send_raw(frame)
+        self.index += 1

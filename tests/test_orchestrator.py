@@ -1,0 +1,99 @@
+"""The orchestrator with real worker subprocesses: the basic paths."""
+
+import os
+
+import pytest
+
+from minicog import errors
+from orchestrator_support import Recorder, predict, running
+
+
+def test_setup_logs_ready_and_a_prediction():
+    with running("w_basic.py") as orch:
+        assert orch.state == "READY"
+        assert orch.num_slots == 1 and orch.free_slots == 1
+        assert "setting up\n" in orch.setup.logs
+        assert orch.setup.status == "succeeded"
+        assert orch.setup.started_at <= orch.setup.completed_at
+        rec = predict(orch, "p1", {"text": "abc"})
+        assert rec.events[0] == ("started",)
+        assert rec.terminal == ("succeeded", False)
+        assert rec.outputs() == ["ABC"]
+        assert rec.logs("stdout") == "got abc\n"
+        assert rec.logs("stderr") == "to stderr\n"
+        assert orch.free_slots == 1
+
+
+def test_exception_fails_only_that_prediction_with_traceback_in_logs():
+    with running("w_basic.py") as orch:
+        rec = predict(orch, "bad", {"fail": True})
+        assert rec.terminal == ("failed", "Prediction failed: ValueError: boom")
+        assert "Traceback (most recent call last)" in rec.logs("stderr")
+        assert 'raise ValueError("boom")' in rec.logs("stderr")
+        # The slot stays healthy and the instance keeps its state.
+        rec = predict(orch, "good", {"text": "x"})
+        assert rec.terminal == ("succeeded", False)
+
+
+def test_fd_level_output_and_child_process_reach_the_prediction_logs():
+    with running("w_basic.py") as orch:
+        rec = predict(orch, "c", {"c_level": True, "child": True})
+        out = rec.logs("stdout")
+        assert "from C\n" in out and "from child\n" in out
+        assert "from C stderr\n" in rec.logs("stderr")
+        # Everything arrives before the terminal event.
+        assert rec.events[-1][0] == "succeeded"
+
+
+def test_partial_line_is_flushed_at_the_end_and_does_not_leak():
+    with running("w_basic.py") as orch:
+        first = predict(orch, "p", {"partial": True})
+        assert first.logs("stdout").endswith("no newline at end")
+        second = predict(orch, "q", {"text": "next"})
+        assert second.logs("stdout") == "got next\n"
+
+
+def test_metrics_are_delivered_in_order():
+    with running("w_basic.py") as orch:
+        rec = predict(orch, "m", {"metric": 3})
+        metrics = [e[1:] for e in rec.events if e[0] == "metric"]
+        assert metrics == [("tokens", 3, "replace"), ("tokens", 1, "increment")]
+
+
+def test_context_and_back_to_back_submissions_never_hit_capacity():
+    with running("w_basic.py") as orch:
+        for i in range(50):
+            rec = predict(orch, f"b{i}", {"text": str(i)})
+            assert rec.outputs() == [str(i)]
+
+
+def test_capacity_duplicate_id_and_not_ready_errors():
+    with running("w_sleep.py") as orch:
+        rec = Recorder()
+        orch.submit("long", {"seconds": 30}, rec)
+        assert rec.first_log.wait(10)
+        with pytest.raises(errors.AtCapacity):
+            orch.submit("other", {}, Recorder())
+        with pytest.raises(errors.RequestError):
+            orch.submit("long", {}, Recorder())
+        assert orch.cancel("long") is True
+        assert rec.wait(10) == ("canceled",)
+        assert orch.cancel("long") is False
+    with pytest.raises(errors.ServiceUnavailable):
+        orch.submit("late", {}, Recorder())
+
+
+def test_healthcheck_default_is_healthy():
+    with running("w_basic.py") as orch:
+        assert orch.healthcheck() == (True, None)
+
+
+def test_stop_reaps_the_worker_and_removes_temp_files():
+    with running("w_basic.py") as orch:
+        pid = orch.pid
+        root = orch._tmp_root
+        assert pid and os.path.isdir(root)
+    assert orch.state == "STOPPED"
+    assert not os.path.exists(root)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # already reaped: no zombie left
