@@ -1,0 +1,636 @@
+"""The HTTP front-end: Cog's routes on :mod:`http.server`, with parsing and error mapping.
+
+:class:`HTTPServer` is a :class:`http.server.ThreadingHTTPServer` (one daemon
+thread per connection) speaking HTTP/1.1 with keep-alive.  What it adds to the
+standard library, and why:
+
+* **Bounded reads.**  Each connection gets ``Settings.read_timeout`` as its socket
+  timeout, so a client that goes silent mid-request (or idles between keep-alive
+  requests) loses its thread after that long instead of pinning it forever.  The
+  request line plus headers may take ``Settings.max_header_bytes`` (more → 431)
+  and a body ``Settings.max_body_bytes`` (more → 413, answered before reading it,
+  then the connection is closed since the unread body would desynchronise it).
+* **JSON errors only.**  :meth:`Handler.send_error` is overridden, so even the
+  errors :mod:`http.server` produces itself (bad request line, unsupported
+  method) answer ``{"error": ...}`` as JSON, never an HTML page.  Exceptions in a
+  handler are logged with their traceback and answered 500 JSON; a
+  :class:`~minicog.errors.MinicogError` answers its ``http_status`` and
+  ``body()``; 409 and 503 carry ``Retry-After: Settings.retry_after``.  Where
+  coglet answers ``text/plain`` (415, 400 for bad JSON, 422 for a body of the
+  wrong shape) or an empty body (404, 405), minicog answers JSON
+  ``{"error": "<the same text>"}`` - a JSON client can then always parse the
+  body of an error.
+* **Cog's request rules** (:func:`parse_prediction_request`): no
+  ``Content-Type`` → the body is ignored and treated as ``{}``; a type other than
+  ``application/json`` or ``*/*+json`` → 415; malformed JSON → 400; a document of
+  the wrong shape (not an object, ``id`` not a string, ``context`` not a map of
+  strings, ``webhook_events_filter`` with unknown events) → 422 with serde-like
+  messages.  ``input`` missing or ``null`` → ``{}``.  Prediction ids (URL or body)
+  must be 1..``Settings.max_prediction_id_chars`` characters without ``/``,
+  whitespace or control characters (they end up in file names and headers);
+  others → 400.
+* **Modes.**  Sync by default (the handler waits for the record, polling the
+  socket every ``Settings.disconnect_poll_interval`` seconds: a client that hangs
+  up cancels its prediction); ``Prefer: respond-async`` (parsed as RFC 7240, so
+  ``respond-async, wait=5`` works too) → 202 with ``Preference-Applied``;
+  ``Accept: text/event-stream`` → SSE, chunked, every event with an ``id:``,
+  ``Last-Event-ID`` honoured on reattach, a keep-alive comment after
+  ``Settings.sse_keepalive_interval`` seconds of silence.
+
+Responses are rendered by :func:`~minicog.server.outputs.render_json`, so file
+outputs stream from disk into the socket with an exact ``Content-Length``.
+
+The server holds an *app* (the :class:`~minicog.server.service.Service`) that
+owns state; this module only speaks HTTP.  The app's methods are listed in
+:class:`App`.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import logging
+import select
+import socket
+import time
+import urllib.parse
+from typing import Any, Optional, Protocol
+
+from minicog._version import __version__
+from minicog.errors import (AtCapacity, HeaderTooLarge, InputValidationError, MinicogError, NotAcceptable,
+                            PayloadTooLarge, RequestError, ServiceUnavailable, UnsupportedMediaType)
+from minicog.server.outputs import Body, render_json
+from minicog.server.sse import KEEPALIVE, encode_event
+from minicog.settings import Settings
+
+__all__ = ["HTTPServer", "Handler", "App", "PredictionRequest", "parse_prediction_request", "parse_prefer",
+           "wants_event_stream", "BodyShapeError", "check_id", "WEBHOOK_EVENTS"]
+
+log = logging.getLogger("minicog.http")
+
+WEBHOOK_EVENTS = ("start", "output", "logs", "completed")
+
+_CT_MESSAGE = "Expected request with `Content-Type: application/json`"
+_STREAM_406 = "This model does not support streaming responses. Add @cog.streaming to predict() to enable SSE."
+_TRAIN_406 = "Training endpoints do not support streaming responses."
+
+
+class BodyShapeError(RequestError):
+    """Well-formed JSON of the wrong shape (coglet: 422 text/plain)."""
+
+    http_status = 422
+
+
+class PredictionRequest:
+    """The fields of a prediction/training request body, checked for shape."""
+
+    __slots__ = ("id", "input", "context", "webhook", "events_filter")
+
+    def __init__(self, id: Optional[str] = None, input: Any = None, context: Optional[dict] = None,
+                 webhook: Optional[str] = None, events_filter: Optional[list] = None):
+        self.id = id
+        self.input = {} if input is None else input
+        self.context = context or {}
+        self.webhook = webhook
+        self.events_filter = events_filter
+
+
+def _describe(value: Any) -> str:
+    """serde's "invalid type" wording for a JSON value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean `{str(value).lower()}`"
+    if isinstance(value, int):
+        return f"integer `{value}`"
+    if isinstance(value, float):
+        return f"floating point `{value}`"
+    if isinstance(value, str):
+        return f"string {json.dumps(value)}"
+    if isinstance(value, list):
+        return "sequence"
+    return "map"
+
+
+def _shape(message: str) -> BodyShapeError:
+    return BodyShapeError(f"Failed to deserialize the JSON body into the target type: {message}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def check_id(value: str, settings: Settings) -> str:
+    """Raise RequestError (400) unless *value* is usable as a prediction id."""
+    if not value or len(value) > settings.max_prediction_id_chars:
+        raise RequestError(f"Invalid prediction id: must be 1 to {settings.max_prediction_id_chars} characters")
+    if "/" in value or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise RequestError(f"Invalid prediction id {value!r}: no '/', whitespace or control characters allowed")
+    return value
+
+
+def parse_prediction_request(content_type: Optional[str], body: bytes, settings: Optional[Settings] = None) -> PredictionRequest:
+    """Cog's body rules for POST/PUT prediction and training routes (see the module docstring)."""
+    settings = settings or Settings()
+    if content_type is None:
+        return PredictionRequest()
+    media = content_type.split(";", 1)[0].strip().lower()
+    if not (media == "application/json" or (media.startswith("application/") and media.endswith("+json"))):
+        raise UnsupportedMediaType(_CT_MESSAGE)
+    try:
+        text = body.decode("utf-8")
+        doc = json.loads(text, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            what = "EOF while parsing a value" if not text.strip() else exc.msg
+            message = f"{what} at line {exc.lineno} column {exc.colno}"
+        else:
+            message = str(exc)
+        raise RequestError(f"Failed to parse the request body as JSON: {message}") from None
+    if not isinstance(doc, dict):
+        raise _shape(f"invalid type: {_describe(doc)}, expected struct PredictionRequest")
+    req = PredictionRequest()
+    if doc.get("id") is not None:
+        if not isinstance(doc["id"], str):
+            raise _shape(f"id: invalid type: {_describe(doc['id'])}, expected a string")
+        req.id = check_id(doc["id"], settings)
+    req.input = {} if doc.get("input") is None else doc["input"]
+    context = doc.get("context")
+    if context is not None:
+        if not isinstance(context, dict):
+            raise _shape(f"context: invalid type: {_describe(context)}, expected a map")
+        for k, v in context.items():
+            if not isinstance(v, str):
+                raise _shape(f"context.{k}: invalid type: {_describe(v)}, expected a string")
+        req.context = dict(context)
+    webhook = doc.get("webhook")
+    if webhook is not None:
+        if not isinstance(webhook, str):
+            raise _shape(f"webhook: invalid type: {_describe(webhook)}, expected a string")
+        req.webhook = webhook
+    events = doc.get("webhook_events_filter")
+    if events is not None:
+        if not isinstance(events, list):
+            raise _shape(f"webhook_events_filter: invalid type: {_describe(events)}, expected a sequence")
+        for i, e in enumerate(events):
+            if not isinstance(e, str) or e not in WEBHOOK_EVENTS:
+                shown = f"unknown variant `{e}`" if isinstance(e, str) else f"invalid type: {_describe(e)}"
+                raise _shape(f"webhook_events_filter[{i}]: {shown}, expected one of "
+                             + ", ".join(f"`{n}`" for n in WEBHOOK_EVENTS))
+        req.events_filter = list(events)
+    return req
+
+
+def parse_prefer(values: list[str]) -> dict[str, Optional[str]]:
+    """RFC 7240 ``Prefer`` header(s) → {preference name (lower case): value or None}.
+
+    Preferences are comma-separated, each ``token [= value] *( ; param )``; the
+    first occurrence of a name wins (RFC 7240 section 2); quoted values are unquoted.
+    """
+    prefs: dict[str, Optional[str]] = {}
+    for header in values:
+        for item in _split_outside_quotes(header, ","):
+            head = _split_outside_quotes(item, ";")[0].strip()
+            if not head:
+                continue
+            name, eq, value = head.partition("=")
+            name = name.strip().lower()
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            prefs.setdefault(name, value if eq else None)
+    return prefs
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    parts, buf, quoted = [], [], False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == sep and not quoted:
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+    parts.append("".join(buf))
+    return parts
+
+
+def wants_event_stream(accept_values: list[str]) -> bool:
+    """True if any ``Accept`` media range is ``text/event-stream`` (parameters ignored)."""
+    for header in accept_values:
+        for item in header.split(","):
+            if item.split(";", 1)[0].strip().lower() == "text/event-stream":
+                return True
+    return False
+
+
+class App(Protocol):
+    """What the HTTP layer needs from the service (see :mod:`minicog.server.service`)."""
+
+    settings: Settings
+
+    def discovery(self) -> dict: ...
+    def health(self) -> dict: ...
+    def openapi(self) -> Optional[dict]: ...
+    def request_shutdown(self) -> None: ...
+    def streaming_supported(self, kind: str) -> bool: ...
+    def find_inflight(self, prediction_id: str) -> Any: ...
+    def create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str], put: bool) -> tuple[Any, bool]: ...
+    def cancel(self, prediction_id: str) -> bool: ...
+
+
+class HTTPServer(http.server.ThreadingHTTPServer):
+    """Threading HTTP/1.1 server bound to an app; daemon threads, reusable address."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], app: App, settings: Settings):
+        self.app = app
+        self.settings = settings
+        super().__init__(address, Handler)
+
+    def server_bind(self) -> None:
+        # http.server's server_bind does a reverse DNS lookup (getfqdn) - slow, and unused.
+        import socketserver
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), port
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("unhandled error on the connection from %s", client_address)
+
+
+_ROUTES = {
+    "/": {"GET": "root"},
+    "/health-check": {"GET": "health"},
+    "/openapi.json": {"GET": "openapi"},
+    "/shutdown": {"POST": "shutdown"},
+    "/predictions": {"POST": "create"},
+    "/trainings": {"POST": "create"},
+}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """One connection; requests are handled one after another on its thread."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = f"minicog/{__version__}"
+    sys_version = ""
+    server: HTTPServer
+
+    # ------------------------------------------------------------- plumbing
+    def setup(self) -> None:
+        self.timeout = self.server.settings.read_timeout
+        super().setup()
+        self._responded = False
+        self._peek_ok = True
+
+    def log_message(self, format: str, *args: Any) -> None:  # route http.server's chatter to logging
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        log.debug('"%s" %s', getattr(self, "requestline", ""), code)
+
+    def handle_one_request(self) -> None:
+        """http.server's loop step, with a limit on the request line plus headers (→ 431)."""
+        limit = self.server.settings.max_header_bytes
+        try:
+            self.raw_requestline = self.rfile.readline(limit + 1)
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if len(self.raw_requestline) > limit:
+                self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
+                self.send_error(431, "Request header fields too large")
+                self.close_connection = True
+                return
+            head = io.BytesIO()
+            used = len(self.raw_requestline)
+            while True:
+                line = self.rfile.readline(limit - used + 1)
+                used += len(line)
+                if used > limit:
+                    self.requestline = self.raw_requestline.decode("iso-8859-1").rstrip("\r\n")
+                    self.request_version, self.command = "HTTP/1.1", ""
+                    self.send_error(431, "Request header fields too large")
+                    self.close_connection = True
+                    return
+                head.write(line)
+                if line in (b"\r\n", b"\n", b""):
+                    break
+            head.seek(0)
+            real, self.rfile = self.rfile, head
+            try:
+                ok = self.parse_request()
+            finally:
+                self.rfile = real
+            if not ok:
+                return
+            self._responded = False
+            self._dispatch()
+            self.wfile.flush()
+        except (TimeoutError, socket.timeout):
+            self.close_connection = True
+        except (ConnectionError, BrokenPipeError):
+            self.close_connection = True
+
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+        """Every error, including http.server's own, as a JSON body."""
+        try:
+            short = self.responses.get(code, ("Error",))[0]
+        except Exception:
+            short = "Error"
+        # http.server calls this only when the request itself could not be parsed, so
+        # its framing is unknown: answer and close.
+        self.close_connection = True
+        headers = {"Connection": "close"}
+        self._send_json(code, {"error": message or short}, headers)
+
+    def _send_json(self, status: int, obj: Any, headers: Optional[dict[str, str]] = None) -> None:
+        body = render_json(obj)
+        self._send_body(status, body, "application/json", headers)
+
+    def _send_body(self, status: int, body: Body, content_type: str, headers: Optional[dict[str, str]] = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(body.length))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        if self.close_connection and not (headers and "Connection" in headers):
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self._responded = True
+        if self.command == "HEAD":
+            return
+        try:
+            for chunk in body.chunks():
+                self.wfile.write(chunk)
+        except MinicogError:
+            # A file output vanished or changed after the headers went out: the only
+            # honest thing left is to cut the connection (the length will not match).
+            log.exception("response body could not be completed; closing the connection")
+            self.close_connection = True
+            raise ConnectionAbortedError("response body incomplete")
+
+    def _error(self, exc: MinicogError) -> None:
+        headers = {}
+        if isinstance(exc, (AtCapacity, ServiceUnavailable)):
+            headers["Retry-After"] = str(self.server.settings.retry_after)
+        if isinstance(exc, (PayloadTooLarge, HeaderTooLarge)):
+            headers["Connection"] = "close"
+            self.close_connection = True
+        self._send_json(exc.http_status, exc.body(), headers)
+
+    def _header_values(self, name: str) -> list[str]:
+        return self.headers.get_all(name) or []
+
+    # ------------------------------------------------------------- bodies
+    def _read_body(self) -> bytes:
+        limit = self.server.settings.max_body_bytes
+        te = (self.headers.get("Transfer-Encoding") or "").lower()
+        if "chunked" in te:
+            return self._read_chunked(limit)
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return b""
+        try:
+            length = int(raw)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self.close_connection = True
+            raise RequestError(f"Invalid Content-Length: {raw!r}") from None
+        if length > limit:
+            self.close_connection = True
+            raise PayloadTooLarge(f"Request body of {length} bytes exceeds the limit of {limit} bytes")
+        data = self.rfile.read(length)
+        if len(data) < length:
+            self.close_connection = True
+            raise RequestError("Request body shorter than its Content-Length")
+        return data
+
+    def _read_chunked(self, limit: int) -> bytes:
+        out = bytearray()
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self.close_connection = True
+                raise RequestError("Malformed chunked request body") from None
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass
+                return bytes(out)
+            if len(out) + size > limit:
+                self.close_connection = True
+                raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
+            out += self.rfile.read(size)
+            self.rfile.readline(1024)
+
+    # ------------------------------------------------------------- routing
+    def _route(self, path: str) -> tuple[dict[str, str], dict[str, str]]:
+        """(method → action, path parameters) for *path*, or ({}, {}) if unknown."""
+        if path in _ROUTES:
+            kind = "training" if path == "/trainings" else "prediction"
+            return _ROUTES[path], {"kind": kind}
+        parts = path.split("/")
+        if len(parts) in (3, 4) and parts[1] in ("predictions", "trainings") and parts[2]:
+            kind = "training" if parts[1] == "trainings" else "prediction"
+            pid = urllib.parse.unquote(parts[2])
+            if len(parts) == 3:
+                return {"PUT": "create"}, {"kind": kind, "id": pid}
+            if parts[3] == "cancel":
+                return {"POST": "cancel"}, {"kind": kind, "id": pid}
+        return {}, {}
+
+    def _dispatch(self) -> None:
+        path = urllib.parse.urlsplit(self.path).path or "/"
+        try:
+            # Read any body first so keep-alive framing stays right whatever we answer.
+            body = self._read_body() if self.command in ("POST", "PUT", "PATCH", "DELETE") or \
+                self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding") else b""
+            methods, params = self._route(path)
+            if not methods:
+                self._send_json(404, {"error": f"Not found: {path}"})
+                return
+            action = methods.get(self.command)
+            if action is None:
+                self._send_json(405, {"error": f"Method {self.command} not allowed on {path}"},
+                                {"Allow": ", ".join(sorted(methods))})
+                return
+            getattr(self, "_do_" + action)(params, body)
+        except MinicogError as exc:
+            if self._responded:
+                self.close_connection = True
+                return
+            self._error(exc)
+        except (ConnectionError, TimeoutError, socket.timeout):
+            self.close_connection = True
+        except Exception:
+            log.exception("error handling %s %s", self.command, self.path)
+            if self._responded:
+                self.close_connection = True
+                return
+            self.close_connection = True
+            self._send_json(500, {"error": "Internal server error (see the server log)"})
+
+    # ------------------------------------------------------------- routes
+    def _do_root(self, params: dict, body: bytes) -> None:
+        self._send_json(200, self.server.app.discovery())
+
+    def _do_health(self, params: dict, body: bytes) -> None:
+        self._send_json(200, self.server.app.health())
+
+    def _do_openapi(self, params: dict, body: bytes) -> None:
+        doc = self.server.app.openapi()
+        if doc is None:
+            self._send_json(503, {"error": "OpenAPI schema not available"},
+                            {"Retry-After": str(self.server.settings.retry_after)})
+        else:
+            self._send_json(200, doc)
+
+    def _do_shutdown(self, params: dict, body: bytes) -> None:
+        self._send_json(200, {})
+        self.server.app.request_shutdown()
+
+    def _do_cancel(self, params: dict, body: bytes) -> None:
+        pid = check_id(params["id"], self.server.settings)
+        if self.server.app.cancel(pid):
+            self._send_json(200, {})
+        else:
+            self._send_json(404, {})
+
+    def _do_create(self, params: dict, body: bytes) -> None:
+        app, settings = self.server.app, self.server.settings
+        kind = params["kind"]
+        url_id = params.get("id")
+        if url_id is not None:
+            check_id(url_id, settings)
+        sse = wants_event_stream(self._header_values("Accept"))
+        if sse and not app.streaming_supported(kind):
+            raise NotAcceptable(_TRAIN_406 if kind == "training" else _STREAM_406)
+        req = parse_prediction_request(self.headers.get("Content-Type"), body, settings)
+        if url_id is not None:
+            if req.id is not None and req.id != url_id:
+                raise InputValidationError([{"loc": ["body", "id"], "msg": "prediction ID must match the ID supplied in the URL",
+                                             "type": "value_error"}])
+            req.id = url_id
+        prefer = parse_prefer(self._header_values("Prefer"))
+        forwarded = {k: v for k in ("traceparent", "tracestate") if (v := self.headers.get(k))}
+        pred, created = app.create(kind, req, sse=sse, headers=forwarded, put=url_id is not None)
+        if sse:
+            self._stream(pred, created)
+        elif not created:
+            # PUT with the id of a prediction in flight: its state, never a second run.
+            self._send_snapshot(202, pred, with_input=True)
+        elif "respond-async" in prefer:
+            self._send_json(202, {"id": pred.id, "status": "starting"}, {"Preference-Applied": "respond-async"})
+        else:
+            self._respond_sync(pred)
+
+    def _send_snapshot(self, status: int, pred: Any, *, with_input: bool = False) -> None:
+        if not pred.retain():
+            # Finished and its files released between lookup and now: answer what is left.
+            self._send_json(status, {k: v for k, v in pred.snapshot(with_input=with_input).items() if k != "output"})
+            return
+        try:
+            self._send_json(status, pred.snapshot(with_input=with_input))
+        finally:
+            pred.release()
+
+    # ------------------------------------------------------------- waiting
+    def _client_gone(self) -> bool:
+        """True if the peer closed its end (only checked while we wait for a result)."""
+        if not self._peek_ok:
+            return False
+        sock = self.connection
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return False
+            data = sock.recv(1, socket.MSG_PEEK)
+        except (OSError, ValueError):
+            return True
+        if data:
+            # The client already sent its next request (pipelining); it is still there,
+            # and we stop peeking so the bytes stay for the next request.
+            self._peek_ok = False
+            return False
+        return True
+
+    def _respond_sync(self, pred: Any) -> None:
+        interval = self.server.settings.disconnect_poll_interval
+        pred.retain()
+        try:
+            while not pred.wait(interval):
+                if self._client_gone():
+                    log.info("client of %s %s disconnected; canceling", pred.kind, pred.id)
+                    self.server.app.cancel(pred.id)
+                    self.close_connection = True
+                    return
+            self._send_json(200, pred.snapshot())
+        finally:
+            pred.release()
+
+    def _stream(self, pred: Any, created: bool) -> None:
+        settings = self.server.settings
+        last = self.headers.get("Last-Event-ID")
+        try:
+            last_id = int(last) if last is not None and last.strip() else None
+        except ValueError:
+            last_id = None
+        sub = pred.events.subscribe(last_event_id=last_id)
+        if not pred.retain():
+            sub.close()
+            raise ServiceUnavailable("Prediction stream unavailable")
+        gone = False
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("X-Accel-Buffering", "no")
+            self.end_headers()
+            self._responded = True
+            self.wfile.flush()
+            poll = settings.disconnect_poll_interval
+            keepalive = settings.sse_keepalive_interval
+            quiet_since = time.monotonic()
+            while True:
+                event = sub.get(timeout=poll)
+                if event is not None:
+                    body = encode_event(event)
+                    self.wfile.write(b"%x\r\n" % body.length)
+                    for chunk in body.chunks():
+                        self.wfile.write(chunk)
+                    self.wfile.write(b"\r\n")
+                    self.wfile.flush()
+                    quiet_since = time.monotonic()
+                    continue
+                if sub.done:
+                    break
+                if self._client_gone():
+                    gone = True
+                    break
+                if time.monotonic() - quiet_since >= keepalive:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(KEEPALIVE), KEEPALIVE))
+                    self.wfile.flush()
+                    quiet_since = time.monotonic()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (ConnectionError, TimeoutError, socket.timeout, MinicogError):
+            gone = True
+            self.close_connection = True
+        finally:
+            sub.close()
+            pred.release()
+            if gone:
+                self.close_connection = True
+                if pred.cancel_on_disconnect and not pred.is_terminal and pred.events.subscriber_count == 0:
+                    log.info("last SSE reader of %s %s disconnected; canceling", pred.kind, pred.id)
+                    self.server.app.cancel(pred.id)

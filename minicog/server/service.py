@@ -1,0 +1,514 @@
+"""The service: orchestrator + prediction records + HTTP server + probes + shutdown.
+
+:class:`Service` owns one :class:`~minicog.server.orchestrator.Orchestrator`
+(the worker), one :class:`~minicog.server.http.HTTPServer` (its thread serves
+requests; each connection gets its own thread), the map of predictions in
+flight, the webhook dispatcher and the optional uploader.  It is what the HTTP
+handlers call (:class:`~minicog.server.http.App`), and what the embedding API
+runs in a thread (``Service(...).start()`` → port, ``.stop()``).  :func:`serve`
+is the command line's entry point: it adds logging set-up and signal handling.
+
+Predictions in flight
+    A record enters the map when it is submitted and leaves it at its terminal
+    transition, so the ids of finished predictions can be reused (Cog) and a
+    ``PUT`` (or a ``POST`` with a body ``id``) naming a prediction in flight gets
+    that prediction back instead of running it twice.  The check and the insert
+    happen under one lock, so two racing PUTs cannot both start it.  Files of a
+    record are released (``Orchestrator.release``) once the record says nobody
+    needs them any more (see :mod:`minicog.server.prediction`).
+
+Health (``GET /health-check``)
+    ``STARTING`` (setup running, also while a crashed worker is being set up
+    again), ``READY``, ``BUSY`` (no free slot), ``UNHEALTHY`` (the model's
+    ``healthcheck()`` failed; wins over BUSY; ``user_healthcheck_error`` says
+    why), ``SETUP_FAILED`` (``setup.logs`` ends with the error), ``DEFUNCT``
+    (the worker kept dying), and ``DRAINING`` from the moment a shutdown starts
+    - a value coglet does not have, chosen so that any client that waits for
+    ``READY`` stops sending work.  The ``version`` block cannot carry coglet's
+    ``coglet`` key honestly; it has ``minicog``, ``python_sdk`` (the Cog SDK
+    version we implement, which is what Cog clients compare) and ``python``.
+
+Readiness file
+    When ``KUBERNETES_SERVICE_HOST`` is set (``Settings.kubernetes_service_host``),
+    ``Settings.readiness_file`` is created once the model is READY (and on each
+    READY/BUSY health check, as coglet does) and removed as soon as draining
+    starts or the worker leaves READY (crash, respawn), so an ``exec`` readiness
+    probe (``test -f``) takes the pod out of the Service at once.
+
+Shutdown (:meth:`Service.stop`)
+    SIGTERM, SIGINT and ``POST /shutdown`` only *request* a shutdown (signal
+    handlers set a flag; :func:`serve`'s main loop acts).  Then: draining starts
+    (health says DRAINING, new predictions get 503 with Retry-After, the
+    readiness file goes); predictions in flight get until
+    ``Settings.shutdown_grace_period`` to finish, and are canceled after that;
+    terminal webhooks still pending are waited for within the same grace period
+    and the ones that could not be delivered are logged by prediction id and URL
+    (coglet drops them silently); responses still being written are let finish;
+    then the HTTP server closes and the worker is stopped.  A second signal
+    during the drain cuts the waits short.  With ``await_explicit_shutdown``,
+    SIGTERM is ignored (logged) and only ``POST /shutdown`` or SIGINT stop the
+    server.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Optional
+
+from minicog._version import COG_VERSION, __version__
+from minicog.errors import ServiceUnavailable, InputValidationError
+from minicog.server.http import HTTPServer, PredictionRequest
+from minicog.server.orchestrator import Orchestrator
+from minicog.server.outputs import Uploader
+from minicog.server.prediction import Prediction
+from minicog.server.sse import EventStream
+from minicog.server.webhooks import WebhookDispatcher
+from minicog.settings import Settings
+from minicog.validation import validate_input
+
+__all__ = ["Service", "serve", "configure_logging", "JSONFormatter"]
+
+log = logging.getLogger("minicog.server")
+
+_DRAINING_MESSAGE = "The server is shutting down and accepts no new predictions."
+
+
+def _rfc3339(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        return value.astimezone(datetime.timezone.utc).isoformat()
+    return str(value)
+
+
+class _IdSource:
+    """``pred_`` + lowercase hex of nanoseconds since the epoch (Cog), never repeated."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def __call__(self) -> str:
+        with self._lock:
+            now = max(time.time_ns(), self._last + 1)
+            self._last = now
+        return f"pred_{now:x}"
+
+
+class Service:
+    """One model served over HTTP; see the module docstring and docs/architecture.rst."""
+
+    def __init__(self, ref: Optional[str] = None, *, settings: Optional[Settings] = None, host: Optional[str] = None,
+                 port: Optional[int] = None, upload_url: Optional[str] = None, mode: str = "predict",
+                 max_concurrency: Optional[int] = None, await_explicit_shutdown: bool = False,
+                 cwd: Optional[str] = None, env: Optional[dict[str, str]] = None):
+        self.settings = settings if settings is not None else Settings.from_env()
+        if ref is None:
+            # Same fallback order as the command line (cog.yaml, the stub variables, the
+            # embedded model); imported here so the server never imports it otherwise.
+            from minicog.loader import resolve_ref
+            ref = resolve_ref(None, mode=mode, cwd=cwd or os.getcwd(), environ=os.environ if env is None else env)
+        self.ref = ref
+        self.mode = mode
+        self.host = host if host is not None else self.settings.host
+        self._requested_port = port if port is not None else self.settings.port
+        self.upload_url = upload_url
+        self.await_explicit_shutdown = await_explicit_shutdown
+        self.orchestrator = Orchestrator(ref, mode=mode, settings=self.settings, max_concurrency=max_concurrency,
+                                         cwd=cwd, env=env)
+        self.webhooks = WebhookDispatcher(self.settings)
+        self.uploader = Uploader(upload_url, timeout=self.settings.upload_timeout) if upload_url else None
+        self.port: Optional[int] = None
+        self.url: Optional[str] = None
+        self._server: Optional[HTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
+        self._monitor: Optional[threading.Thread] = None
+        self._lock = threading.Condition(threading.Lock())
+        self._inflight: dict[str, Prediction] = {}
+        self._holding: dict[int, Prediction] = {}  # terminal or not, files not yet released
+        self._new_id = _IdSource()
+        self._draining = False
+        self._shutdown_requested = threading.Event()
+        self._stopped = threading.Event()
+        self._stopping = False
+        self._closed = threading.Event()
+        #: Set (e.g. by a second signal) to cut the shutdown waits short.
+        self.force_stop = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> int:
+        """Bind, start the HTTP thread and the worker; return the port (setup goes on)."""
+        self._server = HTTPServer((self.host, self._requested_port), self, self.settings)
+        self.port = self._server.server_address[1]
+        shown = self.host if ":" not in self.host else f"[{self.host}]"
+        self.url = f"http://{'127.0.0.1' if self.host in ('0.0.0.0', '') else shown}:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="minicog-http", daemon=True)
+        self._thread.start()
+        self.orchestrator.start()
+        self._monitor = threading.Thread(target=self._watch, name="minicog-monitor", daemon=True)
+        self._monitor.start()
+        log.info("minicog %s serving %s (%s mode) on http://%s:%d", __version__, self.ref, self.mode, shown, self.port)
+        return self.port
+
+    def wait_ready(self, timeout: Optional[float] = None) -> bool:
+        return self.orchestrator.wait_ready(timeout)
+
+    def request_shutdown(self) -> None:
+        """Ask for a graceful shutdown (what POST /shutdown does); the owner of the loop acts."""
+        self._shutdown_requested.set()
+
+    def wait_shutdown_requested(self, timeout: Optional[float] = None) -> bool:
+        return self._shutdown_requested.wait(timeout)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def __enter__(self) -> "Service":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _watch(self) -> None:
+        """Follow the worker's state: log it and keep the readiness file in step."""
+        orch = self.orchestrator
+        last = None
+        while not self._stopped.is_set():
+            state = orch.wait_state(lambda s: s != last, timeout=0.5)
+            if state == last:
+                continue
+            if state == "READY":
+                log.info("ready: setup %s in %s", orch.setup.status, self._setup_duration())
+            elif state == "SETUP_FAILED":
+                log.error("setup failed: %s", orch.setup.error)
+            elif state == "DEFUNCT":
+                log.error("the worker keeps dying; the model is DEFUNCT")
+            elif state == "STARTING" and last is not None:
+                log.warning("the worker is being set up again")
+            last = state
+            self._sync_readiness(state == "READY" and not self._draining)
+
+    def _setup_duration(self) -> str:
+        s = self.orchestrator.setup
+        if s.started_at and s.completed_at:
+            return f"{(s.completed_at - s.started_at).total_seconds():.3f}s"
+        return "?"
+
+    def _sync_readiness(self, ready: bool) -> None:
+        if not self.settings.kubernetes_service_host:
+            return
+        path = self.settings.readiness_file
+        try:
+            if ready:
+                if not os.path.exists(path):
+                    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                    with open(path, "w"):
+                        pass
+            elif os.path.exists(path):
+                os.unlink(path)
+        except OSError as exc:
+            log.warning("cannot update the readiness file %s: %s", path, exc)
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Drain and stop (see "Shutdown" in the module docstring); idempotent."""
+        with self._lock:
+            first = not self._stopping
+            self._stopping = True
+        if not first:
+            self._closed.wait(timeout if timeout is not None else self.settings.shutdown_grace_period + 30)
+            return
+        try:
+            self._drain(self.settings.shutdown_grace_period if timeout is None else timeout)
+        finally:
+            self._stopped.set()
+            if self._server is not None:
+                self._server.shutdown()
+                self._server.server_close()
+            self.orchestrator.stop()
+            if self.uploader is not None:
+                self.uploader.close()
+            self._sync_readiness(False)
+            self._closed.set()
+            log.info("stopped")
+
+    def _drain(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        self._draining = True
+        self._sync_readiness(False)
+        with self._lock:
+            n = len(self._inflight)
+        log.info("shutting down: %d prediction(s) in flight, grace period %.1fs", n, grace)
+
+        def wait_for(predicate: Any, until: float) -> bool:
+            with self._lock:
+                while not predicate():
+                    left = until - time.monotonic()
+                    if left <= 0 or self.force_stop:
+                        return predicate()
+                    self._lock.wait(min(left, 0.1))
+                return True
+
+        if not wait_for(lambda: not self._inflight, deadline):
+            with self._lock:
+                left = list(self._inflight)
+            log.warning("shutdown: canceling %d prediction(s) still running after the grace period: %s",
+                        len(left), ", ".join(left))
+            for pid in left:
+                self.cancel(pid)
+            wait_for(lambda: not self._inflight, time.monotonic() + min(self.settings.cancel_grace_period, 5.0))
+        remaining = 0.0 if self.force_stop else max(0.0, deadline - time.monotonic())
+        self.webhooks.flush(remaining)
+        # Let responses and SSE readers of finished predictions write their last bytes.
+        wait_for(lambda: not self._writers_pending(), time.monotonic() + min(max(remaining, 1.0), 5.0))
+
+    def _writers_pending(self) -> bool:
+        # Records still held only by webhook senders that flush() gave up on do not count.
+        pending = {s.prediction_id for s in self.webhooks.pending()}
+        return any(p.id not in pending for p in self._holding.values())
+
+    # ------------------------------------------------------------------ App protocol
+    def discovery(self) -> dict:
+        doc = {
+            "cog_version": COG_VERSION,
+            "docs_url": "/docs",
+            "healthcheck_url": "/health-check",
+            "openapi_url": "/openapi.json",
+            "predictions_cancel_url": "/predictions/{prediction_id}/cancel",
+            "predictions_idempotent_url": "/predictions/{prediction_id}",
+            "predictions_url": "/predictions",
+            "shutdown_url": "/shutdown",
+        }
+        schema = self.orchestrator.schema or {}
+        if "TrainingInput" in ((schema.get("components") or {}).get("schemas") or {}):
+            doc.update(trainings_url="/trainings", trainings_idempotent_url="/trainings/{training_id}",
+                       trainings_cancel_url="/trainings/{training_id}/cancel")
+        return doc
+
+    def health(self) -> dict:
+        orch = self.orchestrator
+        state = orch.state
+        body: dict[str, Any] = {}
+        error = None
+        if self._draining or state == "STOPPED":
+            status = "DRAINING"
+        elif state == "READY":
+            ok, error = orch.healthcheck()
+            if not ok:
+                status = "UNHEALTHY"
+            elif orch.free_slots == 0:
+                status = "BUSY"
+            else:
+                status = "READY"
+            self._sync_readiness(status in ("READY", "BUSY") and not self._draining)
+        else:
+            status = state  # STARTING, SETUP_FAILED, DEFUNCT
+            self._sync_readiness(False)
+        body["status"] = status
+        setup = orch.setup
+        if setup.started_at is not None:
+            block: dict[str, Any] = {"started_at": _rfc3339(setup.started_at)}
+            if setup.completed_at is not None:
+                block["completed_at"] = _rfc3339(setup.completed_at)
+            block["status"] = setup.status
+            logs = setup.logs
+            if logs:
+                block["logs"] = logs
+            body["setup"] = block
+        if status == "UNHEALTHY" and error:
+            body["user_healthcheck_error"] = error
+        body["version"] = {"minicog": __version__, "python_sdk": COG_VERSION, "python": platform.python_version()}
+        return body
+
+    def openapi(self) -> Optional[dict]:
+        return self.orchestrator.schema
+
+    def streaming_supported(self, kind: str) -> bool:
+        return kind == "prediction" and bool(self.orchestrator.streaming)
+
+    def find_inflight(self, prediction_id: str) -> Optional[Prediction]:
+        with self._lock:
+            return self._inflight.get(prediction_id)
+
+    def _stream_output(self) -> bool:
+        schema = self.orchestrator.schema or {}
+        schemas = (schema.get("components") or {}).get("schemas") or {}
+        out = schemas.get("TrainingOutput" if self.mode == "train" else "Output") or {}
+        return out.get("type") == "array"
+
+    def create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str],
+               put: bool = False) -> tuple[Prediction, bool]:
+        """Start a prediction, or return the one in flight with the same id (created=False)."""
+        if req.id is not None:
+            existing = self.find_inflight(req.id)
+            if existing is not None:
+                return existing, False
+        schema = self.orchestrator.schema
+        value = req.input
+        if schema is not None:
+            result = validate_input(schema, req.input, component="TrainingInput" if kind == "training" else "Input")
+            if result.errors:
+                raise InputValidationError(result.errors)
+            value = result.value
+        elif not isinstance(value, dict):
+            result = validate_input({}, value)
+            raise InputValidationError(result.errors)
+        if self._draining:
+            raise ServiceUnavailable(_DRAINING_MESSAGE)
+        pid = req.id or self._new_id()
+        s = self.settings
+        events = None
+        if kind == "prediction" and self.orchestrator.streaming:
+            events = EventStream(history=s.stream_history_capacity, queue_size=s.stream_subscriber_queue,
+                                 max_subscribers=s.max_stream_subscribers)
+        pred = Prediction(pid, value, kind=kind, settings=s, stream_output=self._stream_output(), events=events,
+                          uploader=self.uploader, on_cancel=lambda: self.orchestrator.cancel(pid),
+                          on_terminal=self._on_terminal, on_release=self._on_release)
+        pred.cancel_on_disconnect = sse
+        if req.webhook:
+            pred.retain()  # the sender's reference, given back when the terminal webhook is done
+            pred.webhook = self.webhooks.sender(req.webhook, pid, events_filter=req.events_filter, headers=headers,
+                                                on_finished=pred.release)
+        with self._lock:
+            existing = self._inflight.get(pid)
+            if existing is not None:
+                return existing, False
+            for held in self._holding.values():
+                if held.id == pid:
+                    # An earlier run with this id still has its files in use; its release
+                    # must not delete the new run's folder (the orchestrator keys by id).
+                    held.on_release = None
+            self._inflight[pid] = pred
+            self._holding[id(pred)] = pred
+        try:
+            self.orchestrator.submit(pid, value, pred, context=req.context)
+        except BaseException:
+            with self._lock:
+                if self._inflight.get(pid) is pred:
+                    del self._inflight[pid]
+                self._holding.pop(id(pred), None)
+            if pred.webhook is not None:
+                pred.webhook.close()
+            raise
+        return pred, True
+
+    def cancel(self, prediction_id: str) -> bool:
+        pred = self.find_inflight(prediction_id)
+        if pred is None:
+            return False
+        pred.request_cancel()
+        self.orchestrator.cancel(prediction_id)
+        return True
+
+    def _on_terminal(self, pred: Prediction) -> None:
+        with self._lock:
+            if self._inflight.get(pred.id) is pred:
+                del self._inflight[pred.id]
+            self._lock.notify_all()
+
+    def _on_release(self, pred: Prediction) -> None:
+        with self._lock:
+            self._holding.pop(id(pred), None)
+            self._lock.notify_all()
+            cleanup = pred.on_release is not None
+        if cleanup:
+            self.orchestrator.release(pred.id)
+
+
+# ---------------------------------------------------------------------- logging
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time (ISO 8601 UTC), level, logger, message[, exception]."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = "".join(traceback.format_exception(*record.exc_info))
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def configure_logging(log_format: str = "text", level: str = "info", stream: Any = None) -> logging.Handler:
+    """Send the ``minicog`` loggers to *stream* (stderr) as text or JSON lines; returns the handler."""
+    logger = logging.getLogger("minicog")
+    for h in list(logger.handlers):
+        if getattr(h, "_minicog", False):
+            logger.removeHandler(h)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler._minicog = True  # type: ignore[attr-defined]
+    if log_format == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    name = {"warn": "WARNING"}.get(level.lower(), level.upper())
+    logger.setLevel(getattr(logging, name, logging.INFO))
+    return handler
+
+
+# ---------------------------------------------------------------------- serve()
+def serve(ref: Optional[str] = None, *, host: Optional[str] = None, port: Optional[int] = None,
+          upload_url: Optional[str] = None, await_explicit_shutdown: bool = False, mode: str = "predict",
+          max_concurrency: Optional[int] = None, log_format: str = "text", settings: Optional[Settings] = None,
+          cwd: Optional[str] = None, env: Optional[dict[str, str]] = None) -> int:
+    """Serve until shut down; returns the process exit code (see docs/architecture.rst)."""
+    settings = settings if settings is not None else Settings.from_env()
+    configure_logging(log_format, settings.log_level)
+    service = Service(ref, settings=settings, host=host, port=port, upload_url=upload_url, mode=mode,
+                      max_concurrency=max_concurrency, await_explicit_shutdown=await_explicit_shutdown,
+                      cwd=cwd, env=env)
+    try:
+        service.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", service.host, service._requested_port, exc)
+        service.orchestrator.stop(0)
+        return 1
+
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        # Only record it: the main loop below decides what to do (no locks in handlers).
+        received.append(signum)
+        if service._stopping and not (signum == signal.SIGTERM and await_explicit_shutdown):
+            service.force_stop = True  # a second signal during the drain: stop waiting
+
+    installed = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            installed[sig] = signal.signal(sig, on_signal)
+    try:
+        seen = 0
+        while True:
+            if service.wait_shutdown_requested(0.2):
+                log.info("shutdown requested over HTTP")
+                break
+            if len(received) > seen:
+                sig = received[seen]
+                seen += 1
+                if sig == signal.SIGTERM and await_explicit_shutdown:
+                    log.info("SIGTERM ignored (--await-explicit-shutdown): POST /shutdown or SIGINT stops the server")
+                    continue
+                log.info("received %s; shutting down", signal.Signals(sig).name)
+                break
+    finally:
+        service.stop()
+        for sig, previous in installed.items():
+            signal.signal(sig, previous)
+    return 0

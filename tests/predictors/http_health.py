@@ -1,0 +1,15 @@
+"""HTTP tests: healthcheck() driven by a marker file next to the process' cwd (HTTP_HEALTH_FILE)."""
+import os
+
+from cog import BasePredictor
+
+
+class Predictor(BasePredictor):
+    def predict(self) -> str:
+        return "ok"
+
+    def healthcheck(self):
+        marker = os.environ.get("HTTP_HEALTH_FILE")
+        if marker and os.path.exists(marker):
+            raise RuntimeError("disk on fire")
+        return True
