@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from typing import Any, Iterator, Optional
 
@@ -66,7 +67,10 @@ class Recorder:
 def running(name: str, *, ready: bool = True, timeout: float = 30.0, **settings: Any) -> Iterator[Orchestrator]:
     """An orchestrator serving tests/predictors/<name>, stopped (and reaped) afterwards."""
     max_concurrency = settings.pop("max_concurrency_arg", None)
-    orch = Orchestrator(predictor(name), settings=Settings(**settings), max_concurrency=max_concurrency)
+    env = settings.pop("env", None)
+    if env is not None:
+        env = {**os.environ, **env}
+    orch = Orchestrator(predictor(name), settings=Settings(**settings), max_concurrency=max_concurrency, env=env)
     orch.start()
     try:
         if ready:

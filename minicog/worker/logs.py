@@ -303,6 +303,11 @@ class TeeWriter(io.TextIOBase):
     def user_stream(self) -> Any:
         return self._user
 
+    def __del__(self) -> None:
+        # IOBase.__del__ would close() the user's stream when the tee is dropped
+        # (e.g. after ``sys.stdout = saved``); the stream is the user's to close.
+        pass
+
     def write(self, s: str) -> int:
         self._inner.write(s)
         result = self._user.write(s)

@@ -1,0 +1,78 @@
+"""Cancellation: SIGUSR1 interrupts time.sleep; a predictor that ignores cancel is killed and replaced."""
+
+import time
+
+import pytest
+
+from orchestrator_support import Recorder, predict, running
+
+
+def test_cancel_interrupts_time_sleep_quickly():
+    with running("w_sleep.py") as orch:
+        rec = Recorder()
+        orch.submit("s", {"seconds": 30}, rec)
+        assert rec.first_log.wait(10)
+        t0 = time.monotonic()
+        assert orch.cancel("s")
+        assert rec.wait(10) == ("canceled",)
+        assert time.monotonic() - t0 < 2.0
+        # The worker is the same process and serves the next prediction.
+        rec2 = predict(orch, "after", {"seconds": 0})
+        assert rec2.terminal == ("succeeded", False)
+
+
+def test_cancel_between_generator_items():
+    with running("w_stream.py") as orch:
+        rec = Recorder()
+        orch.submit("g", {"n": 100000, "gap": 0.01}, rec)
+        assert rec.first_output.wait(10)
+        assert orch.cancel("g")
+        assert rec.wait(10) == ("canceled",)
+        assert 0 < len(rec.outputs()) < 100000
+
+
+@pytest.mark.slow
+def test_swallowed_cancel_is_killed_after_grace_and_service_goes_on():
+    with running("w_sleep.py", cancel_grace_period=1.0) as orch:
+        pid = orch.pid
+        rec = Recorder()
+        orch.submit("stubborn", {"seconds": 30, "swallow": True}, rec)
+        assert rec.first_log.wait(10)
+        t0 = time.monotonic()
+        orch.cancel("stubborn")
+        assert rec.wait(15) == ("canceled",)
+        elapsed = time.monotonic() - t0
+        assert 0.9 < elapsed < 8, elapsed
+        assert "swallowed the cancel" in rec.logs()
+        assert orch.wait_ready(30)
+        assert orch.pid != pid
+        after = predict(orch, "after", {"seconds": 0})
+        assert after.terminal == ("succeeded", False)
+
+
+def test_async_cancel_raises_cancelled_error_in_the_task():
+    with running("w_async.py", max_concurrency=2) as orch:
+        rec = Recorder()
+        orch.submit("a", {"name": "a", "seconds": 30}, rec)
+        assert rec.first_log.wait(10)
+        orch.cancel("a")
+        assert rec.wait(10) == ("canceled",)
+        assert "a saw CancelledError" in rec.logs("stderr")
+
+
+@pytest.mark.slow
+def test_flood_on_one_slot_does_not_delay_cancel_on_another():
+    with running("w_async.py", max_concurrency=2) as orch:
+        flood, victim = Recorder(), Recorder()
+        orch.submit("victim", {"name": "victim", "seconds": 60}, victim)
+        assert victim.first_log.wait(10)
+        orch.submit("flood", {"name": "flood", "flood": 200000, "seconds": 0}, flood)
+        assert flood.first_log.wait(10)
+        t0 = time.monotonic()
+        orch.cancel("victim")
+        assert victim.wait(10) == ("canceled",)
+        assert time.monotonic() - t0 < 3.0
+        assert flood.wait(60) == ("succeeded", False)
+        lines = flood.logs("stdout").splitlines()
+        assert lines[0] == "start flood" and lines[-1] == "end flood"
+        assert sum(1 for l in lines if "flood line" in l) == 200000

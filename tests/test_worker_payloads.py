@@ -1,0 +1,110 @@
+"""Big payloads, file inputs/outputs, streams and temporary-file cleanup."""
+
+import base64
+import os
+import time
+
+import pytest
+
+from orchestrator_support import Recorder, predict, running
+
+MiB = 1024 * 1024
+
+
+def test_yield_ten_thousand_items_in_order():
+    with running("w_stream.py") as orch:
+        rec = predict(orch, "s", {"n": 10000}, timeout=60)
+        assert rec.terminal == ("succeeded", True)
+        assert rec.outputs() == list(range(10000))
+        assert [e[1] for e in rec.events if e[0] == "output"] == list(range(10000))
+
+
+def test_async_generator_streams_item_by_item():
+    with running("w_async_gen.py") as orch:
+        rec = Recorder()
+        orch.submit("g", {"n": 3, "gap": 1.0}, rec)
+        # The first item arrives long before the generator finishes.
+        assert rec.first_output.wait(0.9)
+        assert not rec.done.is_set()
+        assert rec.wait(10) == ("succeeded", True)
+        assert rec.outputs() == [0, 1, 2]
+
+
+def test_four_async_predictions_at_once():
+    with running("w_async.py", max_concurrency=4) as orch:
+        recs = [Recorder() for _ in range(4)]
+        t0 = time.monotonic()
+        for i, rec in enumerate(recs):
+            orch.submit(f"a{i}", {"name": f"a{i}", "seconds": 1.0}, rec)
+        assert orch.free_slots == 0
+        for rec in recs:
+            assert rec.wait(10) == ("succeeded", False)
+        assert time.monotonic() - t0 < 3.0  # concurrent, not 4 s in a row
+        peaks = [e[2] for rec in recs for e in rec.events if e[0] == "metric" and e[1] == "peak"]
+        assert max(peaks) == 4
+        assert orch.free_slots == 4
+
+
+@pytest.mark.slow
+def test_fifty_megabyte_file_output_reaches_the_parent_as_a_path():
+    with running("w_files.py") as orch:
+        rec = predict(orch, "big", {"mode": "path", "size_mb": 50}, timeout=60)
+        assert rec.terminal == ("succeeded", False)
+        (_, index, path, mime) = next(e for e in rec.events if e[0] == "file_output")
+        assert index == 0 and os.path.getsize(path) == 50 * MiB
+        assert mime == "application/octet-stream"
+        os.unlink(path)  # the model's own temp file, not minicog's
+
+
+def test_iobase_output_is_written_in_the_prediction_folder_and_released():
+    with running("w_files.py") as orch:
+        rec = predict(orch, "io", {"mode": "iobase", "size_mb": 2})
+        (_, _, path, _) = next(e for e in rec.events if e[0] == "file_output")
+        assert path.startswith(orch._tmp_root) and os.path.getsize(path) == 2 * MiB
+        folder = os.path.dirname(os.path.dirname(path))
+        orch.release("io")
+        assert not os.path.exists(folder)
+        orch.release("io")  # idempotent
+
+
+def test_big_input_and_output_spill_through_files():
+    with running("w_files.py", max_inline_ipc_bytes=64 * 1024) as orch:
+        blob = "b" * (1 * MiB)
+        rec = predict(orch, "in", {"mode": "echo_len", "blob": blob})
+        assert rec.outputs() == [len(blob)]
+        rec = predict(orch, "out", {"mode": "big_json", "size_mb": 1})
+        assert rec.outputs() == ["y" * MiB]
+        # Spill files are deleted once read; only empty folders are left for release().
+        for pid in ("in", "out"):
+            folder = orch._dirs[pid]
+            leftovers = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs]
+            assert leftovers == []
+            orch.release(pid)
+
+
+def test_data_url_input_is_downloaded_then_removed_when_the_prediction_ends():
+    payload = base64.b64encode(b"hello input").decode()
+    with running("w_files.py") as orch:
+        rec = predict(orch, "d", {"mode": "input", "image": f"data:text/plain;base64,{payload}"})
+        (out,) = rec.outputs()
+        assert out["exists"] is True and out["data"] == "hello input"
+        assert out["path"].startswith(orch._tmp_root)
+        assert not os.path.exists(out["path"])  # removed at the end of the prediction
+
+
+def test_bad_url_input_fails_with_input_validation_error():
+    with running("w_files.py") as orch:
+        rec = predict(orch, "bad", {"mode": "input", "image": "http://127.0.0.1:9/nothing.png"})
+        kind, error = rec.terminal
+        assert kind == "failed"
+        assert error.startswith("Input validation error: image: ")
+
+
+def test_unserialisable_output_fails_cleanly():
+    with running("w_files.py") as orch:
+        rec = predict(orch, "bad", {"mode": "bad_output"})
+        kind, error = rec.terminal
+        assert kind == "failed"
+        assert error.startswith("Prediction failed: Failed to serialize output: TypeError: ")
+        assert "object" in error
+        assert rec.outputs() == []
