@@ -278,6 +278,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     """One connection; requests are handled one after another on its thread."""
 
     protocol_version = "HTTP/1.1"
+    # Never answer in HTTP/0.9 (a bare body without status line): even a garbled
+    # request line gets a status line and a JSON error.
+    default_request_version = "HTTP/1.0"
     server_version = f"minicog/{__version__}"
     sys_version = ""
     server: HTTPServer

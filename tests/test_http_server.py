@@ -1,0 +1,263 @@
+"""Routes, parsing, errors, modes and connection handling of a real server (real worker subprocess)."""
+
+import datetime
+import http.client
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from http_helpers import call, raw_exchange, running, wait_until
+from support import Receiver
+
+
+@pytest.fixture(scope="module")
+def echo():
+    with running("http_echo.py", settings={"max_body_bytes": 4096, "max_header_bytes": 2048, "read_timeout": 1.0}) as svc:
+        yield svc
+
+
+def test_discovery(echo):
+    r = call(echo, "GET", "/")
+    assert r.status == 200
+    doc = r.json()
+    assert doc["predictions_url"] == "/predictions" and doc["cog_version"] == "0.23.1"
+    assert doc["predictions_idempotent_url"] == "/predictions/{prediction_id}"
+    assert doc["predictions_cancel_url"] == "/predictions/{prediction_id}/cancel"
+    assert doc["shutdown_url"] == "/shutdown" and doc["healthcheck_url"] == "/health-check"
+    assert "trainings_url" not in doc
+
+
+def test_health_ready_with_setup_and_version(echo):
+    body = call(echo, "GET", "/health-check").json()
+    assert body["status"] == "READY"
+    setup = body["setup"]
+    assert setup["status"] == "succeeded" and "http_echo setup line" in setup["logs"]
+    start = datetime.datetime.fromisoformat(setup["started_at"])
+    end = datetime.datetime.fromisoformat(setup["completed_at"])
+    assert start <= end and start.utcoffset() == datetime.timedelta(0)
+    assert body["version"]["python_sdk"] == "0.23.1" and body["version"]["minicog"]
+    assert "user_healthcheck_error" not in body
+
+
+def test_openapi(echo):
+    r = call(echo, "GET", "/openapi.json")
+    assert r.status == 200 and "n" in r.json()["components"]["schemas"]["Input"]["properties"]
+
+
+def test_unknown_path_and_wrong_method_are_json(echo):
+    r = call(echo, "GET", "/nope")
+    assert r.status == 404 and "error" in r.json()
+    r = call(echo, "GET", "/predictions")
+    assert r.status == 405 and r.headers["allow"] == "POST" and "error" in r.json()
+    r = call(echo, "DELETE", "/predictions/abc")
+    assert r.status == 405 and r.headers["allow"] == "PUT"
+    r = call(echo, "GET", "/docs")
+    assert r.status == 404
+
+
+def test_sync_success_body(echo):
+    r = call(echo, "POST", "/predictions", {"input": {"text": "ab", "n": 2, "metric": 3}})
+    assert r.status == 200
+    b = r.json()
+    assert b["status"] == "succeeded" and b["output"] == "abab" and b["id"].startswith("pred_")
+    assert b["logs"] == "echo ab\nto stderr\n"
+    assert b["metrics"]["tokens"] == 3 and b["metrics"]["timing"] == {"pre": 0.25} and b["metrics"]["lst"] == [1]
+    assert b["metrics"]["predict_time"] > 0
+    times = [datetime.datetime.fromisoformat(b[k]) for k in ("created_at", "started_at", "completed_at")]
+    assert times == sorted(times) and all(t.utcoffset() == datetime.timedelta(0) for t in times)
+    assert "input" not in b
+
+
+def test_sync_failure_carries_real_logs(echo):
+    b = call(echo, "POST", "/predictions", {"input": {"text": "zz", "fail": True}}).json()
+    assert b["status"] == "failed" and b["error"] == "Prediction failed: ValueError: boom"
+    assert b["logs"].startswith("echo zz\nto stderr\n")
+    assert "output" not in b and "predict_time" in b["metrics"]
+
+
+def test_no_content_type_means_empty_body(echo):
+    r = call(echo, "POST", "/predictions", raw=b"not json at all")
+    assert r.status == 200 and r.json()["output"] == "hi"
+
+
+def test_request_errors_are_json(echo):
+    r = call(echo, "POST", "/predictions", raw=b"a=1", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status == 415 and r.json() == {"error": "Expected request with `Content-Type: application/json`"}
+    r = call(echo, "POST", "/predictions", raw=b"{1:2}", headers={"Content-Type": "application/json"})
+    assert r.status == 400 and r.json()["error"].startswith("Failed to parse the request body as JSON: ")
+    r = call(echo, "POST", "/predictions", raw=b'{"id": 5}', headers={"Content-Type": "application/json"})
+    assert r.status == 422 and "id: invalid type: integer `5`" in r.json()["error"]
+    r = call(echo, "POST", "/predictions", {"input": [1]})
+    assert r.status == 422 and r.json()["detail"][0]["msg"] == '[1] is not of type "object"'
+    r = call(echo, "POST", "/predictions", {"input": {"n": 0, "junk": 1}})
+    assert r.status == 422
+    assert r.json() == {"detail": [{"loc": ["body", "input", "n"], "msg": "0 is less than the minimum of 1",
+                                    "type": "value_error"}]}
+    r = call(echo, "PUT", "/predictions/a%20b", {"input": {}})
+    assert r.status == 400 and "Invalid prediction id" in r.json()["error"]
+
+
+def test_body_too_large_is_413_and_closes(echo):
+    r = call(echo, "POST", "/predictions", {"input": {"text": "x" * 5000}})
+    assert r.status == 413 and "exceeds the limit" in r.json()["error"]
+    assert r.headers.get("connection") == "close"
+
+
+def test_headers_too_large_is_431_json(echo):
+    out = raw_exchange(echo.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 3000 + b"\r\n\r\n")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431")
+    assert json.loads(body)["error"]
+
+
+def test_garbage_request_line_is_json_400(echo):
+    out = raw_exchange(echo.port, b"HELLO\r\n\r\n")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") or head.startswith(b"HTTP/1.0 400")
+    assert b"application/json" in head and "error" in json.loads(body)
+
+
+def test_keep_alive_reuses_connection(echo):
+    conn = http.client.HTTPConnection("127.0.0.1", echo.port, timeout=10)
+    try:
+        call(echo, "GET", "/health-check", conn=conn)
+        sock = conn.sock
+        r = call(echo, "POST", "/predictions", {"input": {"text": "k"}}, conn=conn)
+        assert r.status == 200 and conn.sock is sock
+        r = call(echo, "POST", "/predictions", {"input": {"n": 0}}, conn=conn)  # errors keep it open too
+        assert r.status == 422 and conn.sock is sock
+    finally:
+        conn.close()
+
+
+def test_silent_client_is_dropped_and_does_not_block_others(echo):
+    with socket.create_connection(("127.0.0.1", echo.port), timeout=5) as s:
+        s.sendall(b"POST /predictions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")  # then silence
+        assert call(echo, "GET", "/health-check", timeout=5).status == 200  # others are served meanwhile
+        t0 = time.monotonic()
+        s.settimeout(5)
+        data = s.recv(1024)
+        # The server gave up on the silent connection after read_timeout (1 s) and closed it.
+        assert data == b"" and time.monotonic() - t0 < 4
+
+
+def test_async_prefer_rfc7240_and_webhook(echo):
+    with Receiver() as rx:
+        r = call(echo, "POST", "/predictions", {"input": {"text": "w"}, "webhook": rx.url + "/hook"},
+                 headers={"Prefer": "respond-async, wait=5", "traceparent": "00-aa-bb-01"})
+        assert r.status == 202 and r.json()["status"] == "starting"
+        assert r.headers["preference-applied"] == "respond-async"
+        pid = r.json()["id"]
+        done = rx.wait_for(lambda rs: [x for x in rs if x.json()["status"] == "succeeded"])
+        body = done[0].json()
+        assert body["id"] == pid and body["output"] == "w" and body["logs"] == "echo w\nto stderr\n"
+        assert "input" not in body and done[0].headers["traceparent"] == "00-aa-bb-01"
+        assert done[0].headers["user-agent"].startswith("minicog/")
+
+
+def test_webhook_events_filter(echo):
+    with Receiver() as rx:
+        call(echo, "POST", "/predictions", {"input": {}, "webhook": rx.url, "webhook_events_filter": ["completed"]},
+             headers={"Prefer": "respond-async"})
+        rx.wait_for(lambda rs: rs)
+        time.sleep(0.2)  # nothing else may arrive: that is what is being checked
+        assert [r.json()["status"] for r in rx.requests] == ["succeeded"]
+
+
+def test_put_is_idempotent_while_in_flight(echo):
+    r1 = call(echo, "PUT", "/predictions/put-1", {"input": {"text": "first", "sleep": 1.0}}, headers={"Prefer": "respond-async"})
+    assert r1.status == 202
+    r2 = call(echo, "PUT", "/predictions/put-1", {"input": {"text": "second"}})
+    assert r2.status == 202
+    b = r2.json()
+    assert b["id"] == "put-1" and b["status"] == "processing" and b["input"]["text"] == "first"
+    # POST with the same body id does not start a second run either
+    r3 = call(echo, "POST", "/predictions", {"id": "put-1", "input": {"text": "third"}})
+    assert r3.status == 202 and r3.json()["input"]["text"] == "first"
+    wait_until(lambda: echo.find_inflight("put-1") is None, 10)
+    # once finished, the id can be used again (a new run)
+    r4 = call(echo, "PUT", "/predictions/put-1", {"input": {"text": "again"}})
+    assert r4.status == 200 and r4.json()["output"] == "again"
+
+
+def test_put_id_mismatch_is_422(echo):
+    r = call(echo, "PUT", "/predictions/abc", {"id": "xyz", "input": {}})
+    assert r.status == 422
+    assert r.json()["detail"][0] == {"loc": ["body", "id"], "msg": "prediction ID must match the ID supplied in the URL",
+                                     "type": "value_error"}
+
+
+def test_cancel_route(echo):
+    assert call(echo, "POST", "/predictions/unknown/cancel").status == 404
+    r = call(echo, "PUT", "/predictions/c-1", {"input": {"sleep": 20}}, headers={"Prefer": "respond-async"})
+    assert r.status == 202
+    r = call(echo, "POST", "/predictions/c-1/cancel")
+    assert r.status == 200 and r.json() == {}
+    wait_until(lambda: echo.find_inflight("c-1") is None, 10, message="canceled prediction to end")
+    assert call(echo, "POST", "/predictions/c-1/cancel").status == 404
+
+
+def test_cancel_of_a_sync_prediction_answers_canceled_with_logs(echo):
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=call(echo, "PUT", "/predictions/sync-c", {"input": {"sleep": 20}})))
+    t.start()
+    wait_until(lambda: echo.find_inflight("sync-c") is not None and echo.find_inflight("sync-c").status == "processing")
+    wait_until(lambda: "echo" in echo.find_inflight("sync-c").logs)
+    assert call(echo, "POST", "/predictions/sync-c/cancel").status == 200
+    t.join(10)
+    b = result["r"].json()
+    assert b["status"] == "canceled" and b["logs"].startswith("echo hi\n") and "output" not in b
+
+
+def test_client_disconnect_cancels_sync_prediction(echo):
+    s = socket.create_connection(("127.0.0.1", echo.port), timeout=5)
+    body = json.dumps({"input": {"sleep": 20}}).encode()
+    s.sendall(b"PUT /predictions/gone-1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    wait_until(lambda: echo.find_inflight("gone-1") is not None)
+    pred = echo.find_inflight("gone-1")
+    s.close()
+    assert pred.wait(10), "prediction was not canceled after the client left"
+    assert pred.status == "canceled"
+
+
+def test_409_with_retry_after_when_busy_and_health_busy(echo):
+    r = call(echo, "PUT", "/predictions/busy-1", {"input": {"sleep": 20}}, headers={"Prefer": "respond-async"})
+    assert r.status == 202
+    try:
+        r = call(echo, "POST", "/predictions", {"input": {}})
+        assert r.status == 409 and r.headers["retry-after"] == "1"
+        assert r.json() == {"error": "At capacity - all prediction slots busy", "status": "failed"}
+        assert call(echo, "GET", "/health-check").json()["status"] == "BUSY"
+    finally:
+        call(echo, "POST", "/predictions/busy-1/cancel")
+        wait_until(lambda: echo.find_inflight("busy-1") is None, 10)
+
+
+def test_back_to_back_sync_requests_never_409(echo):
+    conn = http.client.HTTPConnection("127.0.0.1", echo.port, timeout=10)
+    try:
+        statuses = [call(echo, "POST", "/predictions", {"input": {}}, conn=conn).status for _ in range(30)]
+    finally:
+        conn.close()
+    assert statuses == [200] * 30
+
+
+def test_sse_on_non_streaming_model_is_406(echo):
+    r = call(echo, "POST", "/predictions", {"input": {}}, headers={"Accept": "text/event-stream"})
+    assert r.status == 406
+    assert r.json() == {"error": "This model does not support streaming responses. Add @cog.streaming to predict() to enable SSE."}
+    r = call(echo, "POST", "/trainings", {"input": {}}, headers={"Accept": "text/event-stream"})
+    assert r.status == 406 and r.json() == {"error": "Training endpoints do not support streaming responses."}
+
+
+def test_trainings_routes_use_the_same_machinery(echo):
+    r = call(echo, "POST", "/trainings", {"input": {"text": "t"}})
+    assert r.status == 200 and r.json()["output"] == "t"
+    r = call(echo, "PUT", "/trainings/tr-1", {"input": {"sleep": 20}}, headers={"Prefer": "respond-async"})
+    assert r.status == 202
+    assert call(echo, "POST", "/trainings/tr-1/cancel").status == 200
+    wait_until(lambda: echo.find_inflight("tr-1") is None, 10)
