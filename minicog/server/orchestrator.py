@@ -63,6 +63,7 @@ import json
 import logging
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -70,7 +71,7 @@ import sys
 import tempfile
 import threading
 import time
-from multiprocessing.connection import Connection, Pipe, wait
+from multiprocessing.connection import Pipe
 from typing import Any, Callable, Optional
 
 from minicog import errors, protocol
@@ -650,9 +651,17 @@ class Orchestrator:
     def _io_loop(self, gen: _Generation) -> None:
         assert gen.control is not None and gen.popen is not None
         conns: dict[Any, int] = {}
+        by_fd: dict[int, Any] = {}
         gone: set[int] = set()  # indexes whose channel reached EOF
+        # One poll object for the generation's life: multiprocessing's wait() builds a
+        # selector on every call, which dominated the cost of a streamed item.
+        poller = select.poll()
+        mask = select.POLLIN | select.POLLHUP | select.POLLERR
 
         def rebuild() -> None:
+            for fd in by_fd:
+                poller.unregister(fd)
+            by_fd.clear()
             conns.clear()
             with self._lock:
                 gen.rebuild = False
@@ -665,12 +674,18 @@ class Orchestrator:
                 for i, chan in enumerate(gen.slots):
                     if chan is not None and i not in gone:
                         conns[chan.conn] = i
+            for obj in conns:
+                fd = obj if isinstance(obj, int) else obj.fileno()
+                by_fd[fd] = obj
+                poller.register(fd, mask)
 
         rebuild()
         while True:
             if gen.rebuild:
                 rebuild()
-            ready = wait(list(conns), self._next_timeout(gen))
+            timeout = self._next_timeout(gen)
+            events = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
+            ready = [by_fd[fd] for fd, _ in events if fd in by_fd]
             dead = False
             for obj in ready:
                 index = conns.get(obj)
@@ -682,7 +697,7 @@ class Orchestrator:
                             obj.recv_bytes()
                     except (EOFError, OSError):
                         gone.add(-2)
-                        del conns[obj]
+                        gen.rebuild = True
                     continue
                 if index == -3:
                     dead = True
@@ -690,8 +705,8 @@ class Orchestrator:
                 try:
                     msg = protocol.recv(obj)
                 except (EOFError, OSError, protocol.ProtocolError) as exc:
-                    del conns[obj]
                     gone.add(index)
+                    gen.rebuild = True
                     if index == -1:
                         dead = True
                     elif not gen.ready:
