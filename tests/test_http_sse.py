@@ -1,0 +1,144 @@
+"""SSE over a real server: events with ids, reattach with Last-Event-ID, keep-alive, lag, disconnect cancel."""
+
+import http.client
+import json
+import socket
+
+import pytest
+
+from http_helpers import call, running, sse_events, wait_until
+from support import Receiver
+
+
+def open_stream(port, method, path, body, headers=None, timeout=10):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request(method, path, body=json.dumps(body).encode(),
+                 headers={"Content-Type": "application/json", "Accept": "text/event-stream", **(headers or {})})
+    return conn, conn.getresponse()
+
+
+@pytest.fixture(scope="module")
+def streamer():
+    with running("http_stream.py", settings={"sse_keepalive_interval": 0.2, "stream_history_capacity": 1024}) as svc:
+        yield svc
+
+
+def test_sse_events_in_order_with_ids(streamer):
+    conn, resp = open_stream(streamer.port, "POST", "/predictions", {"input": {"n": 3}})
+    try:
+        assert resp.status == 200
+        assert resp.getheader("Content-Type") == "text/event-stream"
+        assert resp.getheader("Cache-Control") == "no-cache"
+        events = [e for e in sse_events(resp) if "comment" not in e]
+    finally:
+        conn.close()
+    names = [e["event"] for e in events]
+    assert names[0] == "start" and names[-1] == "completed"
+    assert [int(e["id"]) for e in events] == list(range(1, len(events) + 1))
+    assert events[0]["data"]["status"] == "processing"
+    outputs = [e["data"] for e in events if e["event"] == "output"]
+    assert outputs == [{"chunk": f"tok{i}", "index": i} for i in range(3)]
+    logs = [e["data"] for e in events if e["event"] == "log"]
+    assert logs[0] == {"data": "tick 0\n", "source": "stdout"}
+    metrics = [e["data"] for e in events if e["event"] == "metric"]
+    assert metrics[0] == {"mode": "increment", "name": "count", "value": 1}
+    final = events[-1]["data"]
+    assert final["status"] == "succeeded" and final["output"] == ["tok0", "tok1", "tok2"]
+    assert final["metrics"]["count"] == 3 and "predict_time" in final["metrics"]
+
+
+def test_sse_failed_prediction_completes_with_error(streamer):
+    conn, resp = open_stream(streamer.port, "POST", "/predictions", {"input": {"n": 3, "fail_at": 1}})
+    try:
+        events = [e for e in sse_events(resp) if "comment" not in e]
+    finally:
+        conn.close()
+    final = events[-1]
+    assert final["event"] == "completed" and final["data"]["status"] == "failed"
+    assert "stream broke" in final["data"]["error"] and "tick 0" in final["data"]["logs"]
+
+
+def test_put_reattach_with_last_event_id_resumes(streamer):
+    r = call(streamer, "PUT", "/predictions/re-1", {"input": {"n": 4, "gap": 0.3}}, headers={"Prefer": "respond-async"})
+    assert r.status == 202
+    conn, resp = open_stream(streamer.port, "PUT", "/predictions/re-1", {"input": {}})
+    first = []
+    for e in sse_events(resp):
+        if "comment" in e:
+            continue
+        first.append(e)
+        if e["event"] == "output":
+            break
+    conn.close()  # a reader of an async prediction leaving does not cancel it
+    last = first[-1]["id"]
+    conn, resp = open_stream(streamer.port, "PUT", "/predictions/re-1", {"input": {}}, headers={"Last-Event-ID": last})
+    try:
+        rest = [e for e in sse_events(resp) if "comment" not in e]
+    finally:
+        conn.close()
+    ids = [int(e["id"]) for e in first + rest]
+    assert ids == list(range(1, len(ids) + 1)), "resume must continue right after Last-Event-ID, no gap, no repeat"
+    assert rest[-1]["event"] == "completed" and rest[-1]["data"]["status"] == "succeeded"
+
+
+def test_keepalive_comment_when_quiet(streamer):
+    conn, resp = open_stream(streamer.port, "POST", "/predictions", {"input": {"n": 1, "wait_first": 0.8}})
+    try:
+        items = list(sse_events(resp))
+    finally:
+        conn.close()
+    assert {"comment": "keep-alive"} in items
+    assert items[-1]["event"] == "completed"
+
+
+def test_creator_disconnect_cancels(streamer):
+    conn, resp = open_stream(streamer.port, "PUT", "/predictions/dc-1", {"input": {"n": 1000, "gap": 0.05}})
+    for e in sse_events(resp):
+        if e.get("event") == "output":
+            break
+    pred = streamer.find_inflight("dc-1")
+    assert pred is not None
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    conn.close()
+    assert pred.wait(10) and pred.status == "canceled"
+
+
+def test_sse_with_webhook_too(streamer):
+    with Receiver() as rx:
+        conn, resp = open_stream(streamer.port, "POST", "/predictions", {"input": {"n": 2}, "webhook": rx.url})
+        try:
+            events = [e for e in sse_events(resp) if "comment" not in e]
+        finally:
+            conn.close()
+        done = rx.wait_for(lambda rs: [r for r in rs if r.json()["status"] == "succeeded"])
+        assert done[0].json()["output"] == events[-1]["data"]["output"]
+
+
+def test_too_many_subscribers_is_429():
+    with running("http_stream.py", settings={"max_stream_subscribers": 1}) as svc:
+        conn, resp = open_stream(svc.port, "PUT", "/predictions/many", {"input": {"n": 200, "gap": 0.05}})
+        try:
+            next(sse_events(resp))
+            r = call(svc, "PUT", "/predictions/many", {"input": {}}, headers={"Accept": "text/event-stream"})
+            assert r.status == 429 and r.json() == {"error": "Too many stream subscribers"}
+        finally:
+            call(svc, "POST", "/predictions/many/cancel")
+            conn.close()
+
+
+def test_replay_truncated_when_history_too_small():
+    with running("http_stream.py", settings={"stream_history_capacity": 2}) as svc:
+        r = call(svc, "PUT", "/predictions/tr", {"input": {"n": 400, "gap": 0.05}}, headers={"Prefer": "respond-async"})
+        assert r.status == 202
+        pred = svc.find_inflight("tr")
+        wait_until(lambda: pred.events.last_id >= 10, 10)
+        conn, resp = open_stream(svc.port, "PUT", "/predictions/tr", {"input": {}})
+        try:
+            events = list(sse_events(resp))
+        finally:
+            conn.close()
+        assert len(events) == 1 and events[0]["event"] == "error"
+        assert events[0]["data"]["error"] == "SSE stream replay truncated; events were dropped"
+        assert events[0]["data"]["skipped"] >= 8
+        assert not pred.is_terminal  # a reader that is turned away does not cancel
+        call(svc, "POST", "/predictions/tr/cancel")
