@@ -281,8 +281,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # Never answer in HTTP/0.9 (a bare body without status line): even a garbled
     # request line gets a status line and a JSON error.
     default_request_version = "HTTP/1.0"
+    # Small responses go out as one write; without TCP_NODELAY a header/body split
+    # would meet the client's delayed ACK and cost 40 ms per request.
+    disable_nagle_algorithm = True
     server_version = f"minicog/{__version__}"
     sys_version = ""
+    # TCP_NODELAY: headers and body go out in separate writes, and with Nagle on the
+    # body waits for the client's delayed ACK of the headers (~40 ms per response).
+    disable_nagle_algorithm = True
     server: HTTPServer
 
     # ------------------------------------------------------------- plumbing
@@ -365,10 +371,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(k, v)
         if self.close_connection and not (headers and "Connection" in headers):
             self.send_header("Connection", "close")
-        self.end_headers()
         self._responded = True
         if self.command == "HEAD":
+            self.end_headers()
             return
+        if not body.has_files and body.length <= 65536:
+            # Headers and a small body in one send (see disable_nagle_algorithm).
+            self._headers_buffer.append(b"\r\n")
+            self._headers_buffer.extend(body.parts)
+            self.flush_headers()
+            return
+        self.end_headers()
         try:
             for chunk in body.chunks():
                 self.wfile.write(chunk)

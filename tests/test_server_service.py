@@ -1,0 +1,158 @@
+"""The service around the HTTP server: health states, readiness file, 503s, shutdown and drain."""
+
+import os
+import threading
+
+import pytest
+
+from http_helpers import call, running, wait_until
+from minicog.server.service import JSONFormatter, configure_logging
+from support import Receiver
+
+
+def env_with(**kw):
+    return {**os.environ, **kw}
+
+
+def test_starting_then_ready_503_with_retry_after_and_readiness_file(tmp_path):
+    gate = tmp_path / "gate"
+    ready_file = tmp_path / "run" / "ready"
+    with running("http_gate.py", ready=False, env=env_with(HTTP_SETUP_GATE=str(gate)),
+                 settings={"kubernetes_service_host": "10.0.0.1", "readiness_file": str(ready_file)}) as svc:
+        h = call(svc, "GET", "/health-check").json()
+        assert h["status"] == "STARTING" and h["setup"]["status"] == "starting" and "completed_at" not in h["setup"]
+        r = call(svc, "POST", "/predictions", {"input": {}})
+        assert r.status == 503 and r.headers["retry-after"] == "1"
+        assert r.json() == {"error": "Setup has not finished yet. Wait until it has finished, or GET /health-check for status.",
+                            "status": "failed"}
+        r = call(svc, "GET", "/openapi.json")
+        assert r.status == 503 and r.json() == {"error": "OpenAPI schema not available"}
+        assert not ready_file.exists()
+        gate.write_text("open")
+        assert svc.wait_ready(20)
+        wait_until(lambda: ready_file.exists(), 5, message="readiness file")
+        h = call(svc, "GET", "/health-check").json()
+        assert h["status"] == "READY" and "waiting for the gate" in h["setup"]["logs"]
+        # Draining: health says so at once, the readiness file goes, new work gets 503.
+        r = call(svc, "PUT", "/predictions/d1", {"input": {"sleep": 1.0}}, headers={"Prefer": "respond-async"})
+        assert r.status == 202
+        stopper = threading.Thread(target=svc.stop)
+        stopper.start()
+        wait_until(lambda: svc.draining, 5)
+        assert call(svc, "GET", "/health-check").json()["status"] == "DRAINING"
+        assert not ready_file.exists()
+        r = call(svc, "POST", "/predictions", {"input": {}})
+        assert r.status == 503 and r.headers["retry-after"] == "1"
+        pred = svc.find_inflight("d1")
+        stopper.join(10)
+        assert pred is None or pred.status == "succeeded"  # the in-flight prediction was let finish
+
+
+def test_setup_failed_health_and_503():
+    with running("http_setup_fail.py", ready=False) as svc:
+        wait_until(lambda: svc.orchestrator.state == "SETUP_FAILED", 20)
+        h = call(svc, "GET", "/health-check").json()
+        assert h["status"] == "SETUP_FAILED" and h["setup"]["status"] == "failed"
+        assert "weights missing" in h["setup"]["logs"] and "completed_at" in h["setup"]
+        r = call(svc, "POST", "/predictions", {"input": {}})
+        assert r.status == 503 and r.headers["retry-after"] == "1"
+
+
+def test_unhealthy_with_user_healthcheck_error(tmp_path):
+    marker = tmp_path / "sick"
+    with running("http_health.py", env=env_with(HTTP_HEALTH_FILE=str(marker))) as svc:
+        assert call(svc, "GET", "/health-check").json()["status"] == "READY"
+        marker.write_text("x")
+        h = call(svc, "GET", "/health-check").json()
+        assert h["status"] == "UNHEALTHY"
+        assert "disk on fire" in h["user_healthcheck_error"]
+        # predictions are still accepted while unhealthy (Cog)
+        assert call(svc, "POST", "/predictions", {"input": {}}).json()["output"] == "ok"
+        marker.unlink()
+        assert call(svc, "GET", "/health-check").json()["status"] == "READY"
+
+
+def test_worker_crash_fails_prediction_then_defunct():
+    with running("w_exit.py", settings={"max_worker_restarts": 0}) as svc:
+        b = call(svc, "POST", "/predictions", {"input": {"how": "exit"}}).json()
+        assert b["status"] == "failed" and "Worker crashed" in b["error"] and "about to die" in b["logs"]
+        wait_until(lambda: svc.orchestrator.state == "DEFUNCT", 20)
+        assert call(svc, "GET", "/health-check").json()["status"] == "DEFUNCT"
+        assert call(svc, "POST", "/predictions", {"input": {}}).status == 503
+
+
+def test_worker_crash_respawns_starting_then_ready():
+    with running("w_exit.py", settings={"max_worker_restarts": 3}) as svc:
+        b = call(svc, "POST", "/predictions", {"input": {"how": "kill"}}).json()
+        assert b["status"] == "failed"
+        assert svc.wait_ready(20)
+        assert call(svc, "POST", "/predictions", {"input": {}}).json()["status"] == "succeeded"
+
+
+def test_shutdown_route_requests_shutdown():
+    with running("http_echo.py") as svc:
+        r = call(svc, "POST", "/shutdown")
+        assert r.status == 200 and r.json() == {}
+        assert svc.wait_shutdown_requested(5)
+
+
+def test_stop_flushes_pending_terminal_webhook():
+    attempts = []
+
+    def responder(rec):
+        attempts.append(rec)
+        return (503 if len(attempts) < 3 else 200), {}, b""
+
+    with Receiver(responder) as rx:
+        with running("http_echo.py", settings={"webhook_backoff_base": 0.1}) as svc:
+            r = call(svc, "POST", "/predictions", {"input": {}, "webhook": rx.url, "webhook_events_filter": ["completed"]},
+                     headers={"Prefer": "respond-async"})
+            assert r.status == 202
+            wait_until(lambda: attempts, 10)
+            svc.stop()  # waits for the retries (0.2 s, 0.4 s) within the grace period
+            assert [x.json()["status"] for x in attempts] == ["succeeded"] * 3
+
+
+def test_stop_reports_undelivered_webhooks(caplog):
+    with Receiver(lambda rec: (503, {}, b"")) as rx:
+        with running("http_echo.py", settings={"webhook_backoff_base": 1.0, "shutdown_grace_period": 0.5}) as svc:
+            call(svc, "PUT", "/predictions/undelivered", {"input": {}, "webhook": rx.url}, headers={"Prefer": "respond-async"})
+            rx.wait_for(lambda rs: any(r.json()["status"] == "succeeded" for r in rs))
+            with caplog.at_level("ERROR", logger="minicog"):
+                svc.stop()
+            assert "undelivered" in caplog.text and "not delivered" in caplog.text
+
+
+def test_train_mode_discovery_and_validation():
+    with running("http_train.py", mode="train") as svc:
+        doc = call(svc, "GET", "/").json()
+        assert doc["trainings_url"] == "/trainings" and doc["trainings_cancel_url"] == "/trainings/{training_id}/cancel"
+        assert call(svc, "POST", "/trainings", {"input": {"steps": 3}}).json()["output"] == "trained 3"
+        r = call(svc, "POST", "/trainings", {"input": {"steps": 0}})
+        assert r.status == 422 and r.json()["detail"][0]["loc"] == ["body", "input", "steps"]
+        assert call(svc, "POST", "/predictions", {"input": {"steps": 2}}).json()["output"] == "trained 2"
+
+
+def test_json_log_format(capsys):
+    import io
+    import json
+    import logging
+    stream = io.StringIO()
+    root = logging.getLogger("minicog")
+    saved = (root.propagate, root.level)
+    handler = configure_logging("json", "info", stream=stream)
+    try:
+        logger = logging.getLogger("minicog.test")
+        logger.info("hello %s", "world")
+        try:
+            raise ValueError("bad")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        root.removeHandler(handler)
+        root.propagate, root.level = saved
+    lines = stream.getvalue().splitlines()
+    docs = [json.loads(line) for line in lines]
+    assert docs[0]["message"] == "hello world" and docs[0]["level"] == "INFO" and docs[0]["logger"] == "minicog.test"
+    assert "ValueError: bad" in docs[1]["exception"]
+    assert isinstance(JSONFormatter(), logging.Formatter)
