@@ -286,9 +286,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = f"minicog/{__version__}"
     sys_version = ""
-    # TCP_NODELAY: headers and body go out in separate writes, and with Nagle on the
-    # body waits for the client's delayed ACK of the headers (~40 ms per response).
-    disable_nagle_algorithm = True
     server: HTTPServer
 
     # ------------------------------------------------------------- plumbing
