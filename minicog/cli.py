@@ -413,7 +413,7 @@ class OutputWriter:
         self.stream = stream
         self.concatenate = concatenate
         self.output = output
-        self.output_dir = output_dir or "."
+        self.output_dir = output_dir
         self.items: Dict[int, Any] = {}
         self.written: List[str] = []
         self.ends_with_newline = True
@@ -464,7 +464,8 @@ class OutputWriter:
             stem, oext = os.path.splitext(self.output)
             target = f"{stem}.{suffix}{oext or ext}" if suffix else (self.output if oext else self.output + ext)
         else:
-            target = os.path.join(self.output_dir, f"output.{suffix}{ext}" if suffix else f"output{ext}")
+            name = f"output.{suffix}{ext}" if suffix else f"output{ext}"
+            target = os.path.join(self.output_dir, name) if self.output_dir else name
         folder = os.path.dirname(target)
         if folder:
             os.makedirs(folder, exist_ok=True)
@@ -536,8 +537,14 @@ def _stderr_log(source: str, data: str) -> None:
 
 
 def _configure_logging(settings: Settings) -> None:
-    level = getattr(logging, settings.log_level.upper().replace("WARN", "WARNING").replace("WARNINGING", "WARNING"),
-                    logging.INFO)
+    """Logging for the one-shot commands: minicog's own chatter only from warnings up.
+
+    The model's logs are what a user of ``predict`` wants on stderr; worker state
+    changes are noise there.  Setting ``COG_LOG_LEVEL`` explicitly shows them.
+    """
+    name = settings.log_level.upper()
+    name = "WARNING" if name == "WARN" else name
+    level = getattr(logging, name, logging.INFO) if "COG_LOG_LEVEL" in os.environ else logging.WARNING
     logging.basicConfig(stream=sys.stderr, level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -595,7 +602,7 @@ def _cmd_predict(args: argparse.Namespace, mode: str) -> int:
             print("error: the prediction was canceled", file=sys.stderr)
             return EXIT_FAILED
         except errors.PredictionError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {handle.error or exc}", file=sys.stderr)
             return EXIT_FAILED
         if writer.error is not None:
             print(f"error: could not write the output: {writer.error}", file=sys.stderr)

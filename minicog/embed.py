@@ -252,16 +252,32 @@ class PredictionHandle:
         self._call(self._on_item, index, value)
 
     def _metric(self, name: str, value: Any, mode: str) -> None:
+        # Cog's merge rules (as the HTTP record applies them): dotted names nest;
+        # replace (None deletes), increment (missing starts at 0), append (scalar → list).
         with self._cond:
+            *parents, leaf = name.split(".")
+            target = self.metrics
+            for part in parents:
+                if not isinstance(target.get(part), dict):
+                    target[part] = {}
+                target = target[part]
+            current = target.get(leaf)
             if value is None:
-                self.metrics.pop(name, None)
-            elif mode == "increment" and isinstance(self.metrics.get(name), (int, float)):
-                self.metrics[name] = self.metrics[name] + value
+                target.pop(leaf, None)
+            elif mode == "increment":
+                if current is None:
+                    target[leaf] = value
+                elif isinstance(current, (int, float)) and isinstance(value, (int, float)):
+                    target[leaf] = current + value
             elif mode == "append":
-                current = self.metrics.get(name)
-                self.metrics[name] = (current if isinstance(current, list) else []) + [value]
+                if current is None:
+                    target[leaf] = [value]
+                elif isinstance(current, list):
+                    current.append(value)
+                else:
+                    target[leaf] = [current, value]
             else:
-                self.metrics[name] = value
+                target[leaf] = value
 
 
 class _Listener:
@@ -298,13 +314,26 @@ class _Listener:
         self.handle._metric(name, value, mode)
 
     def succeeded(self, is_stream: bool) -> None:
+        self._release()
         self.handle._set_status("succeeded", is_stream=bool(is_stream))
 
     def failed(self, error: str) -> None:
+        self._release()
         self.handle._set_status("failed", error=error)
 
     def canceled(self) -> None:
+        self._release()
         self.handle._set_status("canceled")
+
+    def _release(self) -> None:
+        # File outputs were linked out as they arrived, so the prediction's
+        # temporary folder can go as soon as it ends.
+        orch = self.handle._model._orchestrator
+        if orch is not None:
+            try:
+                orch.release(self.handle.id)
+            except Exception:  # cleanup must not break the terminal call
+                pass
 
 
 class Model:

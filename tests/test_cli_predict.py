@@ -128,7 +128,8 @@ def test_list_of_files_numbered(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for i in range(3):
         assert (tmp_path / f"output.{i}.txt").read_text() == f"file {i}"
-    assert proc.stdout.split() == [f"output.{i}.txt" for i in range(3)]
+    # A list (not an iterator) is printed whole, as indented JSON, with the paths written.
+    assert json.loads(proc.stdout) == [f"output.{i}.txt" for i in range(3)]
 
 
 def test_train_writes_weights_to_disk(tmp_path):

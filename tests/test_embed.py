@@ -81,7 +81,6 @@ def test_setup_failure_raises_load_error(tmp_path):
     assert "bad: loading" in info.value.logs
 
 
-@pytest.mark.slow
 def test_cancel_and_early_close_of_a_stream(tmp_path):
     marker = tmp_path / "canceled"
     with minicog.Model(predictor("cli_stream.py")) as model:
