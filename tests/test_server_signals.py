@@ -1,0 +1,105 @@
+"""The real `python -m minicog serve` process: SIGTERM drain, --await-explicit-shutdown, JSON logs."""
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from http_helpers import call, wait_until
+from support import ROOT, predictor
+
+
+class ServeProcess:
+    def __init__(self, *args, env=None):
+        environ = {**os.environ, "MINICOG_SHUTDOWN_GRACE_PERIOD": "5", **(env or {})}
+        environ["PYTHONPATH"] = ROOT + os.pathsep + environ.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen([sys.executable, "-m", "minicog", "serve", "--host", "127.0.0.1", "--port", "0", *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environ, cwd=ROOT)
+        self.lines: list[str] = []
+        self._q: "queue.Queue[str]" = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.port = None
+        m = self.wait_line(r"on http://127\.0\.0\.1:(\d+)")
+        self.port = int(m.group(1))
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            self._q.put(line)
+
+    def wait_line(self, pattern, timeout=30):
+        rx = re.compile(pattern)
+        for line in list(self.lines):
+            if m := rx.search(line):
+                return m
+        while True:
+            try:
+                line = self._q.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r}; saw: {self.lines[-20:]}")
+            if m := rx.search(line):
+                return m
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def serve_proc():
+    procs = []
+
+    def start(*args, **kw):
+        p = ServeProcess(*args, **kw)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.close()
+
+
+@pytest.mark.slow
+def test_sigterm_drains_in_flight_prediction_and_exits_0(serve_proc):
+    p = serve_proc(predictor("http_echo.py"))
+    wait_until(lambda: call(p.port, "GET", "/health-check").json()["status"] == "READY", 30)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=call(p.port, "POST", "/predictions", {"input": {"text": "drain", "sleep": 1.5}})))
+    t.start()
+    wait_until(lambda: call(p.port, "GET", "/health-check").json()["status"] == "BUSY", 10)
+    p.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: call(p.port, "GET", "/health-check").json()["status"] == "DRAINING", 5)
+    assert call(p.port, "POST", "/predictions", {"input": {}}).status == 503
+    t.join(15)
+    assert result["r"].status == 200 and result["r"].json()["output"] == "drain"
+    assert p.proc.wait(20) == 0
+    assert any("shutting down" in line for line in p.lines)
+
+
+@pytest.mark.slow
+def test_await_explicit_shutdown_ignores_sigterm_until_post_shutdown(serve_proc):
+    p = serve_proc(predictor("http_echo.py"), "--await-explicit-shutdown", "--log-format", "json")
+    wait_until(lambda: call(p.port, "GET", "/health-check").json()["status"] == "READY", 30)
+    p.proc.send_signal(signal.SIGTERM)
+    p.wait_line("SIGTERM ignored")
+    assert p.proc.poll() is None
+    assert call(p.port, "POST", "/predictions", {"input": {}}).json()["status"] == "succeeded"
+    assert call(p.port, "POST", "/shutdown").status == 200
+    assert p.proc.wait(20) == 0
+    docs = [json.loads(line) for line in p.lines if line.strip()]
+    assert docs and all({"time", "level", "logger", "message"} <= set(d) for d in docs)
+
+
+def test_sigint_stops_even_with_await_explicit_shutdown(serve_proc):
+    p = serve_proc(predictor("http_echo.py"), "--await-explicit-shutdown", "true")
+    p.proc.send_signal(signal.SIGINT)
+    assert p.proc.wait(20) == 0
+    assert any("SIGINT" in line for line in p.lines)
