@@ -261,3 +261,16 @@ def test_trainings_routes_use_the_same_machinery(echo):
     assert r.status == 202
     assert call(echo, "POST", "/trainings/tr-1/cancel").status == 200
     wait_until(lambda: echo.find_inflight("tr-1") is None, 10)
+
+
+def test_handler_exception_is_logged_and_answered_500_json(echo, monkeypatch, caplog):
+    def broken():
+        raise RuntimeError("discovery exploded")
+
+    monkeypatch.setattr(echo, "discovery", broken)  # inject a fault into the app behind the handler
+    with caplog.at_level("ERROR", logger="minicog.http"):
+        r = call(echo, "GET", "/")
+    assert r.status == 500 and r.json() == {"error": "Internal server error (see the server log)"}
+    assert "discovery exploded" in caplog.text and "Traceback" in caplog.text
+    monkeypatch.undo()
+    assert call(echo, "GET", "/").status == 200  # the server lives on

@@ -211,3 +211,20 @@ def test_webhooks_from_transitions():
         assert [b["status"] for b in bodies] == ["processing", "processing", "succeeded"]
         assert bodies[0]["logs"] == "" and bodies[1]["output"] == ["a"] and bodies[2]["output"] == "a"
         assert "input" not in bodies[2]
+
+
+def test_filtered_terminal_webhook_releases_without_deadlock(tmp_path):
+    released = []
+    with Receiver() as rx:
+        d = WebhookDispatcher(Settings(throttle_response_interval=0.0))
+        p = Prediction("p", {}, on_release=lambda pred: released.append(pred.id))
+        p.retain()
+        p.webhook = d.sender(rx.url, "p", events_filter=["start"], on_finished=p.release)
+        p.started()
+        done = threading.Thread(target=p.succeeded, args=(False,), daemon=True)
+        done.start()
+        done.join(5)
+        assert not done.is_alive(), "terminal transition deadlocked"
+        assert released == ["p"]
+        rx.wait_for(lambda rs: len(rs) == 1)
+        assert rx.requests[0].json()["status"] == "processing"

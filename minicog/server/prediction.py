@@ -389,9 +389,11 @@ class Prediction:
             if self.events is not None:
                 self.events.publish("completed", snap)
                 self.events.close()
-            if self.webhook is not None:
-                self.webhook.send("completed", snap)
             self._done.set()
+        if self.webhook is not None:
+            # Outside the lock: a sender that has nothing to send releases its reference
+            # on this record right away (which takes the lock).
+            self.webhook.send("completed", snap)
         log.info("%s %s %s (%.3fs)%s", self.kind, self.id, status, self.metrics["predict_time"],
                  f": {error}" if status == "failed" and error else "")
         if self.on_terminal is not None:

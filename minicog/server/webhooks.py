@@ -10,10 +10,10 @@ payload.  One daemon thread per sender POSTs the queue in order, so:
 
 * a dead or slow receiver never holds a slot, delays a cancel or blocks a
   response: the prediction's threads only append to a list;
-* events arrive in order, and when the terminal event is queued any non-terminal
-  events still waiting are dropped (the terminal snapshot contains everything
-  they carried), so a slow receiver does not make the terminal webhook wait
-  behind a backlog - at most behind the one request already on the wire;
+* events arrive in order, and when the terminal event is queued any ``output``/
+  ``logs`` events still waiting are dropped (the terminal snapshot contains
+  everything they carried; a waiting ``start`` is kept), so a slow receiver does
+  not make the terminal webhook wait behind a backlog;
 * a receiver slower than the model cannot make the queue grow without bound:
   beyond ``Settings.webhook_queue_limit`` waiting events the oldest non-terminal
   one is dropped (each payload is a full snapshot, so nothing is lost but an
@@ -95,14 +95,14 @@ class WebhookSender:
         the event is really sent (so throttled log events cost no snapshot).
         """
         terminal = event == "completed"
+        if terminal and event not in self.events:
+            # Nothing to deliver, but the sender is finished (its reference is released).
+            self.close()
+            return False
         with self._cond:
             if self._terminal_queued:
                 return False
             if event not in self.events:
-                if terminal:
-                    # Nothing to deliver, but the sender is still "finished" for release.
-                    self._terminal_queued = True
-                    self._finish(None)
                 return False
             now = time.monotonic()
             if not terminal and event in ("start", "logs") and self._last_sent is not None \
@@ -110,7 +110,8 @@ class WebhookSender:
                 return False
             if terminal:
                 self._terminal_queued = True
-                self._queue = collections.deque(item for item in self._queue if item[0])
+                # Superseded by the terminal snapshot; "start" is kept, receivers count on it.
+                self._queue = collections.deque(item for item in self._queue if item[1] == "start")
                 self._dispatcher._pending_add(self)
             else:
                 self._last_sent = now
@@ -126,9 +127,10 @@ class WebhookSender:
     def close(self) -> None:
         """The prediction ended without a terminal send (e.g. filtered): release at once."""
         with self._cond:
-            if not self._terminal_queued:
-                self._terminal_queued = True
-                self._finish(None)
+            first = not self._terminal_queued
+            self._terminal_queued = True
+        if first:
+            self._finish(None)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the terminal webhook was delivered or given up; True if finished."""
