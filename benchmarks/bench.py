@@ -6,11 +6,13 @@ Run from the repository root::
     python benchmarks/bench.py                  # the full run, a few minutes at most
     python benchmarks/bench.py --servers coglet # one side only
 
-Every scenario starts a fresh server (so peak-memory figures belong to that
-scenario alone) from a temporary working folder, drives it with the
-standard-library load generator in ``loadgen.py`` over 127.0.0.1, then stops it
-with SIGTERM (SIGKILL by PID for anything left after a grace period).  The
-scenarios, each one predictor in ``benchmarks/predictors/``:
+Scenarios run one after another, each against minicog then coglet
+(interleaved, so background load on the machine falls on both alike).  Every
+scenario starts a fresh server (so peak-memory figures belong to that scenario
+alone) from a temporary working folder, drives it with the standard-library
+load generator in ``loadgen.py`` over 127.0.0.1, then stops it with SIGTERM
+(SIGKILL by PID for anything left after a grace period).  The scenarios, each
+one predictor in ``benchmarks/predictors/``:
 
 ``null``   a run() that returns a constant: latency p50/p99 and throughput at
            client concurrency 1 (sync requests, one keep-alive connection).
@@ -338,8 +340,10 @@ def run_sse(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str,
     with Server(kind, "sse", args).start() as server:
         server.wait_ready(args.ready_timeout)
         loadgen.stream_sse(HOST, server.port, body={"input": {"n": 50}}, timeout=30)  # warm-up
-        runs = [loadgen.stream_sse(HOST, server.port, body={"input": {"n": SSE_TOKENS}}, timeout=120, expect=expect)
-                for _ in range(p["sse_runs"])]
+        runs = []
+        for _ in range(p["sse_runs"]):
+            server.wait_ready(30)  # READY, not BUSY: a run that failed may still hold its slot
+            runs.append(loadgen.stream_sse(HOST, server.port, body={"input": {"n": SSE_TOKENS}}, timeout=120, expect=expect))
     good = [r for r in runs if r["ok"]]
     return {
         "ok_runs": len(good),
@@ -355,8 +359,10 @@ def run_file(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str
         server.wait_ready(args.ready_timeout)
         before = loadgen.tree_memory(server.pid)
         with loadgen.TreeMemorySampler(server.pid, interval=0.01) as sampler:
-            runs = [loadgen.fetch_large(HOST, server.port, body={"input": {"size_mb": FILE_MB}}, timeout=180, min_bytes=min_bytes)
-                    for _ in range(p["file_runs"])]
+            runs = []
+            for _ in range(p["file_runs"]):
+                server.wait_ready(30)
+                runs.append(loadgen.fetch_large(HOST, server.port, body={"input": {"size_mb": FILE_MB}}, timeout=180, min_bytes=min_bytes))
         after = loadgen.tree_memory(server.pid)
     good = [r for r in runs if r["ok"]]
     peak_kb = max(after["hwm_kb"], sampler.peak_rss_kb)
@@ -372,27 +378,33 @@ def run_file(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str
     }
 
 
-def bench_server(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
-    """All scenarios against one server kind; a scenario that fails is recorded, not fatal."""
-    result: dict[str, Any] = {}
-    steps = [("cold+null", run_cold_and_null), ("async", run_async), ("sse", run_sse), ("file", run_file)]
-    for name, fn in steps:
+STEPS = [("cold+null", run_cold_and_null), ("async", run_async), ("sse", run_sse), ("file", run_file)]
+
+
+def bench_all(kinds: list[str], args: argparse.Namespace, p: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every scenario against every server kind, interleaved (scenario by scenario) so
+    that background load on the machine falls on both sides alike.  A scenario that
+    fails is recorded under ``failures`` and does not stop the others."""
+    results: dict[str, dict[str, Any]] = {kind: {} for kind in kinds}
+    for name, fn in STEPS:
         if args.only and not any(part in args.only for part in name.split("+")):
             continue
-        t0 = time.monotonic()
-        print(f"[{kind}] {name} ...", end="", flush=True)
-        try:
-            out = fn(kind, args, p)
-        except Exception as exc:  # a broken server must not hide the other side's figures
-            print(f" FAILED: {type(exc).__name__}: {exc}", flush=True)
-            result.setdefault("failures", {})[name] = f"{type(exc).__name__}: {exc}"[:4000]
-            continue
-        print(f" done in {time.monotonic() - t0:.1f}s", flush=True)
-        if name == "cold+null":
-            result.update(out)
-        else:
-            result[name] = out
-    return result
+        for kind in kinds:
+            result = results[kind]
+            t0 = time.monotonic()
+            print(f"[{kind}] {name} ...", end="", flush=True)
+            try:
+                out = fn(kind, args, p)
+            except Exception as exc:  # a broken server must not hide the other side's figures
+                print(f" FAILED: {type(exc).__name__}: {exc}", flush=True)
+                result.setdefault("failures", {})[name] = f"{type(exc).__name__}: {exc}"[:4000]
+                continue
+            print(f" done in {time.monotonic() - t0:.1f}s", flush=True)
+            if name == "cold+null":
+                result.update(out)
+            else:
+                result[name] = out
+    return results
 
 
 # ----------------------------------------------------------------------------------------
@@ -449,6 +461,26 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def problems(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Human-readable lines for every scenario or run that did not succeed (a "-" in the
+    table always has a reason here)."""
+    lines = []
+    for kind, result in results.items():
+        for name, error in result.get("failures", {}).items():
+            lines.append(f"{kind} {name}: {error.splitlines()[0]}")
+        for name in ("sse", "file"):
+            for i, run in enumerate(result.get(name, {}).get("runs", [])):
+                if not run.get("ok"):
+                    why = run.get("error_event") or run.get("error") or f"status {run.get('status') or run.get('http_status')}"
+                    lines.append(f"{kind} {name} run {i + 1}: {why}"[:300])
+        for name in ("null", "async"):
+            load = result.get(name) or {}
+            other = {k: v for k, v in load.get("statuses", {}).items() if k not in ("200", "409")}
+            if other or load.get("timed_out"):
+                lines.append(f"{kind} {name}: unexpected answers {other} {load.get('errors', [])[:2]}"[:300])
+    return lines
+
+
 def _git_sha() -> Optional[str]:
     try:
         return subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip() or None
@@ -501,6 +533,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         with open(args.report) as fh:
             doc = json.load(fh)
         print(format_table(compare(doc["results"])))
+        for line in problems(doc["results"]):
+            print("problem: " + line)
         return 0
     if "coglet" in args.servers and not os.path.exists(os.path.join(args.coglet_venv, "bin", "python")):
         if args.install_coglet:
@@ -515,10 +549,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         p = {"cold_starts": 5, "settle_s": 1.0, "warmup": 50, "null_requests": 3000, "async_requests": 4000,
              "duration_s": 20.0, "sse_runs": 3, "file_runs": 2}
     started = time.monotonic()
-    results = {kind: bench_server(kind, args, p) for kind in args.servers}
+    results = bench_all(args.servers, args, p)
     rows = compare(results)
     print()
     print(format_table(rows))
+    trouble = problems(results)
+    if trouble:
+        print("\nproblems:")
+        for line in trouble:
+            print("  " + line)
     doc = {
         "meta": {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -535,6 +574,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         },
         "results": results,
         "comparison": rows,
+        "problems": trouble,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as fh:

@@ -103,3 +103,17 @@ def test_compare_computes_ratios_and_goals():
     assert rows["sse.tokens_per_s"]["ratio"] is None and rows["sse.tokens_per_s"]["met"] is None
     table = bench.format_table(list(rows.values()))
     assert "null c=1 throughput" in table and "1.500" in table
+
+
+def test_problems_explains_every_missing_figure():
+    bench = _load("bench")
+    results = {
+        "minicog": {"sse": {"runs": [{"ok": False, "error_event": '{"error":"SSE stream lagged"}'}, {"ok": True}]},
+                    "failures": {"file": "ServerNotReady: no READY within 60s\nlog tail"}},
+        "coglet": {"null": {"statuses": {"200": 5, "409": 2, "500": 1}, "errors": ["HTTP 500: b'boom'"]}},
+    }
+    lines = bench.problems(results)
+    assert any("minicog sse run 1" in line and "lagged" in line for line in lines)
+    assert not any("sse run 2" in line for line in lines)
+    assert "minicog file: ServerNotReady: no READY within 60s" in lines
+    assert any(line.startswith("coglet null: unexpected answers {'500': 1}") for line in lines)
