@@ -549,6 +549,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         p = {"cold_starts": 5, "settle_s": 1.0, "warmup": 50, "null_requests": 3000, "async_requests": 4000,
              "duration_s": 20.0, "sse_runs": 3, "file_runs": 2}
     started = time.monotonic()
+    git_sha = _git_sha()  # the checkout may move while the benchmark runs: record what was started
     results = bench_all(args.servers, args, p)
     rows = compare(results)
     print()
@@ -564,7 +565,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             "mode": "quick" if args.quick else "full",
             "duration_s": round(time.monotonic() - started, 1),
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-            "minicog": {"git": _git_sha(), "python": _version(args.minicog_python, "import sys; print(sys.version.split()[0])")},
+            "minicog": {"git": git_sha, "python": _version(args.minicog_python, "import sys; print(sys.version.split()[0])")},
             "coglet": {
                 "venv": args.coglet_venv,
                 "version": _version(os.path.join(args.coglet_venv, "bin", "python"), "import coglet; print(coglet.__version__)")
