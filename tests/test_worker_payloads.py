@@ -19,6 +19,7 @@ def test_yield_ten_thousand_items_in_order():
         assert [e[1] for e in rec.events if e[0] == "output"] == list(range(10000))
 
 
+@pytest.mark.slow
 def test_async_generator_streams_item_by_item():
     with running("w_async_gen.py") as orch:
         rec = Recorder()
