@@ -15,7 +15,8 @@ Inside the guard, minicog code that must not be torn (a log write that sends a
 frame, a metric) runs in :meth:`critical`: a signal arriving then is deferred
 and raised when the critical section ends, still inside user code.  A cancel
 that arrives while the main thread is outside the guard (between two
-generator items, say) is raised when the guard is next entered.
+generator items, say) is raised when the guard is next entered — for a
+generator, by throwing it into the generator so the model's handler runs.
 """
 
 from __future__ import annotations
@@ -75,11 +76,16 @@ class CancelGuard:
             raise CancelationException()
 
     @contextlib.contextmanager
-    def cancelable(self, prediction_id: str) -> Iterator[None]:
-        """The region where a cancel of *prediction_id* raises CancelationException."""
+    def cancelable(self, prediction_id: str, *, check: bool = True) -> Iterator[None]:
+        """The region where a cancel of *prediction_id* raises CancelationException.
+
+        With ``check`` (the default) a cancel requested earlier raises on entry;
+        without, the caller delivers it itself (e.g. ``generator.throw``, so the
+        model's own ``except CancelationException`` sees it).
+        """
         try:
             self._active = prediction_id  # plain assignment: atomic, no lock a signal could tear
-            if self._should_raise():
+            if check and self._should_raise():
                 raise CancelationException()
             yield
         finally:

@@ -567,11 +567,20 @@ class Worker:
         self._finish(job, owner, scope, outcome)
 
     def _iterate_sync(self, job: _Job, gen: Any, sender: Any) -> None:
+        from minicog.sdk.exceptions import CancelationException
+
+        thrown = False
         try:
             while True:
-                with self.guard.cancelable(job.id):
+                with self.guard.cancelable(job.id, check=False):
                     try:
-                        item = next(gen)
+                        if not thrown and self.guard.was_requested(job.id):
+                            # Canceled while we were sending the previous item: raise it where
+                            # the model can see it (its ``except CancelationException``).
+                            thrown = True
+                            item = gen.throw(CancelationException())
+                        else:
+                            item = next(gen)
                     except StopIteration:
                         return
                 sender.send(item)
