@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import pathlib
 import socket
 
@@ -11,6 +12,7 @@ import pytest
 
 import minicog
 from minicog import embed, errors
+from minicog.settings import Settings
 from support import predictor, wait_until
 
 TIMEOUT = 60
@@ -111,6 +113,17 @@ def test_file_outputs_are_paths_kept_until_close(tmp_path):
     with minicog.Model(predictor("cli_files.py") + ":Single", output_dir=str(tmp_path)) as model:
         path = model.predict(text="kept")
     assert path.read_text() == "kept" and tmp_path in path.parents
+
+
+def test_prediction_temp_files_removed_when_each_prediction_ends(tmp_path):
+    settings = Settings.from_env(tmp_dir=str(tmp_path))
+    with minicog.Model(predictor("cli_files.py") + ":Several", settings=settings) as model:
+        paths = model.predict(count=2)
+        roots = [p for p in tmp_path.iterdir() if not p.name.startswith("minicog-outputs-")]
+        leftovers = [os.path.join(d, f) for root in roots for d, _, fs in os.walk(root) for f in fs]
+        # The worker's copies are gone while the model still runs; ours are kept.
+        assert leftovers == []
+        assert all(p.exists() for p in paths)
 
 
 def test_file_inputs_from_local_paths(tmp_path):
