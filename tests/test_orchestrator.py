@@ -97,3 +97,51 @@ def test_stop_reaps_the_worker_and_removes_temp_files():
     assert not os.path.exists(root)
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # already reaped: no zombie left
+
+
+def test_threads_of_a_sync_prediction_log_to_it_and_secrets_are_wrapped():
+    with running("w_basic.py") as orch:
+        rec = predict(orch, "t", {"thread": True, "token": "s3cret"})
+        out = rec.logs("stdout")
+        assert "from a thread\n" in out
+        assert "token ********** Secret 6\n" in out
+
+
+@pytest.mark.slow
+def test_worker_exits_when_the_parent_dies(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from support import ROOT, predictor, wait_until
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {ROOT!r})\n"
+        "from minicog.server.orchestrator import Orchestrator\n"
+        f"o = Orchestrator({predictor('w_basic.py')!r})\n"
+        "o.start()\n"
+        "assert o.wait_ready(30)\n"
+        "print(o.pid, flush=True)\n"
+        "import time; time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+    try:
+        worker_pid = int(parent.stdout.readline())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+
+        def gone():
+            try:
+                with open(f"/proc/{worker_pid}/stat") as f:
+                    return f.read().split(")")[1].split()[0] == "Z"  # exited, waiting for init
+            except FileNotFoundError:
+                return True
+
+        wait_until(gone, timeout=10, message="the orphaned worker to exit")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(5)

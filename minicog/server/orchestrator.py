@@ -820,7 +820,7 @@ class Orchestrator:
             gen.fatal = str(msg.get("reason") or "")
             worker_log.error("worker fatal: %s", gen.fatal)
         elif kind == "shutting_down":
-            gen.exited = gen.exited  # the process exit itself is what we act on
+            pass  # the process exit itself is what the I/O thread acts on
         else:
             log.warning("unexpected control message %r from the worker", kind)
 

@@ -2,8 +2,9 @@
 import os
 import sys
 import subprocess
+import threading
 
-from cog import BasePredictor, Input, current_scope
+from cog import BasePredictor, Input, Secret, current_scope
 
 
 class Predictor(BasePredictor):
@@ -12,7 +13,8 @@ class Predictor(BasePredictor):
         self.calls = 0
 
     def predict(self, text: str = Input(default="hi"), fail: bool = False, partial: bool = False,
-                c_level: bool = False, child: bool = False, metric: int = 0) -> str:
+                c_level: bool = False, child: bool = False, metric: int = 0, thread: bool = False,
+                token: Secret = None) -> str:
         self.calls += 1
         print(f"got {text}")
         print("to stderr", file=sys.stderr)
@@ -24,6 +26,12 @@ class Predictor(BasePredictor):
         if metric:
             current_scope().record_metric("tokens", metric)
             current_scope().record_metric("tokens", 1, "increment")
+        if thread:
+            t = threading.Thread(target=lambda: print("from a thread"))
+            t.start()
+            t.join()
+        if token is not None:
+            print(f"token {token} {type(token).__name__} {len(token.get_secret_value())}")
         if partial:
             sys.stdout.write("no newline at end")
         if fail:
