@@ -22,7 +22,9 @@ then minicog's embedded default model (:mod:`minicog.models`).
   own line naming the input, with exit status 2.
 * ``@path`` for a file input (``format: uri``) reads the local file and sends
   it as a ``data:`` URI, so the worker handles it exactly like an HTTP client's
-  upload; http(s) and data: URLs are passed through for the worker to fetch.
+  upload (a plain path to an existing file works too; anything else that is not
+  a URL is a usage error naming the input); http(s) and data: URLs are passed
+  through for the worker to fetch.
 * Logs (setup and prediction) go to stderr as they are produced; stdout carries
   only the output, so ``minicog predict ... > out.txt`` captures just that.
   A string is printed as is, anything else as indented JSON; iterator outputs
@@ -252,8 +254,14 @@ def parse_input_value(text: str, node: Optional[dict], doc: Optional[dict] = Non
     """
     doc = doc or {}
     node = _resolve(doc, node or {})
-    if _is_file(doc, node) and text.startswith("@"):
-        return _file_to_data_uri(text[1:], name)
+    if _is_file(doc, node):
+        if text.startswith("@"):
+            return _file_to_data_uri(text[1:], name)
+        if not files.is_url(text) and not (text == "null" and node.get("nullable")):
+            # A bare local path is what people type; accept it when the file exists.
+            if os.path.isfile(text):
+                return _file_to_data_uri(text, name)
+            raise UsageError(f"input '{name}': expected @path to a local file or an http(s)/data: URL, got {text!r}")
     types = _types_of(doc, node)
     if not types:  # no schema: best effort, JSON if it parses
         return _maybe_json(text)

@@ -86,6 +86,15 @@ def test_at_path_sends_a_local_file_as_data_uri(tmp_path):
     assert mime.startswith("text/plain") and data == b"file content"
 
 
+def test_bare_path_to_an_existing_file_works_too_and_a_missing_one_is_named(tmp_path):
+    f = tmp_path / "plain.bin"
+    f.write_bytes(b"\x00\x01")
+    assert parse_data_uri(cli.parse_input_value(str(f), PROPS["doc"], DOC, name="doc"))[1] == b"\x00\x01"
+    with pytest.raises(cli.UsageError) as info:
+        cli.parse_input_value("nofile.png", PROPS["doc"], DOC, name="doc")
+    assert info.value.problems == ["input 'doc': expected @path to a local file or an http(s)/data: URL, got 'nofile.png'"]
+
+
 def test_at_path_missing_file_is_a_usage_error(tmp_path):
     with pytest.raises(cli.UsageError) as info:
         cli.build_inputs([f"doc=@{tmp_path}/missing.png"], {}, DOC, "Input")
