@@ -156,3 +156,34 @@ def test_json_log_format(capsys):
     assert docs[0]["message"] == "hello world" and docs[0]["level"] == "INFO" and docs[0]["logger"] == "minicog.test"
     assert "ValueError: bad" in docs[1]["exception"]
     assert isinstance(JSONFormatter(), logging.Formatter)
+
+
+def test_stop_cancels_predictions_still_running_after_the_grace_period():
+    with running("http_echo.py", settings={"shutdown_grace_period": 0.3}) as svc:
+        r = call(svc, "PUT", "/predictions/long", {"input": {"sleep": 30}}, headers={"Prefer": "respond-async"})
+        assert r.status == 202
+        pred = svc.find_inflight("long")
+        import time
+        t0 = time.monotonic()
+        svc.stop()
+        assert pred.status == "canceled" and time.monotonic() - t0 < 5
+
+
+def test_serve_returns_1_when_the_port_is_taken():
+    import socket
+    from minicog.server.service import serve
+    from support import predictor
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        import logging
+        root = logging.getLogger("minicog")
+        saved = (root.propagate, root.level, list(root.handlers))
+        try:
+            assert serve(predictor("http_echo.py"), host="127.0.0.1", port=port) == 1
+        finally:
+            for h in root.handlers[:]:
+                if h not in saved[2]:
+                    root.removeHandler(h)
+            root.propagate, root.level = saved[0], saved[1]

@@ -130,3 +130,16 @@ def test_terminal_drops_queued_non_terminal_backlog():
         statuses = [r.json()["status"] for r in rx.requests]
         assert statuses[-1] == "succeeded"
         assert len(statuses) < 21  # the waiting output events were superseded
+
+
+def test_file_outputs_are_streamed_into_the_webhook_body(tmp_path):
+    from minicog.server.outputs import FileOutput
+    f = tmp_path / "out.png"
+    f.write_bytes(b"\x89PNG" * 1000)
+    with Receiver() as rx:
+        d = WebhookDispatcher(Settings(**FAST))
+        s = d.sender(rx.url, "p1")
+        s.send("completed", snap("succeeded", output=[FileOutput(str(f))]))
+        assert s.wait(5) and s.terminal_delivered
+        import base64
+        assert rx.requests[0].json()["output"] == ["data:image/png;base64," + base64.b64encode(f.read_bytes()).decode()]
