@@ -148,10 +148,10 @@ def test_iterator_items_printed_one_per_line():
     assert proc.stdout == json.dumps({"i": 0}, indent=2) + "\n" + json.dumps({"i": 1}, indent=2) + "\n"
 
 
-def _spawn(*args: str) -> subprocess.Popen:
+def _spawn(*args: str, new_session: bool = False) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "minicog", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)
+                            stderr=subprocess.PIPE, env=env, start_new_session=new_session)
 
 
 class _Reader:
@@ -199,17 +199,21 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
-def test_ctrl_c_cancels_the_prediction_and_exits_130(tmp_path):
+@pytest.mark.parametrize("target", ["process", "group"])
+def test_ctrl_c_cancels_the_prediction_and_exits_130(tmp_path, target):
+    # "group" is what a terminal's Ctrl-C does: SIGINT to the command and its worker.
     marker = tmp_path / "canceled"
     proc = _spawn("predict", "--predictor", predictor("cli_stream.py"), "-i", "count=1000", "-i", "pause=0.2",
-                  "-i", f"marker={marker}")
+                  "-i", f"marker={marker}", new_session=True)
     try:
         out, err = _Reader(proc.stdout), _Reader(proc.stderr)
         wait_until(lambda: b"tok1 " in out.data, timeout=TIMEOUT, message="the prediction to stream")
         workers = _children(proc.pid)
         assert workers, "no worker process found"
-        proc.send_signal(signal.SIGINT)
+        if target == "group":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=TIMEOUT) == 130
         err.thread.join(5)
         assert b"canceling the prediction" in err.data
