@@ -7,7 +7,6 @@ Ctrl-C) are in test_cli_predict.py and test_cli_serve.py.
 from __future__ import annotations
 
 import io
-import json
 import subprocess
 import sys
 

@@ -12,11 +12,9 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
-from minicog.models import DEFAULT_REF
 from support import ROOT, predictor, wait_until
 
 TIMEOUT = 60

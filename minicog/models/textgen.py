@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 from cog import BaseRunner, ConcatenateIterator, Input, streaming
 
