@@ -94,6 +94,8 @@ def test_shutdown_route_requests_shutdown():
         r = call(svc, "POST", "/shutdown")
         assert r.status == 200 and r.json() == {}
         assert svc.wait_shutdown_requested(5)
+        assert svc._closed.wait(10), "an embedded service stops itself on POST /shutdown"
+        assert svc.orchestrator.state == "STOPPED"
 
 
 def test_stop_flushes_pending_terminal_webhook():

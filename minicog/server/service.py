@@ -159,6 +159,7 @@ class Service:
         self.orchestrator.start()
         self._monitor = threading.Thread(target=self._watch, name="minicog-monitor", daemon=True)
         self._monitor.start()
+        threading.Thread(target=self._await_shutdown_request, name="minicog-shutdown", daemon=True).start()
         log.info("minicog %s serving %s (%s mode) on http://%s:%d", __version__, self.ref, self.mode, shown, self.port)
         return self.port
 
@@ -166,7 +167,7 @@ class Service:
         return self.orchestrator.wait_ready(timeout)
 
     def request_shutdown(self) -> None:
-        """Ask for a graceful shutdown (what POST /shutdown does); the owner of the loop acts."""
+        """Ask for a graceful shutdown (what POST /shutdown does); a service thread then runs stop()."""
         self._shutdown_requested.set()
 
     def wait_shutdown_requested(self, timeout: Optional[float] = None) -> bool:
@@ -182,6 +183,13 @@ class Service:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+    def _await_shutdown_request(self) -> None:
+        """POST /shutdown stops an embedded service too (serve()'s loop may get there first)."""
+        while not self._stopped.is_set():
+            if self._shutdown_requested.wait(0.25):
+                self.stop()
+                return
 
     def _watch(self) -> None:
         """Follow the worker's state: log it and keep the readiness file in step."""
