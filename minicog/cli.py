@@ -556,6 +556,12 @@ def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(stream=sys.stderr, level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with --max-concurrency (when given) above COG_MAX_CONCURRENCY."""
+    flag = getattr(args, "max_concurrency", None)
+    return Settings.from_env(**({"max_concurrency": flag} if flag else {}))
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .loader import resolve_ref
     from .server.service import serve
@@ -566,7 +572,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     result = serve(ref, host=args.host, port=args.port, upload_url=args.upload_url,
                    await_explicit_shutdown=bool(args.await_explicit_shutdown), mode=args.x_mode,
                    max_concurrency=args.max_concurrency, log_format=args.log_format,
-                   settings=Settings.from_env(), cwd=os.getcwd())
+                   settings=_settings(args), cwd=os.getcwd())
     return int(result or 0)
 
 
@@ -589,7 +595,7 @@ def _cmd_predict(args: argparse.Namespace, mode: str) -> int:
         if "=" not in pair or not pair.partition("=")[0].strip():
             raise UsageError(f"-i {pair!r}: expected NAME=VALUE")
     json_inputs = read_json_inputs(args.json, sys.stdin)
-    settings = Settings.from_env()
+    settings = _settings(args)
     _configure_logging(settings)
     model = Model(args.predictor, mode=mode, settings=settings, max_concurrency=args.max_concurrency,
                   on_setup_log=_stderr_log)

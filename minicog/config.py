@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import ConfigError
 
-__all__ = ["CogConfig", "load_cog_yaml", "parse_yaml", "find_cog_yaml"]
+__all__ = ["CogConfig", "load_cog_yaml", "parse_yaml", "find_cog_yaml", "concurrency_from_cog_yaml"]
 
 
 # ============================================================ the YAML subset
@@ -624,6 +624,17 @@ def find_cog_yaml(directory: str) -> Optional[str]:
     """``<directory>/cog.yaml`` if it exists (Cog reads only that name)."""
     candidate = os.path.join(directory, "cog.yaml")
     return candidate if os.path.isfile(candidate) else None
+
+
+def concurrency_from_cog_yaml(directory: str) -> Optional[int]:
+    """``concurrency.max`` of ``<directory>/cog.yaml``, or None when there is no file or no key.
+
+    Cog bakes this value into the image as ``COG_MAX_CONCURRENCY``, so it beats
+    ``@concurrent(max=...)`` and loses to the environment variable; callers pass it
+    to the orchestrator as ``max_concurrency``, which has exactly that rank.
+    """
+    path = find_cog_yaml(directory)
+    return load_cog_yaml(path).concurrency_max if path else None
 
 
 def _ref(parser: _Parser, doc: Dict[str, Any], key: str, example: str, path: str) -> Optional[str]:

@@ -69,6 +69,7 @@ import uuid
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from . import errors, files
+from .config import concurrency_from_cog_yaml
 from .settings import Settings
 
 __all__ = ["Model", "PredictionHandle", "serve_in_thread", "ServerHandle", "to_input_value"]
@@ -377,8 +378,11 @@ class Model:
 
         if self._orchestrator is not None:
             return self
+        max_concurrency = self.max_concurrency
+        if max_concurrency is None:  # cog.yaml's concurrency.max ranks below COG_MAX_CONCURRENCY
+            max_concurrency = concurrency_from_cog_yaml(self.cwd or os.getcwd())
         orch = Orchestrator(self.ref, mode=self.mode, settings=self.settings,
-                            max_concurrency=self.max_concurrency, cwd=self.cwd)
+                            max_concurrency=max_concurrency, cwd=self.cwd)
         self._orchestrator = orch
         try:
             orch.start()

@@ -65,6 +65,7 @@ import traceback
 from typing import Any, Optional
 
 from minicog._version import COG_VERSION, __version__
+from minicog.config import concurrency_from_cog_yaml
 from minicog.errors import ServiceUnavailable, InputValidationError
 from minicog.server.http import HTTPServer, PredictionRequest
 from minicog.server.orchestrator import Orchestrator
@@ -125,6 +126,8 @@ class Service:
         self._requested_port = port if port is not None else self.settings.port
         self.upload_url = upload_url
         self.await_explicit_shutdown = await_explicit_shutdown
+        if max_concurrency is None:
+            max_concurrency = concurrency_from_cog_yaml(cwd or os.getcwd())
         self.orchestrator = Orchestrator(ref, mode=mode, settings=self.settings, max_concurrency=max_concurrency,
                                          cwd=cwd, env=env)
         self.webhooks = WebhookDispatcher(self.settings)
