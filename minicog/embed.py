@@ -253,32 +253,10 @@ class PredictionHandle:
         self._call(self._on_item, index, value)
 
     def _metric(self, name: str, value: Any, mode: str) -> None:
-        # Cog's merge rules (as the HTTP record applies them): dotted names nest;
-        # replace (None deletes), increment (missing starts at 0), append (scalar → list).
+        from .server.prediction import merge_metric  # the HTTP record's merge: one set of rules
+
         with self._cond:
-            *parents, leaf = name.split(".")
-            target = self.metrics
-            for part in parents:
-                if not isinstance(target.get(part), dict):
-                    target[part] = {}
-                target = target[part]
-            current = target.get(leaf)
-            if value is None:
-                target.pop(leaf, None)
-            elif mode == "increment":
-                if current is None:
-                    target[leaf] = value
-                elif isinstance(current, (int, float)) and isinstance(value, (int, float)):
-                    target[leaf] = current + value
-            elif mode == "append":
-                if current is None:
-                    target[leaf] = [value]
-                elif isinstance(current, list):
-                    current.append(value)
-                else:
-                    target[leaf] = [current, value]
-            else:
-                target[leaf] = value
+            merge_metric(self.metrics, name, value, mode)
 
 
 class _Listener:
