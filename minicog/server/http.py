@@ -34,7 +34,9 @@ standard library, and why:
   up cancels its prediction); ``Prefer: respond-async`` (parsed as RFC 7240, so
   ``respond-async, wait=5`` works too) → 202 with ``Preference-Applied``;
   ``Accept: text/event-stream`` → SSE, chunked, every event with an ``id:``,
-  ``Last-Event-ID`` honoured on reattach, a keep-alive comment after
+  ``Last-Event-ID`` honoured on reattach, whatever events a reader is behind
+  written as one chunk with one ``sendall`` (so the writer keeps pace with a
+  fast model), a keep-alive comment after
   ``Settings.sse_keepalive_interval`` seconds of silence.
 
 Responses are rendered by :func:`~minicog.server.outputs.render_json`, so file
@@ -74,6 +76,9 @@ WEBHOOK_EVENTS = ("start", "output", "logs", "completed")
 _CT_MESSAGE = "Expected request with `Content-Type: application/json`"
 _STREAM_406 = "This model does not support streaming responses. Add @cog.streaming to predict() to enable SSE."
 _TRAIN_406 = "Training endpoints do not support streaming responses."
+# SSE writes: events taken per wake-up, and bytes per HTTP chunk (one sendall each).
+_SSE_BATCH_EVENTS = 4096
+_SSE_CHUNK_BYTES = 64 * 1024
 
 
 class BodyShapeError(RequestError):
@@ -590,6 +595,33 @@ class Handler(http.server.BaseHTTPRequestHandler):
         finally:
             pred.release()
 
+    def _write_events(self, events: list) -> None:
+        """Write *events* as few HTTP chunks as possible (one per ~64 KiB of text)."""
+        parts: list = []
+        size = 0
+        for event in events:
+            body = encode_event(event)
+            if body.has_files:
+                # A file output inlined as a data: URI streams from disk in its own chunk.
+                if parts:
+                    self._write_chunk(parts, size)
+                    parts, size = [], 0
+                self.wfile.write(b"%x\r\n" % body.length)
+                for piece in body.chunks():
+                    self.wfile.write(piece)
+                self.wfile.write(b"\r\n")
+                continue
+            parts.extend(body.parts)
+            size += body.length
+            if size >= _SSE_CHUNK_BYTES:
+                self._write_chunk(parts, size)
+                parts, size = [], 0
+        if parts:
+            self._write_chunk(parts, size)
+
+    def _write_chunk(self, parts: list, size: int) -> None:
+        self.wfile.write(b"".join([b"%x\r\n" % size, *parts, b"\r\n"]))
+
     def _stream(self, pred: Any, created: bool) -> None:
         settings = self.server.settings
         last = self.headers.get("Last-Event-ID")
@@ -615,14 +647,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             keepalive = settings.sse_keepalive_interval
             quiet_since = time.monotonic()
             while True:
-                event = sub.get(timeout=poll)
-                if event is not None:
-                    body = encode_event(event)
-                    self.wfile.write(b"%x\r\n" % body.length)
-                    for chunk in body.chunks():
-                        self.wfile.write(chunk)
-                    self.wfile.write(b"\r\n")
-                    self.wfile.flush()
+                # Everything the reader is behind goes out at once: a batch costs one
+                # chunk and one sendall, so the writer keeps up with a fast producer.
+                events = sub.get_batch(timeout=poll, max_events=_SSE_BATCH_EVENTS)
+                if events:
+                    self._write_events(events)
                     quiet_since = time.monotonic()
                     continue
                 if sub.done:
@@ -632,7 +661,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     break
                 if time.monotonic() - quiet_since >= keepalive:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(KEEPALIVE), KEEPALIVE))
-                    self.wfile.flush()
                     quiet_since = time.monotonic()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()

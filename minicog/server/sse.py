@@ -1,12 +1,16 @@
-"""Server-sent events of one prediction: numbered history, bounded subscribers.
+"""Server-sent events of one prediction: a numbered event log read through cursors.
 
 Every streaming-capable prediction owns an :class:`EventStream`.  The
 :class:`~minicog.server.prediction.Prediction` is its only publisher and calls
 :meth:`EventStream.publish` on the orchestrator's I/O thread, so publishing must
-never block: it appends the event to a bounded history (a ``deque`` with
-``Settings.stream_history_capacity`` entries, coglet's replay buffer) and to each
-subscriber's own bounded queue, and wakes the subscriber.  The HTTP threads that
-write SSE responses are the readers (:meth:`Subscriber.get`).
+never block: it appends the event to one bounded log (a ``deque`` holding the
+larger of ``Settings.stream_history_capacity``, coglet's replay buffer, and
+``Settings.stream_subscriber_queue``, the lag limit) and wakes the readers.  It
+does no per-subscriber work at all.  The HTTP threads that write SSE responses
+are the readers: each :class:`Subscriber` is a cursor (the id of the last event
+it took) into that log, and :meth:`Subscriber.get_batch` hands over everything
+it is behind in one call, so a writer that was held up for a moment catches up
+with one ``sendall`` instead of one per event.
 
 Design points:
 
@@ -14,11 +18,13 @@ Design points:
   SSE ``id:`` field, so a client that reconnects (``PUT /predictions/{id}`` with
   ``Last-Event-ID``) resumes right after the last event it saw instead of
   getting the whole replay again (coglet has no ids).
-* A subscriber that is ``Settings.stream_subscriber_queue`` events behind is cut
-  off: its queue is dropped and its next read returns coglet's "lagged" error
-  event with the number of events it missed, then the end.  A slow reader thus
-  costs the publisher one ``len()`` check and never slows the prediction or the
-  other readers.
+* A subscriber more than ``Settings.stream_subscriber_queue`` events behind the
+  publisher (or whose next event already left the log) is cut off: its next read
+  returns coglet's "lagged" error event with the number of events it missed,
+  then the end.  The check happens on the reader's side, so a slow reader costs
+  the publisher nothing and never slows the prediction or the other readers;
+  memory stays bounded by the log's size whatever the readers do (a reader stuck
+  in ``sendall`` holds at most one batch of encoded text besides).
 * A subscriber asking for events that were already evicted from the history
   gets coglet's "replay truncated" error (with how many it missed) and the end,
   never a stream with a silent hole.  With capacity 0 there is no history and a
@@ -72,73 +78,85 @@ def encode_event(event: Event) -> Body:
     return Body([head, *body.parts, b"\n\n"])
 
 
-_END = object()
-
-
 class Subscriber:
-    """One reader of an :class:`EventStream`; use :meth:`get` until it returns None with ``done``."""
+    """One reader of an :class:`EventStream`: a cursor into the stream's event log.
 
-    def __init__(self, stream: "EventStream", queue_size: int):
+    Use :meth:`get` (one event) or :meth:`get_batch` (everything available) until
+    they return None / ``[]`` with ``done`` set.
+    """
+
+    def __init__(self, stream: "EventStream", cursor: int, limit: int):
         self._stream = stream
-        self._queue: collections.deque = collections.deque()
-        self._queue_size = queue_size
-        self._cond = threading.Condition(threading.Lock())
-        self._skipped = 0  # events dropped because this reader lagged
-        self._last_id = 0  # id of the last event handed out
+        self._cursor = cursor  # id of the last event consumed (or skipped over, with history 0)
+        self._limit = limit  # events this reader may be behind before it is dropped
+        self._last_id = cursor  # id of the last event handed out: what error events carry
         self._pending_error: Optional[Event] = None
         self.done = False
 
-    # Publisher side (called with the stream's lock held; never blocks for long).
-    def _push(self, item: Any) -> None:
-        with self._cond:
-            if self._skipped:
-                if item is not _END:
-                    self._skipped += 1
-                self._cond.notify_all()
-                return
-            if item is not _END and len(self._queue) >= self._queue_size:
-                self._skipped = len(self._queue) + 1
-                self._queue.clear()
-            else:
-                self._queue.append(item)
-            self._cond.notify_all()
-
     def _fail(self, message: str, skipped: int) -> None:
-        with self._cond:
-            self._pending_error = Event(0, "error", {"error": message, "skipped": skipped})
-            self._queue.clear()
-            self._cond.notify_all()
+        self._pending_error = Event(0, "error", {"error": message, "skipped": skipped})
 
-    # Reader side.
-    def get(self, timeout: Optional[float] = None) -> Optional[Event]:
-        """The next event, or None after *timeout* seconds of silence or at the end (then ``done``)."""
-        with self._cond:
-            deadline = None if timeout is None else time.monotonic() + timeout
+    def _take(self, max_events: Optional[int]) -> Optional[list[Event]]:
+        """(stream lock held) Available events, an error, [] at the end, or None if there is nothing yet."""
+        stream = self._stream
+        if self._pending_error is not None:
+            err, self._pending_error = self._pending_error, None
+            err.id = self._last_id
+            self.done = True
+            return [err]
+        last = stream._next_id - 1
+        behind = last - self._cursor
+        if behind > 0:
+            log = stream._log
+            first = log[0].id if log else stream._next_id
+            if behind > self._limit or self._cursor + 1 < first:
+                # Too slow: the publisher never waits, so this reader is cut off (coglet's rule).
+                self.done = True
+                return [Event(self._last_id, "error", {"error": LAGGED_MESSAGE, "skipped": behind})]
+            n = behind if max_events is None else min(behind, max_events)
+            start = self._cursor + 1 - first
+            if start == 0 and n == len(log):
+                events = list(log)
+            else:
+                events = [log[start + i] for i in range(n)]
+            self._cursor += n
+            self._last_id = self._cursor
+            return events
+        if stream._closed:
+            self.done = True
+            return []
+        return None
+
+    def get_batch(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> list[Event]:
+        """Every event available (at most *max_events*), waiting up to *timeout* s for one.
+
+        Returns ``[]`` after *timeout* seconds of silence, or at the end (then ``done``).
+        """
+        if self.done:
+            return []
+        cond = self._stream._cond
+        with cond:
+            deadline = None
             while True:
-                if self.done:
-                    return None
-                if self._pending_error is not None:
-                    err, self._pending_error = self._pending_error, None
-                    err.id = self._last_id
-                    self.done = True
-                    return err
-                if self._skipped:
-                    self.done = True
-                    return Event(self._last_id, "error", {"error": LAGGED_MESSAGE, "skipped": self._skipped})
-                if self._queue:
-                    item = self._queue.popleft()
-                    if item is _END:
-                        self.done = True
-                        return None
-                    self._last_id = item.id
-                    return item
+                got = self._take(max_events)
+                if got is not None:
+                    return got
                 if deadline is None:
-                    self._cond.wait()
+                    if timeout is None:
+                        cond.wait()
+                        continue
+                    deadline = time.monotonic() + timeout
+                    left = timeout
                 else:
                     left = deadline - time.monotonic()
-                    if left <= 0:
-                        return None
-                    self._cond.wait(left)
+                if left <= 0:
+                    return []
+                cond.wait(left)
+
+    def get(self, timeout: Optional[float] = None) -> Optional[Event]:
+        """The next event, or None after *timeout* seconds of silence or at the end (then ``done``)."""
+        events = self.get_batch(timeout, 1)
+        return events[0] if events else None
 
     def __iter__(self) -> Iterator[Event]:
         while True:
@@ -149,9 +167,7 @@ class Subscriber:
 
     def close(self) -> None:
         """Stop reading; the stream forgets this subscriber."""
-        with self._cond:
-            self.done = True
-            self._queue.clear()
+        self.done = True
         self._stream._unsubscribe(self)
 
 
@@ -160,9 +176,12 @@ class EventStream:
 
     def __init__(self, *, history: int = 1024, queue_size: int = 1024, max_subscribers: int = 1024):
         self._lock = threading.Lock()
-        self._history: collections.deque = collections.deque(maxlen=history if history > 0 else 0)
-        self._capacity = history
-        self._queue_size = max(1, queue_size)
+        self._cond = threading.Condition(self._lock)
+        self._capacity = max(0, history)
+        self._lag_limit = max(1, queue_size)
+        # One log serves both the replay history and the live readers' cursors, so it
+        # keeps whichever window is larger; events older than that are gone for everyone.
+        self._log: collections.deque = collections.deque(maxlen=max(self._capacity, self._lag_limit))
         self._max_subscribers = max_subscribers
         self._subscribers: list[Subscriber] = []
         self._next_id = 1
@@ -183,26 +202,24 @@ class EventStream:
             return len(self._subscribers)
 
     def publish(self, name: str, data: Any) -> Optional[Event]:
-        """Number *data* as the next event, keep it, and hand it to every subscriber."""
-        with self._lock:
+        """Number *data* as the next event and append it to the log; wake the readers."""
+        with self._cond:
             if self._closed:
                 return None
             event = Event(self._next_id, name, data)
             self._next_id += 1
-            if self._capacity > 0:
-                self._history.append(event)
-            for sub in self._subscribers:
-                sub._push(event)
+            self._log.append(event)
+            if self._subscribers:
+                self._cond.notify_all()
             return event
 
     def close(self) -> None:
         """No more events: subscribers end after reading what they have."""
-        with self._lock:
+        with self._cond:
             if self._closed:
                 return
             self._closed = True
-            for sub in self._subscribers:
-                sub._push(_END)
+            self._cond.notify_all()
 
     def subscribe(self, last_event_id: Optional[int] = None) -> Subscriber:
         """A reader that first replays retained events after *last_event_id*, then live ones.
@@ -213,23 +230,24 @@ class EventStream:
         with self._lock:
             if len(self._subscribers) >= self._max_subscribers:
                 raise TooManySubscribers()
-            sub = Subscriber(self, self._queue_size)
-            sub._last_id = after
             self.ever_subscribed = True
+            last = self._next_id - 1
             if self._capacity > 0:
-                first_kept = self._history[0].id if self._history else self._next_id
+                # Replay covers the last `capacity` events (the log may hold more for readers).
+                first_kept = max(self._log[0].id if self._log else self._next_id, self._next_id - self._capacity)
                 missing = max(0, min(first_kept, self._next_id) - (after + 1))
+                sub = Subscriber(self, min(after, last), self._lag_limit)
                 if missing:
                     sub._fail(TRUNCATED_MESSAGE, missing)
+                    sub._last_id = after
                     return sub
-                replay = [event for event in self._history if event.id > after]
                 # The replay is not "lag": the reader gets it all, plus the usual slack.
-                sub._queue.extend(replay)
-                sub._queue_size += len(replay)
-            if self._closed:
-                sub._push(_END)
+                sub._limit += max(0, last - sub._cursor)
+                sub._last_id = after
             else:
-                self._subscribers.append(sub)
+                sub = Subscriber(self, last, self._lag_limit)  # live events only
+                sub._last_id = after
+            self._subscribers.append(sub)
             return sub
 
     def _unsubscribe(self, sub: Subscriber) -> None:

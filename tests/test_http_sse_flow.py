@@ -1,0 +1,104 @@
+"""SSE throughput and the slow-reader policy over real sockets.
+
+A fast reader must get every event of a long stream (the writer sends whatever
+the reader is behind in one chunk, so it keeps up with a fast producer), while a
+reader that stops reading is cut off with coglet's "lagged" error without holding
+up the prediction or the other readers.
+"""
+
+import http.client
+import json
+import socket
+
+import pytest
+
+from http_helpers import running, sse_events, wait_until
+
+
+def _open(port, method, path, body, timeout=30):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request(method, path, body=json.dumps(body).encode(),
+                 headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+    return conn, conn.getresponse()
+
+
+def test_fast_reader_gets_all_10000_tokens_in_order():
+    # Default lag limit (Settings.stream_subscriber_queue): a reader that keeps reading is never cut off.
+    with running("h7_sse_tokens.py") as svc:
+        conn, resp = _open(svc.port, "POST", "/predictions", {"input": {"n": 10000}})
+        try:
+            assert resp.status == 200
+            events = [e for e in sse_events(resp, limit=20000) if "comment" not in e]
+        finally:
+            conn.close()
+    errors = [e for e in events if e["event"] == "error"]
+    assert not errors, errors[:1]
+    outputs = [e["data"] for e in events if e["event"] == "output"]
+    assert [o["index"] for o in outputs] == list(range(10000))
+    assert [o["chunk"] for o in outputs] == [f"t{i} " for i in range(10000)]
+    assert [int(e["id"]) for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["event"] == "completed" and events[-1]["data"]["status"] == "succeeded"
+
+
+def _dechunk(raw: bytes) -> bytes:
+    """The body of a chunked HTTP response (headers included in *raw*)."""
+    _, _, rest = raw.partition(b"\r\n\r\n")
+    out = bytearray()
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        rest = rest[size + 2:]
+    return bytes(out)
+
+
+@pytest.mark.slow
+def test_reader_that_stops_reading_is_dropped_while_prediction_and_others_go_on():
+    n, size = 4000, 4000  # ~16 MB of events: far more than the socket buffers hold
+    with running("h7_sse_tokens.py", settings={"read_timeout": 30.0}) as svc:
+        conn, resp = _open(svc.port, "PUT", "/predictions/h7-slow", {"input": {"n": n, "size": size, "wait_first": 0.5}})
+        assert resp.status == 200
+        first = next(sse_events(resp))
+        assert first["event"] == "start"
+
+        # The stalled reader: a tiny receive buffer, attaches to the same prediction, reads nothing.
+        slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.settimeout(30)
+        slow.connect(("127.0.0.1", svc.port))
+        slow.sendall(b"PUT /predictions/h7-slow HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        pred = svc.find_inflight("h7-slow")
+        assert pred is not None
+        wait_until(lambda: pred.events.subscriber_count == 2, 10, message="the second reader")
+
+        # The creator reads everything, in order, while the other reader is stalled.
+        rest = [e for e in sse_events(resp, limit=n + 10) if "comment" not in e]
+        conn.close()
+        outputs = [e["data"]["index"] for e in rest if e["event"] == "output"]
+        assert outputs == list(range(n))
+        assert rest[-1]["event"] == "completed" and rest[-1]["data"]["status"] == "succeeded"
+        assert pred.wait(10) and pred.status == "succeeded"
+
+        # Now the stalled reader drains its socket: some events, then the lagged error, then the end.
+        got = bytearray()
+        while not got.endswith(b"0\r\n\r\n"):
+            chunk = slow.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        slow.close()
+    text = _dechunk(bytes(got)).decode("utf-8")
+    frames = [f for f in text.split("\n\n") if f]
+    parsed = []
+    for frame in frames:
+        fields = dict(line.split(": ", 1) for line in frame.split("\n"))
+        parsed.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
+    assert parsed[-1][1] == "error", parsed[-1]
+    err_id, _, err = parsed[-1]
+    assert err["error"] == "SSE stream lagged; events were dropped" and err["skipped"] > 0
+    before = [p[0] for p in parsed[:-1]]
+    assert before == list(range(1, len(before) + 1)) and err_id == len(before)
+    assert len(before) < n  # it really was cut off
