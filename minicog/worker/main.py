@@ -258,7 +258,9 @@ class Worker:
         try:
             from minicog import compat, loader
 
-            compat.install()
+            # force: a real ``cog`` imported earlier (a .pth file, sitecustomize) must not
+            # reach the model, or its Path/Secret/scope would not be minicog's.
+            compat.install(force=True)
             self.loaded = loaded = loader.load_predictor(init["ref"], mode=self.mode)
         except BaseException as exc:  # SystemExit in a model's import is a load failure too
             self._setup_failed(f"Failed to load predictor: {describe_exception(exc)}", exc)
