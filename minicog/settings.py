@@ -69,6 +69,8 @@ class Settings:
     #: count (no COG_MAX_CONCURRENCY, no cog.yaml value); a larger N is capped to this.
     slot_channel_limit: int = 64
     #: Seconds setup() may take before health says SETUP_FAILED; None = unbounded (Cog's default).
+    #: Counted from the worker's spawn, so interpreter start-up and importing the model file
+    #: count too, not only setup() itself; when it expires the worker is killed.
     setup_timeout: Optional[float] = dataclasses.field(default=None, metadata=_env("COG_SETUP_TIMEOUT", cast=float, check=lambda v: v > 0))
     #: Passed to setup(weights=...) when setup() takes a weights parameter.
     weights: Optional[str] = dataclasses.field(default=None, metadata=_env("COG_WEIGHTS"))
