@@ -109,3 +109,35 @@ def test_unserialisable_output_fails_cleanly():
         assert error.startswith("Prediction failed: Failed to serialize output: TypeError: ")
         assert "object" in error
         assert rec.outputs() == []
+
+
+def test_unreadable_output_spill_fails_the_prediction_and_the_slot_stays_healthy():
+    import glob
+    import threading
+
+    from support import wait_until
+
+    class Gate(Recorder):
+        """Holds the orchestrator's I/O thread in the first log call, so the spill waits unread."""
+
+        def __init__(self):
+            super().__init__()
+            self.release = threading.Event()
+
+        def log(self, source, data):
+            super().log(source, data)
+            assert self.release.wait(20)
+
+    with running("w9_spill.py", max_inline_ipc_bytes=1024) as orch:
+        rec = Gate()
+        orch.submit("sp", {"size": 100000}, rec)
+        pattern = os.path.join(orch._tmp_root, "*", "outputs", "spill_*.json")
+        spill = wait_until(lambda: glob.glob(pattern), timeout=10, message="the output spill file")[0]
+        os.unlink(spill)  # the parent will find it gone
+        rec.release.set()
+        kind, error = rec.wait(10)
+        assert kind == "failed"
+        assert error.startswith("Failed to read spilled output: ") and "No such file" in error
+        assert rec.outputs() == []
+        ok = predict(orch, "after", {"size": 5000})
+        assert ok.terminal == ("succeeded", False) and ok.outputs() == ["y" * 5000]
