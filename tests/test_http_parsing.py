@@ -31,6 +31,9 @@ def test_wrong_content_type_is_415_with_cogs_text():
     (b"", "EOF while parsing a value at line 1 column 1"),
     (b'{"input": NaN}', "NaN is not valid JSON"),
     (b"\xff", "Failed to parse the request body as JSON"),
+    (b'{"input": {"x": 1e400}}', "number out of range: 1e400"),
+    (b'{"input": {"x": -1e400}}', "number out of range: -1e400"),
+    pytest.param(b'{"input": ' + b"[" * 100000 + b"]" * 100000 + b"}", "nested too deeply", id="deeply-nested"),
 ])
 def test_malformed_json_is_400(body, fragment):
     with pytest.raises(RequestError) as info:

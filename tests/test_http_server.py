@@ -100,6 +100,15 @@ def test_request_errors_are_json(echo):
     assert r.status == 400 and "Invalid prediction id" in r.json()["error"]
 
 
+def test_hostile_json_is_400_and_the_server_lives_on(echo):
+    # 1,900 nested arrays fit the 4 KiB body limit but exhaust json's recursion; 1e400 parses as inf.
+    for raw, fragment in [(b'{"input": ' + b"[" * 1900 + b"]" * 1900 + b"}", "nested too deeply"),
+                          (b'{"input": {"n": 1e400}}', "number out of range")]:
+        r = call(echo, "POST", "/predictions", raw=raw, headers={"Content-Type": "application/json"})
+        assert r.status == 400 and fragment in r.json()["error"], r
+    assert call(echo, "POST", "/predictions", {"input": {}}).status == 200
+
+
 def test_body_too_large_is_413_and_closes(echo):
     r = call(echo, "POST", "/predictions", {"input": {"text": "x" * 5000}})
     assert r.status == 413 and "exceeds the limit" in r.json()["error"]

@@ -126,6 +126,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    # json reads 1e400 as inf, which JSON cannot carry on (serde: "number out of range").
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+_INF = float("inf")
+
+
 def check_id(value: str, settings: Settings) -> str:
     """Raise RequestError (400) unless *value* is usable as a prediction id."""
     if not value or len(value) > settings.max_prediction_id_chars:
@@ -145,9 +156,12 @@ def parse_prediction_request(content_type: Optional[str], body: bytes, settings:
         raise UnsupportedMediaType(_CT_MESSAGE)
     try:
         text = body.decode("utf-8")
-        doc = json.loads(text, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, json.JSONDecodeError):
+        doc = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, RecursionError):
+            # Thousands of nested brackets exhaust the decoder's recursion (it would be a 500).
+            message = "nested too deeply"
+        elif isinstance(exc, json.JSONDecodeError):
             what = "EOF while parsing a value" if not text.strip() else exc.msg
             message = f"{what} at line {exc.lineno} column {exc.colno}"
         else:
