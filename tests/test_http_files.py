@@ -86,3 +86,29 @@ def test_big_output_is_streamed_not_copied():
     assert length > size * 4 // 3
     # A materialised data: URI alone would be 53 MB; streaming keeps the server's Python heap small.
     assert peak < 16 * 1024 * 1024, f"peak Python allocations {peak / 1e6:.1f} MB"
+
+
+def test_url_and_data_inputs_are_fetched_then_removed_and_a_failed_fetch_names_the_input():
+    def responder(rec):
+        if rec.path == "/pics/hello.txt":
+            return 200, {"Content-Type": "text/plain"}, b"hello over http"
+        return 404, {}, b"no such file"
+
+    with Receiver(responder) as rx:
+        with running("w_files.py") as svc:
+            b = call(svc, "POST", "/predictions", {"input": {"mode": "input", "image": rx.url + "/pics/hello.txt"}}).json()
+            assert b["status"] == "succeeded", b
+            assert b["output"]["data"] == "hello over http" and b["output"]["exists"] is True
+            assert b["output"]["path"].endswith("hello.txt")
+            assert not os.path.exists(b["output"]["path"]), "the downloaded input must be removed after the prediction"
+            assert [r.method for r in rx.requests] == ["GET"]
+
+            data = "data:text/plain;base64," + base64.b64encode(b"inline bytes").decode()
+            b = call(svc, "POST", "/predictions", {"input": {"mode": "input", "image": data}}).json()
+            assert b["status"] == "succeeded" and b["output"]["data"] == "inline bytes"
+            assert not os.path.exists(b["output"]["path"])
+
+            b = call(svc, "POST", "/predictions", {"input": {"mode": "input", "image": rx.url + "/missing.png"}}).json()
+            assert b["status"] == "failed"
+            assert b["error"].startswith("Input validation error: image: ") and "404" in b["error"], b["error"]
+            assert call(svc, "GET", "/health-check").json()["status"] == "READY"

@@ -167,6 +167,36 @@ def test_async_prefer_rfc7240_and_webhook(echo):
         assert done[0].headers["user-agent"].startswith("minicog/")
 
 
+def test_a_stuck_webhook_receiver_holds_no_slot_delays_no_cancel_blocks_no_response(echo):
+    release = threading.Event()
+
+    def stuck(rec):
+        release.wait(15)  # every webhook hangs until the test is over
+        return 200, {}, b""
+
+    with Receiver(stuck) as rx:
+        try:
+            t0 = time.monotonic()
+            r = call(echo, "POST", "/predictions", {"input": {"text": "s"}, "webhook": rx.url + "/hook"}, timeout=5)
+            assert r.status == 200 and r.json()["output"] == "s"
+            # The slot is free at once: the next request runs (the echo server has one slot).
+            r = call(echo, "POST", "/predictions", {"input": {"text": "t"}, "webhook": rx.url + "/hook"}, timeout=5)
+            assert r.status == 200 and r.json()["output"] == "t"
+            r = call(echo, "PUT", "/predictions/stuck-c", {"input": {"sleep": 20}, "webhook": rx.url + "/hook"},
+                     headers={"Prefer": "respond-async"})
+            assert r.status == 202
+            wait_until(lambda: echo.find_inflight("stuck-c") is not None and echo.find_inflight("stuck-c").status == "processing")
+            assert call(echo, "POST", "/predictions/stuck-c/cancel", timeout=5).status == 200
+            wait_until(lambda: echo.find_inflight("stuck-c") is None, 5, message="the cancel despite the stuck receiver")
+            assert time.monotonic() - t0 < 8
+            assert call(echo, "GET", "/health-check").json()["status"] == "READY"
+        finally:
+            release.set()
+        # Let the three terminal webhooks land before the receiver goes (then nothing is left to retry).
+        rx.wait_for(lambda rs: sorted(r.json()["status"] for r in rs if r.json()["status"] != "processing")
+                    == ["canceled", "succeeded", "succeeded"])
+
+
 def test_webhook_events_filter(echo):
     with Receiver() as rx:
         call(echo, "POST", "/predictions", {"input": {}, "webhook": rx.url, "webhook_events_filter": ["completed"]},
