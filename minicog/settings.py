@@ -86,8 +86,6 @@ class Settings:
     max_inline_ipc_bytes: int = 6 * MiB
     #: A single log line longer than this many bytes is cut and marked (coglet's bound).
     max_log_line_bytes: int = 4 * MiB
-    #: Cancels that arrive for an id not yet dispatched are remembered, up to this many.
-    max_pending_cancels: int = 1000
 
     # --- Healthcheck ----------------------------------------------------------------
     #: Seconds the user's healthcheck() may run (Cog: 5 s).
@@ -119,6 +117,8 @@ class Settings:
     #: Non-terminal webhooks waiting for a slow receiver, per prediction; beyond it the
     #: oldest is dropped (each carries a full snapshot, so only intermediate states go).
     webhook_queue_limit: int = 100
+    #: Bytes of a receiver's answer read before the connection is dropped (only the status counts).
+    webhook_max_response_bytes: int = 64 * KiB
 
     # --- Files ----------------------------------------------------------------------
     #: User-Agent sent when fetching URL inputs.

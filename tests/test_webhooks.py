@@ -143,3 +143,47 @@ def test_file_outputs_are_streamed_into_the_webhook_body(tmp_path):
         assert s.wait(5) and s.terminal_delivered
         import base64
         assert rx.requests[0].json()["output"] == ["data:image/png;base64," + base64.b64encode(f.read_bytes()).decode()]
+
+
+@pytest.mark.parametrize("url", ["file:///dev/zero", "data:,hello", "ftp://127.0.0.1:9/x", "not a url"])
+def test_only_http_urls_are_posted_and_others_are_given_up_at_once(url, caplog):
+    # A client-chosen file:///dev/zero must not make the server read forever (nor be retried).
+    released = []
+    d = WebhookDispatcher(Settings(**{**FAST, "webhook_backoff_base": 0.5}))
+    s = d.sender(url, "p1", on_finished=lambda: released.append(1))
+    s.send("start", snap())
+    t0 = time.monotonic()
+    assert s.send("completed", snap("succeeded"))
+    assert s.wait(3), "the sender must give up on a non-http(s) URL without retrying"
+    assert time.monotonic() - t0 < 0.5
+    assert s.terminal_delivered is False and released == [1] and d.pending() == []
+    assert "http" in caplog.text and "not retried" in caplog.text
+
+
+def test_an_endless_response_body_is_not_read_to_the_end():
+    # The receiver answers 200 with a 1 GB Content-Length, sends a little and then stalls: the
+    # sender reads at most webhook_max_response_bytes and moves on, well inside its timeout.
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        listener.settimeout(5)
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n" + b"x" * 200000)
+            stop.wait(10)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        d = WebhookDispatcher(Settings(**{**FAST, "webhook_timeout": 3.0}))
+        s = d.sender(f"http://127.0.0.1:{listener.getsockname()[1]}/hook", "p1")
+        assert s.send("completed", snap("succeeded"))
+        assert s.wait(2) and s.terminal_delivered is True
+    finally:
+        stop.set()
+        listener.close()

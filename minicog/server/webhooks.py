@@ -19,6 +19,12 @@ payload.  One daemon thread per sender POSTs the queue in order, so:
   one is dropped (each payload is a full snapshot, so nothing is lost but an
   intermediate state).
 
+Only ``http``/``https`` URLs are posted to: the URL comes from the client, and
+urllib would otherwise open ``file:`` (``file:///dev/zero`` reads forever),
+``ftp:`` or ``data:`` URLs; any other URL is logged and given up at once, never
+retried.  A receiver's answer is read up to ``Settings.webhook_max_response_bytes``
+(only its status matters), so an endless body cannot hold a sender.
+
 Only the terminal event is retried: on transport errors and on 429/500/502/503/504,
 up to ``Settings.webhook_max_retries`` times, waiting
 ``webhook_backoff_base * 2 ** min(k, webhook_backoff_max_exponent)`` seconds
@@ -42,6 +48,7 @@ import logging
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Callable, Iterable, Optional
 
@@ -65,6 +72,10 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 _opener = urllib.request.build_opener(_NoRedirect)
+
+
+class _NotHTTP(ValueError):
+    """The webhook URL is not an http(s) URL: nothing is sent, nothing retried."""
 
 
 class WebhookSender:
@@ -173,6 +184,9 @@ class WebhookSender:
                 time.sleep(delay)
             try:
                 status = self._post(payload)
+            except _NotHTTP as exc:
+                log.error("terminal webhook for prediction %s: %s; not retried", self.prediction_id, exc)
+                return False
             except Exception as exc:
                 log.warning("terminal webhook for prediction %s to %s failed (attempt %d): %s",
                             self.prediction_id, self.url, attempt + 1, exc)
@@ -189,6 +203,8 @@ class WebhookSender:
         return False
 
     def _post(self, payload: Any) -> int:
+        if urllib.parse.urlsplit(self.url).scheme.lower() not in ("http", "https"):
+            raise _NotHTTP(f"webhook URL {self.url!r} is not an http:// or https:// URL")
         body = render_json(payload)
         headers = {
             "Content-Type": "application/json",
@@ -202,12 +218,13 @@ class WebhookSender:
         data: Any = body.materialize() if not body.has_files else body.chunks()
         request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
         try:
+            limit = self._settings.webhook_max_response_bytes
             with _opener.open(request, timeout=self._settings.webhook_timeout) as response:
-                response.read()
+                response.read(limit)
                 return response.status
         except urllib.error.HTTPError as exc:
             try:
-                exc.read()
+                exc.read(limit)
             except (OSError, http.client.HTTPException):
                 pass
             exc.close()
