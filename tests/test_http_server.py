@@ -58,6 +58,22 @@ def test_unknown_path_and_wrong_method_are_json(echo):
     assert r.status == 404
 
 
+def test_head_on_a_get_route_answers_headers_only_and_keeps_the_connection(echo):
+    conn = http.client.HTTPConnection("127.0.0.1", echo.port, timeout=10)
+    try:
+        conn.request("HEAD", "/health-check")
+        r = conn.getresponse()
+        assert r.status == 200 and r.read() == b"" and int(r.headers["Content-Length"]) > 0
+        assert r.headers["Server"] == r.headers["Server"].strip() and r.headers["Server"].startswith("minicog/")
+        conn.request("HEAD", "/shutdown")  # POST-only routes still refuse HEAD
+        r = conn.getresponse()
+        assert r.status == 405 and r.read() == b""
+        conn.request("GET", "/")  # the same connection is still in step
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
 def test_sync_success_body(echo):
     r = call(echo, "POST", "/predictions", {"input": {"text": "ab", "n": 2, "metric": 3}})
     assert r.status == 200

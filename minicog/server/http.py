@@ -314,6 +314,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._responded = False
         self._peek_ok = True
 
+    def version_string(self) -> str:
+        return self.server_version  # http.server appends sys_version after a space, even when empty
+
     def log_message(self, format: str, *args: Any) -> None:  # route http.server's chatter to logging
         log.debug("%s %s", self.address_string(), format % args)
 
@@ -491,6 +494,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._send_json(404, {"error": f"Not found: {path}"})
                 return
             action = methods.get(self.command)
+            if action is None and self.command == "HEAD":
+                action = methods.get("GET")  # as axum does: a GET route answers HEAD, without the body
             if action is None:
                 self._send_json(405, {"error": f"Method {self.command} not allowed on {path}"},
                                 {"Allow": ", ".join(sorted(methods))})
