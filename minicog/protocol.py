@@ -87,6 +87,11 @@ Ordering guarantees
   send the next request.
 * Output with no owner (orphan threads/tasks, fd output while zero or several
   predictions run) goes to the control ``log`` message, never to a slot.
+* The parent sends a ``cancel`` only after the ``predict`` it refers to, and the
+  worker reads its slot channels before its control channel, so a cancel never
+  arrives before its prediction.  A cancel for a prediction the worker has
+  already finished (it crossed the terminal message) is ignored, so it cannot
+  cancel a later prediction that reuses the id.
 """
 
 from __future__ import annotations

@@ -80,3 +80,61 @@ def test_flood_on_one_slot_does_not_delay_cancel_on_another():
         lines = flood.logs("stdout").splitlines()
         assert lines[0] == "start flood" and lines[-1] == "end flood"
         assert sum(1 for l in lines if "flood line" in l) == 200000
+
+
+def test_a_cancel_that_crosses_the_end_does_not_cancel_a_reused_id():
+    """A cancel sent while the worker's answer is on its way must not stick to the id: Cog
+    lets a finished prediction's id be used again, and that run must not start canceled."""
+    import threading
+
+    class Gate(Recorder):
+        # Holds the orchestrator's I/O thread in output(), so the parent still sees the
+        # prediction in flight after the worker has finished it.
+        def __init__(self):
+            super().__init__()
+            self.release = threading.Event()
+
+        def output(self, index, value):
+            super().output(index, value)
+            assert self.release.wait(20)
+
+    from support import wait_until
+
+    with running("w_sleep.py") as orch:
+        first = Gate()
+        orch.submit("again", {"seconds": 0}, first)
+        assert first.first_output.wait(10)
+        # The worker's terminal message is waiting in the slot channel: it has finished.
+        slot = orch._gen.slots[0].conn
+        wait_until(lambda: slot.poll(0), 10, message="the worker's terminal message")
+        assert orch.cancel("again") is True  # still in flight for the parent
+        first.release.set()
+        assert first.wait(10) == ("canceled",)  # a cancel once asked for wins, as in coglet
+        assert orch.healthcheck() == (True, None)  # a control round trip: the cancel was read
+        second = predict(orch, "again", {"seconds": 0})
+        assert second.terminal == ("succeeded", False)
+
+
+def test_cancel_before_the_request_is_sent_is_delivered():
+    """listener.started() runs after the prediction is registered and before the request is
+    sent on its slot; a cancel from there (another thread, in a server) must not be lost."""
+
+    class CancelOnStart(Recorder):
+        def __init__(self, orch):
+            super().__init__()
+            self.orch = orch
+
+        def started(self):
+            super().started()
+            assert self.orch.cancel("first") is True
+            # A control round trip: had the cancel gone out already, the worker has read it
+            # by now, before the request exists there (and so would have dropped it).
+            assert self.orch.healthcheck() == (True, None)
+
+    # A long grace period, so that only a delivered cancel can end it in time.
+    with running("w_sleep.py", cancel_grace_period=60.0) as orch:
+        rec = CancelOnStart(orch)
+        t0 = time.monotonic()
+        orch.submit("first", {"seconds": 60}, rec)
+        assert rec.wait(10) == ("canceled",)
+        assert time.monotonic() - t0 < 5

@@ -39,6 +39,21 @@ Temporary files
     only by :meth:`Orchestrator.release` — the listener's owner calls it when it
     is done with the files — or, for whatever is left, by :meth:`stop`.
 
+Cancels
+    :meth:`Orchestrator.cancel` knows only predictions in flight (from
+    :meth:`submit` to the terminal call); it returns False for any other id and
+    remembers nothing, unlike coglet, which queues up to 1000 cancels for ids it
+    has not seen yet.  Such a queue would let a stale cancel (for a finished
+    prediction, or a submit that was refused with 409) cancel a later prediction
+    reusing the id.  The one window where a caller knows an id the orchestrator
+    does not - the HTTP service registers its record just before calling
+    :meth:`submit` - is closed by the caller: the service checks after
+    :meth:`submit` whether a cancel came in meanwhile (see
+    :meth:`minicog.server.service.Service.create`).  A cancel that arrives after
+    ``submit`` registered the flight but before its request is on the slot
+    channel is sent right after the request, never before it (the worker drops
+    cancels for predictions it does not know).
+
 Failures
     * ``setup_failed``, a worker death during setup, or the setup timeout →
       ``SETUP_FAILED`` (not retried: the model's code will fail the same way).
@@ -137,7 +152,7 @@ class SetupInfo:
 class _Flight:
     """One prediction in flight."""
 
-    __slots__ = ("id", "slot", "listener", "gen", "cancel_requested", "cancel_deadline", "error")
+    __slots__ = ("id", "slot", "listener", "gen", "cancel_requested", "cancel_deadline", "error", "sent")
 
     def __init__(self, prediction_id: str, slot: int, listener: Any, gen: "_Generation"):
         self.id = prediction_id
@@ -147,6 +162,7 @@ class _Flight:
         self.cancel_requested = False
         self.cancel_deadline: Optional[float] = None
         self.error: Optional[str] = None  # a parent-side problem that turns "done" into "failed"
+        self.sent = False  # the predict request is on its slot channel (cancels may follow it)
 
 
 class _Healthcheck:
@@ -397,6 +413,12 @@ class Orchestrator:
             if mine:
                 log.error("slot %d poisoned: cannot send prediction %s: %s", slot, prediction_id, exc)
                 _call(listener, "failed", f"Failed to send request: {exc}")
+        else:
+            with self._lock:
+                flight.sent = True
+                canceled = flight.cancel_requested
+            if canceled:
+                self._send_cancel(flight)  # cancel() ran before the request was out
 
     def cancel(self, prediction_id: str) -> bool:
         """Ask the worker to cancel a prediction; False if it is not in flight.
@@ -413,14 +435,21 @@ class Orchestrator:
             if first:
                 flight.cancel_requested = True
                 flight.cancel_deadline = time.monotonic() + self.settings.cancel_grace_period
+            # Until its request is on the slot channel, submit() sends the cancel after it.
+            sent = flight.sent
         if first:
             gen.wake()
+        if sent:
+            self._send_cancel(flight)
+        return True
+
+    def _send_cancel(self, flight: _Flight) -> None:
+        gen = flight.gen
         try:
             if gen.control is not None:
                 gen.control.send({"type": "cancel", "id": flight.id})
         except (OSError, ValueError):
             pass  # the worker is gone; the I/O thread ends the prediction
-        return True
 
     def release(self, prediction_id: str) -> None:
         """Remove a prediction's temporary folder (call when done with its file outputs).

@@ -414,6 +414,12 @@ class Service:
             if pred.webhook is not None:
                 pred.webhook.close()
             raise
+        if pred.cancel_requested:
+            # A cancel that came after the record was registered but before submit() gave
+            # the prediction to the orchestrator found nothing to cancel there: deliver it
+            # now.  (cancel() sets the flag before calling the orchestrator, so one of the
+            # two always reaches it; no queue of early cancels is needed.)
+            self.orchestrator.cancel(pid)
         return pred, True
 
     def cancel(self, prediction_id: str) -> bool:

@@ -17,6 +17,15 @@ and raised when the critical section ends, still inside user code.  A cancel
 that arrives while the main thread is outside the guard (between two
 generator items, say) is raised when the guard is next entered — for a
 generator, by throwing it into the generator so the model's handler runs.
+
+Only predictions the worker has received and not yet finished can be
+canceled (:meth:`CancelGuard.register` ... :meth:`CancelGuard.forget`).  A
+cancel for any other id is stale — it crossed the prediction's terminal
+message on its way — and is ignored, so it cannot stick to the id and cancel a
+later prediction that reuses it (Cog lets ids be reused once finished).  The
+parent sends a cancel only after the prediction's request, and the worker
+reads slot channels before the control channel, so a cancel never arrives
+"too early".
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ class CancelGuard:
         self._main = threading.main_thread().ident
         self._active: Optional[str] = None
         self._requested: set[str] = set()
+        self._known: set[str] = set()  # received and not yet finished
         self._critical = 0
         self._deferred = False
         self._lock = threading.Lock()
@@ -46,21 +56,31 @@ class CancelGuard:
 
     # -- any thread --------------------------------------------------------------------
 
-    def request(self, prediction_id: str) -> None:
-        """Ask for *prediction_id* to stop (it may be running or about to start)."""
+    def register(self, prediction_id: str) -> None:
+        """*prediction_id* was received (queued or running): cancels for it count from now."""
         with self._lock:
+            self._known.add(prediction_id)
+
+    def request(self, prediction_id: str) -> bool:
+        """Ask for *prediction_id* to stop (running or about to start); False if it is not known."""
+        with self._lock:
+            if prediction_id not in self._known:
+                return False
             self._requested.add(prediction_id)
             running = self._active == prediction_id
         if running and self._main is not None:
             signal.pthread_kill(self._main, signal.SIGUSR1)
+        return True
 
     def was_requested(self, prediction_id: str) -> bool:
         with self._lock:
             return prediction_id in self._requested
 
     def forget(self, prediction_id: str) -> None:
+        """The prediction ended: later cancels for this id are stale."""
         with self._lock:
             self._requested.discard(prediction_id)
+            self._known.discard(prediction_id)
 
     # -- main thread -------------------------------------------------------------------
 

@@ -338,7 +338,9 @@ class Worker:
         for i, chan in enumerate(self.slots):
             conns[chan.conn] = i
         while True:
-            for conn in wait(list(conns)):
+            # Slots before control: the parent sends a cancel only after the prediction's
+            # request, so when both are waiting the request must be read first.
+            for conn in sorted(wait(list(conns)), key=lambda c: conns[c] < 0):
                 index = conns[conn]
                 try:
                     msg = protocol.recv(conn)
@@ -377,6 +379,7 @@ class Worker:
             return
         self.busy.add(index)
         job = _Job(index, self.slots[index], msg)
+        self.guard.register(job.id)
         if self.loaded.is_async:
             assert self.loop is not None
             asyncio.run_coroutine_threadsafe(self._run_async(job), self.loop)
@@ -384,7 +387,8 @@ class Worker:
             self.jobs.put(job)
 
     def _cancel(self, prediction_id: str) -> None:
-        self.guard.request(prediction_id)
+        if not self.guard.request(prediction_id):
+            return  # stale: it ended already (see .cancel)
         if self.loaded is not None and self.loaded.is_async and self.loop is not None:
             def cancel() -> None:
                 task = self.async_tasks.get(prediction_id)
