@@ -304,7 +304,7 @@ def upload(path: "os.PathLike[str] | str", upload_url: str, *, prediction_id: Op
     """PUT a file to ``{upload_url}/{basename}`` and return the URL it can be read from.
 
     Headers: ``Content-Type`` (guessed from the name unless *mime*), ``Content-Length``,
-    ``X-Prediction-Id`` and ``Accept: */*``; the body is streamed from disk.  307/308
+    ``X-Prediction-Id`` (percent-encoded unless printable ASCII) and ``Accept: */*``; the body is streamed from disk.  307/308
     redirects are followed (re-sending the file); the answer is the ``Location`` header
     if present, else the final URL, without query string.  *timeout* bounds each socket
     operation.  Failures raise :class:`~minicog.errors.OutputError` with coglet's texts.
@@ -314,7 +314,11 @@ def upload(path: "os.PathLike[str] | str", upload_url: str, *, prediction_id: Op
     url = base + urllib.parse.quote(os.path.basename(path))
     headers = {"Content-Type": mime or guess_mime(path), "Accept": "*/*"}
     if prediction_id is not None:
-        headers["X-Prediction-Id"] = str(prediction_id)
+        pid = str(prediction_id)
+        # A header value must be latin-1 on the wire; ids outside printable ASCII (Cog allows
+        # any string) go percent-encoded instead of failing the upload.
+        headers["X-Prediction-Id"] = pid if pid.isascii() and pid.isprintable() and " " not in pid \
+            else urllib.parse.quote(pid, safe="")
     opener = _opener()
     for _ in range(_MAX_REDIRECTS + 1):
         try:

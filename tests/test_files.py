@@ -258,6 +258,19 @@ def test_upload_puts_the_file_and_returns_the_url_without_query(tmp_path):
     assert result == rx.url + "/uploads/out%20put.png"
 
 
+def test_upload_of_a_prediction_with_a_non_ascii_id_sends_it_percent_encoded(tmp_path):
+    # Header values must be latin-1 on the wire; an id such as "日本" (allowed by Cog) must not
+    # fail the upload - it is sent percent-encoded, printable ASCII ids unchanged.
+    p = tmp_path / "a.txt"
+    p.write_text("x")
+    with Receiver(lambda r: (200, {}, b"")) as rx:
+        files.upload(p, rx.url, prediction_id="日本 1", timeout=5)
+        files.upload(p, rx.url, prediction_id="pred-ok_1~", timeout=5)
+        first, second = rx.wait_for(lambda reqs: len(reqs) == 2 and reqs)
+    assert first.headers["x-prediction-id"] == "%E6%97%A5%E6%9C%AC%201"
+    assert second.headers["x-prediction-id"] == "pred-ok_1~"
+
+
 def test_upload_prefers_location_and_strips_its_query(tmp_path):
     p = tmp_path / "a.txt"
     p.write_text("hi")
