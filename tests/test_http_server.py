@@ -87,6 +87,13 @@ def test_sync_success_body(echo):
     assert "input" not in b
 
 
+def test_predict_time_is_the_seconds_since_the_record_was_created(echo):
+    b = call(echo, "POST", "/predictions", {"input": {"sleep": 0.3}}).json()
+    created, completed = (datetime.datetime.fromisoformat(b[k]) for k in ("created_at", "completed_at"))
+    assert b["metrics"]["predict_time"] >= 0.3
+    assert abs(b["metrics"]["predict_time"] - (completed - created).total_seconds()) < 0.05
+
+
 def test_sync_failure_carries_real_logs(echo):
     b = call(echo, "POST", "/predictions", {"input": {"text": "zz", "fail": True}}).json()
     assert b["status"] == "failed" and b["error"] == "Prediction failed: ValueError: boom"

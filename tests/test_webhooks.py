@@ -187,3 +187,31 @@ def test_an_endless_response_body_is_not_read_to_the_end():
     finally:
         stop.set()
         listener.close()
+
+
+def test_a_slow_receiver_cannot_grow_the_queue_beyond_the_limit():
+    import threading
+
+    release, arrived = threading.Event(), threading.Event()
+
+    def slow(rec):
+        arrived.set()
+        release.wait(10)
+        return 200, {}, b""
+
+    with Receiver(slow) as rx:
+        d = WebhookDispatcher(Settings(**{**FAST, "webhook_queue_limit": 5}))
+        s = d.sender(rx.url, "p1", events_filter=["output"])  # no terminal: only the backlog is under test
+        assert s.send("output", snap(output=[0]))
+        assert arrived.wait(5)  # the first one is stuck at the receiver
+        for i in range(1, 50):
+            assert s.send("output", snap(output=list(range(i + 1))))
+        release.set()
+        # One in flight plus the five newest queued; the 44 oldest were dropped.
+        rx.wait_for(lambda rs: len(rs) >= 6)
+        wait_deadline = time.monotonic() + 0.3
+        while time.monotonic() < wait_deadline and len(rx.requests) == 6:
+            time.sleep(0.02)  # watching for extra deliveries that must not come
+        assert len(rx.requests) == 6
+        assert [len(r.json()["output"]) for r in rx.requests] == [1, 46, 47, 48, 49, 50]
+        s.close()
