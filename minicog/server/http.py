@@ -50,7 +50,6 @@ owns state; this module only speaks HTTP.  The app's methods are listed in
 from __future__ import annotations
 
 import http.server
-import io
 import json
 import logging
 import select
@@ -66,7 +65,7 @@ from minicog.server.outputs import Body, render_json
 from minicog.server.sse import KEEPALIVE, encode_event
 from minicog.settings import Settings
 
-__all__ = ["HTTPServer", "Handler", "App", "PredictionRequest", "parse_prediction_request", "parse_prefer",
+__all__ = ["HTTPServer", "Handler", "Headers", "App", "PredictionRequest", "parse_prediction_request", "parse_prefer",
            "wants_event_stream", "BodyShapeError", "check_id", "WEBHOOK_EVENTS"]
 
 log = logging.getLogger("minicog.http")
@@ -78,6 +77,8 @@ _STREAM_406 = "This model does not support streaming responses. Add @cog.streami
 _TRAIN_406 = "Training endpoints do not support streaming responses."
 # SSE writes: events taken per wake-up, and bytes per HTTP chunk (one sendall each).
 _SSE_BATCH_EVENTS = 4096
+# Header lines per request (http.server's own limit).
+_MAX_HEADERS = 100
 _SSE_CHUNK_BYTES = 64 * 1024
 
 
@@ -260,6 +261,62 @@ class App(Protocol):
     def cancel(self, prediction_id: str) -> bool: ...
 
 
+class Headers:
+    """Request headers: case-insensitive names, repeated names kept in order.
+
+    The subset of :class:`email.message.Message` that request handlers use
+    (``get``, ``get_all``, ``[]``, ``in``, ``items``), without its parser.
+    """
+
+    __slots__ = ("_map", "_items", "_last")
+
+    def __init__(self) -> None:
+        self._map: dict[str, list[str]] = {}
+        self._items: list[list[str]] = []
+        self._last: Optional[list[str]] = None
+
+    def add(self, name: str, value: str) -> None:
+        pair = [name, value]
+        self._items.append(pair)
+        self._map.setdefault(name.lower(), []).append(value)
+        self._last = pair
+
+    def _extend(self, more: str) -> None:
+        assert self._last is not None
+        name, value = self._last
+        values = self._map[name.lower()]
+        values[-1] = self._last[1] = f"{value} {more}" if value else more
+
+    def get(self, name: str, default: Any = None) -> Any:
+        values = self._map.get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name: str, failobj: Any = None) -> Any:
+        values = self._map.get(name.lower())
+        return list(values) if values else failobj
+
+    def __getitem__(self, name: str) -> Optional[str]:
+        return self.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._map
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(k, v) for k, v in self._items]
+
+    def keys(self) -> list[str]:
+        return [k for k, _ in self._items]
+
+    def __iter__(self) -> Any:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __str__(self) -> str:
+        return "".join(f"{k}: {v}\r\n" for k, v in self._items) + "\r\n"
+
+
 class HTTPServer(http.server.ThreadingHTTPServer):
     """Threading HTTP/1.1 server bound to an app; daemon threads, reusable address."""
 
@@ -336,7 +393,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.send_error(431, "Request header fields too large")
                 self.close_connection = True
                 return
-            head = io.BytesIO()
+            lines = []
             used = len(self.raw_requestline)
             while True:
                 line = self.rfile.readline(limit - used + 1)
@@ -347,15 +404,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     self.send_error(431, "Request header fields too large")
                     self.close_connection = True
                     return
-                head.write(line)
                 if line in (b"\r\n", b"\n", b""):
                     break
-            head.seek(0)
-            real, self.rfile = self.rfile, head
-            try:
-                ok = self.parse_request()
-            finally:
-                self.rfile = real
+                lines.append(line)
+            ok = self._parse_head(lines)
             if not ok:
                 return
             self._responded = False
@@ -365,6 +417,77 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
         except (ConnectionError, BrokenPipeError):
             self.close_connection = True
+
+    def _parse_head(self, lines: list[bytes]) -> bool:
+        """The request line and header *lines*, as http.server's ``parse_request`` reads them.
+
+        Same outcomes (400 for a malformed request line, 505 for HTTP/2+, HTTP/0.9
+        only for GET, ``Connection`` and ``Expect: 100-continue`` handling), but the
+        headers go into a plain :class:`Headers` map instead of through
+        :mod:`email.parser`, which cost more than the rest of a null request's parsing.
+        """
+        self.command = None
+        self.request_version = version = self.default_request_version
+        self.close_connection = True
+        self.requestline = requestline = self.raw_requestline.decode("iso-8859-1").rstrip("\r\n")
+        words = requestline.split()
+        if not words:
+            return False
+        if len(words) >= 3:
+            version = words[-1]
+            try:
+                if not version.startswith("HTTP/"):
+                    raise ValueError
+                major, minor = version[5:].split(".")
+                if not (major.isdigit() and minor.isdigit() and len(major) <= 10 and len(minor) <= 10):
+                    raise ValueError
+                number = (int(major), int(minor))
+            except ValueError:
+                self.send_error(400, f"Bad request version ({version!r})")
+                return False
+            if number >= (1, 1) and self.protocol_version >= "HTTP/1.1":
+                self.close_connection = False
+            if number >= (2, 0):
+                self.send_error(505, f"Invalid HTTP version ({version})")
+                return False
+            self.request_version = version
+        if not 2 <= len(words) <= 3:
+            self.send_error(400, f"Bad request syntax ({requestline!r})")
+            return False
+        command, path = words[:2]
+        if len(words) == 2:
+            self.close_connection = True
+            if command != "GET":
+                self.send_error(400, f"Bad HTTP/0.9 request type ({command!r})")
+                return False
+        if path.startswith("//"):
+            path = "/" + path.lstrip("/")  # never let '//host/x' look like a network path
+        self.command, self.path = command, path
+        if len(lines) > _MAX_HEADERS:
+            self.send_error(431, "Too many headers")
+            return False
+        headers = Headers()
+        for raw in lines:
+            text = raw.decode("iso-8859-1").rstrip("\r\n")
+            if text[:1] in (" ", "\t") and headers._last is not None:
+                headers._extend(text.strip())  # obsolete line folding
+                continue
+            name, colon, value = text.partition(":")
+            if not colon or not name or name != name.strip():
+                self.send_error(400, f"Bad header line ({text[:100]!r})")
+                return False
+            headers.add(name, value.strip())
+        self.headers = headers
+        conntype = (headers.get("Connection") or "").lower()
+        if conntype == "close":
+            self.close_connection = True
+        elif conntype == "keep-alive" and self.protocol_version >= "HTTP/1.1":
+            self.close_connection = False
+        expect = (headers.get("Expect") or "").lower()
+        if expect == "100-continue" and self.protocol_version >= "HTTP/1.1" and self.request_version >= "HTTP/1.1":
+            if not self.handle_expect_100():
+                return False
+        return True
 
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """Every error, including http.server's own, as a JSON body."""
