@@ -245,6 +245,27 @@ def test_put_is_idempotent_while_in_flight(echo):
     assert r4.status == 200 and r4.json()["output"] == "again"
 
 
+def test_racing_puts_of_one_id_start_one_run(echo):
+    # Ten clients PUT the same id at the same moment: one run starts, the others get its
+    # snapshot (never a second run, never an "already in flight" error).
+    barrier = threading.Barrier(10)
+    results = []
+
+    def put():
+        barrier.wait(5)
+        results.append(call(echo, "PUT", "/predictions/race-1", {"input": {"sleep": 0.5}},
+                            headers={"Prefer": "respond-async"}))
+
+    threads = [threading.Thread(target=put) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert [r.status for r in results] == [202] * 10, results
+    assert sum(1 for r in results if "input" not in r.json()) == 1  # exactly one creator
+    wait_until(lambda: echo.find_inflight("race-1") is None, 10)
+
+
 def test_put_id_mismatch_is_422(echo):
     r = call(echo, "PUT", "/predictions/abc", {"id": "xyz", "input": {}})
     assert r.status == 422

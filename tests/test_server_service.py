@@ -72,6 +72,19 @@ def test_unhealthy_with_user_healthcheck_error(tmp_path):
         assert call(svc, "GET", "/health-check").json()["status"] == "READY"
 
 
+def test_unhealthy_wins_over_busy(tmp_path):
+    marker = tmp_path / "sick"
+    with running("http_health.py", env=env_with(HTTP_HEALTH_FILE=str(marker))) as svc:
+        r = call(svc, "PUT", "/predictions/busy-sick", {"input": {"sleep": 20}}, headers={"Prefer": "respond-async"})
+        assert r.status == 202
+        wait_until(lambda: call(svc, "GET", "/health-check").json()["status"] == "BUSY", 10, message="BUSY")
+        marker.write_text("x")
+        h = call(svc, "GET", "/health-check").json()
+        assert h["status"] == "UNHEALTHY" and "disk on fire" in h["user_healthcheck_error"]
+        assert call(svc, "POST", "/predictions/busy-sick/cancel").status == 200
+        wait_until(lambda: svc.find_inflight("busy-sick") is None, 10)
+
+
 def test_worker_crash_fails_prediction_then_defunct():
     with running("w_exit.py", settings={"max_worker_restarts": 0}) as svc:
         b = call(svc, "POST", "/predictions", {"input": {"how": "exit"}}).json()
