@@ -1,0 +1,179 @@
+"""Points of the worker/orchestrator contract (issue #3) not covered elsewhere, each over
+real worker subprocesses (H9)."""
+
+import logging
+import os
+import sys
+import time
+
+import pytest
+
+from orchestrator_support import Recorder, predict, running
+from support import wait_until
+
+
+def test_worker_is_a_fresh_interpreter_and_ready_carries_the_schema():
+    with running("w_basic.py") as orch:
+        with open(f"/proc/{orch.pid}/cmdline", "rb") as f:
+            argv = f.read().decode().split("\0")
+        assert argv[0] == sys.executable  # spawned, not forked from the test process
+        assert argv[1:3] == ["-m", "minicog.worker"]
+        schemas = orch.schema["components"]["schemas"]
+        assert set(schemas["Input"]["properties"]) >= {"text", "fail", "token"}
+        assert schemas["Output"]["type"] == "string"
+        assert orch.streaming is False and orch.is_async is False
+
+
+def test_concurrent_decorator_sets_the_slot_count_reported_by_the_worker():
+    with running("w9_async_misc.py") as orch:  # no COG_MAX_CONCURRENCY, no argument
+        assert orch.num_slots == 3 and orch.free_slots == 3
+    with running("w9_async_misc.py", slot_channel_limit=2) as orch:
+        assert orch.num_slots == 2  # capped to the channels opened
+        assert "capped" in orch.setup.logs
+
+
+def test_worker_death_fails_every_prediction_in_flight():
+    with running("w9_async_misc.py") as orch:
+        pid = orch.pid
+        bystander = Recorder()
+        orch.submit("by", {"seconds": 30, "tag": "by"}, bystander)
+        assert bystander.first_log.wait(10)
+        killer = predict(orch, "killer", {"mode": "exit", "tag": "k"})
+        assert killer.terminal == ("failed", "Worker crashed: exit code 9")
+        assert bystander.wait(10) == ("failed", "Worker crashed: exit code 9")
+        assert orch.wait_ready(30) and orch.pid != pid
+        assert predict(orch, "after", {"tag": "a"}).outputs() == ["done a"]
+
+
+def test_fd_output_with_two_predictions_running_is_orphan_not_misattributed(caplog):
+    caplog.set_level(logging.WARNING, logger="minicog.worker")
+    with running("w9_async_misc.py") as orch:
+        long = Recorder()
+        orch.submit("long", {"seconds": 30, "tag": "long"}, long)
+        assert long.first_log.wait(10)
+        fd = predict(orch, "fd", {"mode": "fd", "tag": "two"})
+        assert fd.terminal == ("succeeded", False)
+        wait_until(lambda: any("fd output of two" in r.getMessage() for r in caplog.records), 10,
+                   message="the orphan fd line in the parent's log")
+        assert "fd output of two" not in fd.logs() and "fd output of two" not in long.logs()
+        orch.cancel("long")
+        assert long.wait(10) == ("canceled",)
+        # With exactly one prediction running, the same write is attributed to it.
+        alone = predict(orch, "alone", {"mode": "fd", "tag": "one"})
+        assert "fd output of one\n" in alone.logs("stdout")
+
+
+def test_output_of_a_thread_that_outlives_its_prediction_is_logged_as_orphan(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="minicog.worker")
+    trigger = tmp_path / "go"
+    with running("w9_orphan.py") as orch:
+        rec = predict(orch, "first", {"trigger": str(trigger)})
+        assert rec.outputs() == ["started"]
+        trigger.write_text("go")  # the prediction is over; its thread speaks now
+        wait_until(lambda: sum("orphan" in r.getMessage() and "finished prediction" in r.getMessage()
+                               for r in caplog.records), 10, message="the orphan line in the parent's log")
+        wait_until(lambda: any("orphan fd line" in r.getMessage() for r in caplog.records), 10,
+                   message="the orphan fd line in the parent's log")
+        assert "orphan line" not in rec.logs()
+        # The next prediction's logs do not get it either.
+        nxt = predict(orch, "second", {"trigger": str(tmp_path / "never")})
+        assert "orphan line from a finished prediction" not in nxt.logs()
+
+
+def test_broken_slot_channel_is_poisoned_and_the_other_slots_serve_on():
+    with running("w9_async_misc.py") as orch:
+        pid = orch.pid
+        rec = predict(orch, "breaker", {"mode": "break", "tag": "b"})
+        kind, error = rec.terminal
+        assert kind == "failed" and error.startswith("Slot channel broken"), rec.terminal
+        wait_until(lambda: orch.free_slots == 2, 10, message="the poisoned slot to be dropped")
+        assert orch.pid == pid  # same worker: only the slot is lost
+        recs = [Recorder() for _ in range(2)]
+        for i, r in enumerate(recs):
+            orch.submit(f"ok{i}", {"seconds": 0.2, "tag": str(i)}, r)
+        assert [r.wait(10) for r in recs] == [("succeeded", False)] * 2
+
+
+def test_worker_exits_when_every_slot_is_poisoned_and_is_respawned():
+    with running("w9_async_misc.py", max_concurrency=1) as orch:
+        pid = orch.pid
+        rec = predict(orch, "breaker", {"mode": "break", "tag": "b"})
+        assert rec.terminal[0] == "failed"
+        assert orch.wait_state(lambda s: s == "READY" and orch.pid not in (None, pid), 30) == "READY"
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaped
+        assert predict(orch, "after", {"tag": "a"}).outputs() == ["done a"]
+
+
+def test_shutdown_makes_the_worker_exit_by_itself():
+    with running("w_basic.py") as orch:
+        gen = orch._gen
+    assert gen.popen.returncode == 0  # answered shutdown and exited, not killed
+
+
+def test_a_slow_healthcheck_blocks_no_cancel(tmp_path):
+    mode = tmp_path / "mode"
+    mode.write_text("slow")
+    with running("w_health.py", env={"W_HEALTH_MODE_FILE": str(mode)}, healthcheck_timeout=1.5) as orch:
+        import threading
+
+        hc = {}
+        checker = threading.Thread(target=lambda: hc.update(r=orch.healthcheck()))
+        checker.start()
+        wait_until(lambda: orch._hc is not None, 5, message="the healthcheck to be in flight")
+        rec = Recorder()
+        orch.submit("p", {"seconds": 30}, rec)
+        t0 = time.monotonic()
+        orch.cancel("p")
+        assert rec.wait(10) == ("canceled",)
+        assert time.monotonic() - t0 < 2.0
+        checker.join(10)
+        assert hc["r"] == (False, "Healthcheck failed: user-defined healthcheck timed out after 1.5 seconds")
+
+
+def _rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.slow
+def test_a_log_flood_meets_backpressure_instead_of_growing_memory(tmp_path):
+    import threading
+
+    class Gate(Recorder):
+        """Holds the orchestrator's I/O thread in the first log call: the parent stops reading."""
+
+        def __init__(self):
+            super().__init__()
+            self.release = threading.Event()
+
+        def log(self, source, data):
+            super().log(source, data)
+            assert self.release.wait(60)
+
+    progress = tmp_path / "progress"
+    lines = 50000  # ~5.5 MB of output
+    with running("w9_flood.py") as orch:
+        base = _rss_kib(orch.pid)
+        rec = Gate()
+        orch.submit("flood", {"lines": lines, "progress": str(progress)}, rec)
+        seen = []
+
+        def stalled():
+            # The flood stopped moving: the model is blocked in print() (5 reports alike).
+            if progress.exists() and progress.read_text():
+                seen.append(int(progress.read_text()))
+            return len(seen) >= 6 and len(set(seen[-6:])) == 1
+
+        wait_until(stalled, 30, interval=0.05, message="the flood to be held back")
+        held = seen[-1]
+        assert held < lines // 10, f"{held} lines printed while the parent read nothing"
+        grown = _rss_kib(orch.pid) - base
+        assert grown < 4 * 1024, grown  # KiB: below the 5.5 MB produced
+        rec.release.set()
+        assert rec.wait(120) == ("succeeded", False)
+        assert rec.outputs() == [f"printed {lines}"]
+        assert rec.logs("stdout").count("\n") == lines  # nothing dropped
