@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from http_helpers import raw_exchange, running
+from http_helpers import raw_exchange, running, wait_until
 from minicog.server.http import Headers
 
 
@@ -37,6 +37,8 @@ def test_folded_and_repeated_headers_reach_the_handler(echo):
            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     head, doc = _answer(raw_exchange(echo.port, req))
     assert head.startswith(b"HTTP/1.1 202") and doc["status"] == "starting"
+    wait_until(lambda: echo.orchestrator.free_slots == 1 and not echo.orchestrator.in_flight(), 10,
+               message="the async prediction to finish")
 
 
 def test_header_line_without_colon_is_400_json(echo):
