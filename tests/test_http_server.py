@@ -152,6 +152,35 @@ def test_garbage_request_line_is_json_400(echo):
     assert b"application/json" in head and "error" in json.loads(body)
 
 
+@pytest.mark.parametrize("head", [
+    b"Content-Length: 2\r\nContent-Length: 7",  # disagreeing lengths
+    b"Content-Length: +2",
+    b"Content-Length: 0x2",
+    b"Transfer-Encoding: gzip",  # body end unknown
+    b"Transfer-Encoding: chunked, gzip",
+    b"Transfer-Encoding: chunked\r\n\r\n-1",  # read(-1) would read until the client hangs up
+    b"Transfer-Encoding: chunked\r\n\r\n0x2",
+    b"Transfer-Encoding: chunked\r\n\r\n1_0",
+])
+def test_ambiguous_body_framing_is_400_and_closes(echo, head):
+    # What a proxy in front might frame differently must not be guessed at (request smuggling).
+    out = raw_exchange(echo.port, b"POST /predictions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       + head + b"\r\n\r\n{}GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 ") and out.count(b"HTTP/1.1 ") == 1, out
+    assert b"Connection: close" in out and b'"error"' in out
+
+
+def test_chunked_and_padded_lengths_are_read(echo):
+    body = b'{"input": {"text": "ck"}}'
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7]) for i in range(0, len(body), 7)) + b"0\r\n\r\n"
+    for head, data in [(b"Transfer-Encoding: chunked", chunked),
+                       (b"Content-Length:  %d " % len(body), body),
+                       (b"Content-Length: %d\r\nContent-Length: %d" % (len(body), len(body)), body)]:
+        out = raw_exchange(echo.port, b"POST /predictions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           + head + b"\r\nConnection: close\r\n\r\n" + data)
+        assert out.startswith(b"HTTP/1.1 200 ") and b'"output":"ck"' in out, (head, out)
+
+
 def test_keep_alive_reuses_connection(echo):
     conn = http.client.HTTPConnection("127.0.0.1", echo.port, timeout=10)
     try:

@@ -550,15 +550,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         limit = self.server.settings.max_body_bytes
         te = (self.headers.get("Transfer-Encoding") or "").lower()
-        if "chunked" in te:
+        if te:
+            # RFC 9112 6.1: chunked must be the last coding, else the body's end is unknown.
+            if te.rsplit(",", 1)[-1].strip() != "chunked":
+                self.close_connection = True
+                raise RequestError(f"Unsupported Transfer-Encoding: {te!r} (only chunked bodies are accepted)")
             return self._read_chunked(limit)
         raw = self.headers.get("Content-Length")
         if raw is None:
             return b""
         try:
-            length = int(raw)
-            if length < 0:
+            # Digits only (no sign), and repeated Content-Length headers must agree (RFC 9112
+            # 6.3): anything else could frame the body differently from a proxy in front.
+            if not (raw.isascii() and raw.isdigit()) or len(set(self.headers.get_all("Content-Length"))) > 1:
                 raise ValueError
+            length = int(raw)
         except ValueError:
             self.close_connection = True
             raise RequestError(f"Invalid Content-Length: {raw!r}") from None
@@ -575,8 +581,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         out = bytearray()
         while True:
             line = self.rfile.readline(1024)
+            digits = line.split(b";", 1)[0].strip()
             try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
+                # Hex digits only: int() would also take "-1" (read(-1) = read to EOF, unbounded),
+                # "+a", "0x1f" or "1_0".
+                if not digits or digits.lstrip(b"0123456789abcdefABCDEF"):
+                    raise ValueError
+                size = int(digits, 16)
             except ValueError:
                 self.close_connection = True
                 raise RequestError("Malformed chunked request body") from None
