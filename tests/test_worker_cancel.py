@@ -138,3 +138,25 @@ def test_cancel_before_the_request_is_sent_is_delivered():
         orch.submit("first", {"seconds": 60}, rec)
         assert rec.wait(10) == ("canceled",)
         assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.parametrize("big", [0, 1024 * 1024])
+def test_cancel_never_tears_minicogs_own_sends(big):
+    """Cancels landing while the model prints and records metrics (minicog sending frames,
+    big lines in several writes each) end each prediction canceled; no frame is torn, so
+    the same worker serves on."""
+    with running("w9_chatty.py") as orch:
+        pid = orch.pid
+        for i in range(15):
+            rec = Recorder()
+            orch.submit(f"c{i}", {"big": big}, rec)
+            assert rec.first_log.wait(10)
+            orch.cancel(f"c{i}")
+            assert rec.wait(10) == ("canceled",), rec.events[-3:]
+            assert orch.pid == pid and orch.state == "READY"
+            # Every log frame held whole lines (or the final partial flush), intact.
+            logs = rec.logs("stdout")
+            for line in logs.splitlines()[:-1]:
+                assert line.startswith("line "), line[:80]
+        ok = predict(orch, "last", {"n": 3})
+        assert ok.terminal == ("succeeded", False) and ok.outputs() == ["never canceled"]
