@@ -15,8 +15,8 @@ event loop thread
     prediction (up to ``num_slots`` tasks at once) and async healthchecks, so
     loop-bound objects made in setup stay usable.
 I/O thread
-    Multiplexes the control channel and the slot channels with
-    :func:`multiprocessing.connection.wait`.  It never runs user code: it queues
+    Multiplexes the control channel and the slot channels with one
+    :func:`select.poll` object kept for the worker's life.  It never runs user code: it queues
     sync predictions for the main thread, submits async ones to the loop, turns
     ``cancel`` into SIGUSR1 (sync) or ``Task.cancel()`` (async), and starts a
     thread per ``healthcheck``.  It exits the process (``os._exit``) on
@@ -54,6 +54,7 @@ import dataclasses
 import inspect
 import os
 import queue
+import select
 import shutil
 import signal
 import sys
@@ -120,7 +121,8 @@ class Worker:
         self.control = protocol.Channel(Connection(control_fd), "control")
         self.slots = [protocol.Channel(Connection(fd), f"slot {i}") for i, fd in enumerate(slot_fds)]
         self.num_slots = 0
-        self.jobs: "queue.Queue[Optional[_Job]]" = queue.Queue()
+        # SimpleQueue: put/get in C, the cheapest hand-off from the I/O thread to the main thread.
+        self.jobs: "queue.SimpleQueue[Optional[_Job]]" = queue.SimpleQueue()
         self.busy: set[int] = set()
         self.poisoned: set[int] = set()
         self.async_tasks: dict[str, asyncio.Task] = {}
@@ -337,10 +339,18 @@ class Worker:
         conns: dict[Any, int] = {self.control.conn: -1}
         for i, chan in enumerate(self.slots):
             conns[chan.conn] = i
+        # One poll object for the worker's life: multiprocessing's wait() builds a
+        # selector and registers every channel on each call.
+        poller = select.poll()
+        by_fd: dict[int, Any] = {}
+        for conn in conns:
+            by_fd[conn.fileno()] = conn
+            poller.register(conn.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
         while True:
+            ready = [by_fd[fd] for fd, _ in poller.poll() if fd in by_fd]
             # Slots before control: the parent sends a cancel only after the prediction's
             # request, so when both are waiting the request must be read first.
-            for conn in sorted(wait(list(conns)), key=lambda c: conns[c] < 0):
+            for conn in sorted(ready, key=lambda c: conns[c] < 0):
                 index = conns[conn]
                 try:
                     msg = protocol.recv(conn)
@@ -348,6 +358,9 @@ class Worker:
                     if index < 0:
                         self._exit(0, "Control channel closed (parent died?), exiting")
                     del conns[conn]
+                    fd = conn.fileno()
+                    poller.unregister(fd)
+                    del by_fd[fd]
                     self.poisoned.add(index)
                     self.worker_log("error", f"slot {index} poisoned: {describe_exception(exc)}")
                     if len(self.poisoned) >= len(self.slots):
@@ -492,7 +505,7 @@ class Worker:
         self.fd_capture.drain()
         self.router.close(owner)
         inputs = job.subdir("inputs")
-        if inputs:
+        if inputs and os.path.isdir(inputs):  # usually never created: a stat, not an rmtree
             shutil.rmtree(inputs, ignore_errors=True)
         if self.guard.was_requested(job.id):
             outcome = {"type": "canceled"}
