@@ -124,11 +124,14 @@ def test_request_errors_are_json(echo):
 
 
 def test_hostile_json_is_400_and_the_server_lives_on(echo):
-    # 1,900 nested arrays fit the 4 KiB body limit but exhaust json's recursion; 1e400 parses as inf.
-    for raw, fragment in [(b'{"input": ' + b"[" * 1900 + b"]" * 1900 + b"}", "nested too deeply"),
-                          (b'{"input": {"n": 1e400}}', "number out of range")]:
-        r = call(echo, "POST", "/predictions", raw=raw, headers={"Content-Type": "application/json"})
-        assert r.status == 400 and fragment in r.json()["error"], r
+    # 1,900 nested arrays fit the 4 KiB body limit and exhaust json's recursion before Python 3.13
+    # (400); 3.13's decoder reads them, and the non-object input is then a 422.  1e400 parses as inf.
+    r = call(echo, "POST", "/predictions", raw=b'{"input": ' + b"[" * 1900 + b"]" * 1900 + b"}",
+             headers={"Content-Type": "application/json"})
+    assert (r.status, r.json().get("error")) == (400, "Failed to parse the request body as JSON: nested too deeply") \
+        or (r.status == 422 and r.json()["detail"][0]["loc"] == ["body", "input"]), r
+    r = call(echo, "POST", "/predictions", raw=b'{"input": {"n": 1e400}}', headers={"Content-Type": "application/json"})
+    assert r.status == 400 and "number out of range" in r.json()["error"], r
     assert call(echo, "POST", "/predictions", {"input": {}}).status == 200
 
 
