@@ -95,6 +95,9 @@ def server_factory():
 def test_default_model_when_nothing_is_named_then_sigterm_exits_0(server_factory, tmp_path):
     server = server_factory(cwd=str(tmp_path), env={"COG_PREDICT_TYPE_STUB": ""})
     server.wait_ready()
+    # The log says where it listens (read by wait_listening) and when the model is ready.
+    wait_until(lambda: any(re.search(r"\bready: setup succeeded in [0-9.]+s", line) for line in server.lines), TIMEOUT,
+               message="the ready log line")
     status, body = server.request("POST", "/predictions", {"input": {"prompt": "The", "seed": 2, "max_tokens": 4}})
     assert status == 200 and body["status"] == "succeeded"
     assert len(body["output"]) == 4  # the default model streams word tokens
