@@ -103,6 +103,21 @@ def test_creator_disconnect_cancels(streamer):
     assert pred.wait(10) and pred.status == "canceled"
 
 
+def test_reader_of_an_async_prediction_may_leave_without_canceling_it(streamer):
+    # Cog: only a prediction created over SSE is canceled when its readers leave; one created
+    # with Prefer: respond-async keeps running when a stream attached later by PUT goes away.
+    r = call(streamer, "PUT", "/predictions/dc-async", {"input": {"n": 6, "gap": 0.1}}, headers={"Prefer": "respond-async"})
+    assert r.status == 202
+    conn, resp = open_stream(streamer.port, "PUT", "/predictions/dc-async", {})
+    for e in sse_events(resp):
+        if e.get("event") == "output":
+            break
+    pred = streamer.find_inflight("dc-async")
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    conn.close()
+    assert pred is not None and pred.wait(10) and pred.status == "succeeded"
+
+
 def test_sse_with_webhook_too(streamer):
     with Receiver() as rx:
         conn, resp = open_stream(streamer.port, "POST", "/predictions", {"input": {"n": 2}, "webhook": rx.url})
