@@ -103,3 +103,17 @@ def test_sigint_stops_even_with_await_explicit_shutdown(serve_proc):
     p.proc.send_signal(signal.SIGINT)
     assert p.proc.wait(20) == 0
     assert any("SIGINT" in line for line in p.lines)
+
+
+def test_a_second_signal_cuts_the_drain_short(serve_proc):
+    # Grace period 60 s: without the second signal the drain would wait for the 30 s prediction.
+    p = serve_proc(predictor("http_echo.py"), env={"MINICOG_SHUTDOWN_GRACE_PERIOD": "60", "MINICOG_CANCEL_GRACE_PERIOD": "2"})
+    wait_until(lambda: call(p.port, "GET", "/health-check").json()["status"] == "READY", 30)
+    r = call(p.port, "PUT", "/predictions/long-1", {"input": {"sleep": 30}}, headers={"Prefer": "respond-async"})
+    assert r.status == 202
+    wait_until(lambda: call(p.port, "GET", "/health-check").json()["status"] == "BUSY", 10)
+    p.proc.send_signal(signal.SIGTERM)
+    p.wait_line("shutting down: 1 prediction")
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.proc.wait(15) == 0
+    assert any("canceling 1 prediction" in line and "long-1" in line for line in p.lines)
