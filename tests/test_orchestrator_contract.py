@@ -177,3 +177,26 @@ def test_a_log_flood_meets_backpressure_instead_of_growing_memory(tmp_path):
         assert rec.wait(120) == ("succeeded", False)
         assert rec.outputs() == [f"printed {lines}"]
         assert rec.logs("stdout").count("\n") == lines  # nothing dropped
+
+
+@pytest.mark.slow
+def test_async_prediction_ignoring_cancel_is_stopped_and_its_neighbours_are_told_why():
+    with running("w9_async_misc.py", cancel_grace_period=1.0) as orch:
+        pid = orch.pid
+        stubborn, neighbour = Recorder(), Recorder()
+        orch.submit("stubborn", {"mode": "stubborn", "seconds": 60, "tag": "s"}, stubborn)
+        orch.submit("neighbour", {"seconds": 60, "tag": "n"}, neighbour)
+        assert stubborn.first_log.wait(10), stubborn.events
+        assert neighbour.first_log.wait(10), neighbour.events
+        t0 = time.monotonic()
+        orch.cancel("stubborn")
+        assert stubborn.wait(15) == ("canceled",)
+        assert 0.9 < time.monotonic() - t0 < 8
+        assert "s ignores the cancel" in stubborn.logs()
+        kind, error = neighbour.wait(10)
+        assert kind == "failed"
+        assert error == "Worker restarted: prediction stubborn did not stop within 1s of being canceled"
+        assert orch.wait_ready(30) and orch.pid != pid
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        assert predict(orch, "after", {"tag": "a"}).outputs() == ["done a"]

@@ -28,5 +28,13 @@ class Predictor(BasePredictor):
             os.write(1, f"fd output of {tag}\n".encode())
         if mode == "break":
             _break_my_slot()
+        if mode == "stubborn":
+            deadline = asyncio.get_running_loop().time() + seconds
+            while asyncio.get_running_loop().time() < deadline:
+                try:
+                    await asyncio.sleep(deadline - asyncio.get_running_loop().time())
+                except asyncio.CancelledError:
+                    print(f"{tag} ignores the cancel")
+            return f"stubborn {tag}"
         await asyncio.sleep(seconds)
         return f"done {tag}"
