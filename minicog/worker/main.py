@@ -13,7 +13,9 @@ main thread
 event loop thread
     One asyncio loop, started before setup and used for async setup, every async
     prediction (up to ``num_slots`` tasks at once) and async healthchecks, so
-    loop-bound objects made in setup stay usable.
+    loop-bound objects made in setup stay usable.  It exists only when the model
+    needs it (async run/predict, setup or healthcheck): a sync model's worker
+    never imports asyncio, which keeps its start-up and memory smaller.
 I/O thread
     Multiplexes the control channel and the slot channels with one
     :func:`select.poll` object kept for the worker's life.  It never runs user code: it queues
@@ -49,7 +51,6 @@ failed: ...``, with the traceback in the setup logs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import inspect
 import os
@@ -63,9 +64,12 @@ import time
 import traceback
 import types
 from multiprocessing.connection import Connection, wait
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from minicog import protocol
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["main", "Worker", "WorkerSettings", "describe_exception"]
 
@@ -97,6 +101,12 @@ def describe_exception(exc: BaseException) -> str:
         return text
     name = type(exc).__qualname__
     return f"{name}: {text}" if text else name
+
+
+def _timeout_errors() -> tuple[type, ...]:
+    """TimeoutError, plus asyncio's own class on 3.10 if the model imported asyncio."""
+    aio = sys.modules.get("asyncio")
+    return (TimeoutError, aio.TimeoutError) if aio is not None else (TimeoutError,)
 
 
 class _Job:
@@ -131,6 +141,7 @@ class Worker:
         self.mode = "predict"
         self.settings = WorkerSettings()
         self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_lock = threading.Lock()
         self._stderr_fd: Optional[int] = None
 
     # -- messages to the parent ---------------------------------------------------------
@@ -175,7 +186,6 @@ class Worker:
         self.settings = WorkerSettings.from_message(init.get("settings"))
         self.mode = init.get("mode") or "predict"
         self._install_capture()
-        self._start_loop()
         setup_done = threading.Event()
         watcher = threading.Thread(target=self._watch_during_setup, args=(setup_done,), name="minicog-setup-watch",
                                    daemon=True)
@@ -231,7 +241,16 @@ class Worker:
         sys.stderr = self.writers["stderr"]
         install_sys_hook(self.writers)
 
+    def _ensure_loop(self) -> None:
+        """Start the event loop thread once: only async models (or async setup/healthcheck)
+        need it, and importing asyncio costs a sync model's start-up tens of ms."""
+        with self._loop_lock:
+            if self.loop is None:
+                self._start_loop()
+
     def _start_loop(self) -> None:
+        import asyncio
+
         loop = asyncio.new_event_loop()
         started = threading.Event()
 
@@ -245,6 +264,9 @@ class Worker:
         self.loop = loop
 
     def _run_on_loop(self, coro: Any) -> Any:
+        import asyncio
+
+        self._ensure_loop()
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
@@ -267,6 +289,11 @@ class Worker:
         except BaseException as exc:  # SystemExit in a model's import is a load failure too
             self._setup_failed(f"Failed to load predictor: {describe_exception(exc)}", exc)
             return None
+        if loaded.is_async or inspect.iscoroutinefunction(loaded.healthcheck) \
+                or inspect.iscoroutinefunction(loaded.setup):
+            # Before setup, so loop-bound objects made in setup belong to the loop that
+            # runs the predictions and healthchecks.
+            self._ensure_loop()
 
         requested = init.get("max_concurrency")
         n = int(requested) if requested else int(getattr(loaded, "concurrency_max", None) or 1)
@@ -394,6 +421,8 @@ class Worker:
         job = _Job(index, self.slots[index], msg)
         self.guard.register(job.id)
         if self.loaded.is_async:
+            import asyncio
+
             assert self.loop is not None
             asyncio.run_coroutine_threadsafe(self._run_async(job), self.loop)
         else:
@@ -419,13 +448,17 @@ class Worker:
             if hc is None:
                 result: Any = True
             elif inspect.iscoroutinefunction(hc):
+                import asyncio
+                import concurrent.futures
+
+                self._ensure_loop()
                 assert self.loop is not None
                 fut = asyncio.run_coroutine_threadsafe(asyncio.wait_for(hc(), timeout), self.loop)
                 try:
                     result = fut.result(timeout + 1.0)
-                except asyncio.TimeoutError:
+                except (asyncio.TimeoutError, concurrent.futures.TimeoutError, TimeoutError):
                     fut.cancel()
-                    raise
+                    raise TimeoutError() from None
             else:
                 box: dict[str, Any] = {}
 
@@ -439,13 +472,13 @@ class Worker:
                 t.start()
                 t.join(timeout)
                 if t.is_alive():
-                    raise asyncio.TimeoutError()
+                    raise TimeoutError()
                 if "error" in box:
                     raise box["error"]
                 result = box.get("result")
             if result is False:
                 status, error = "unhealthy", "Healthcheck failed: user-defined healthcheck returned False"
-        except (asyncio.TimeoutError, TimeoutError):
+        except _timeout_errors():
             status, error = "unhealthy", f"Healthcheck failed: user-defined healthcheck timed out after {timeout} seconds"
         except BaseException as exc:
             status, error = "unhealthy", f"Healthcheck failed: {describe_exception(exc)}"
@@ -612,6 +645,8 @@ class Worker:
     # -- async predictions (event loop thread) ------------------------------------------------
 
     async def _run_async(self, job: _Job) -> None:
+        import asyncio
+
         from minicog.sdk.scope import use_scope
 
         owner, scope = self._begin(job)
