@@ -50,7 +50,7 @@ import sys
 import threading
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
-from . import errors, files
+from . import errors
 from ._version import COG_VERSION, __version__
 from .settings import Settings
 
@@ -252,6 +252,7 @@ def parse_input_value(text: str, node: Optional[dict], doc: Optional[dict] = Non
     the schema validation reports it with Cog's message.  ``@path`` for a file
     input becomes a ``data:`` URI (raises UsageError when the file is missing).
     """
+    from . import files  # lazily: urllib.request & co. cost `serve` start-up time
     doc = doc or {}
     node = _resolve(doc, node or {})
     if _is_file(doc, node):
@@ -439,6 +440,7 @@ class OutputWriter:
             self.error = exc
 
     def _store(self, index: int, value: Any) -> Any:
+        from . import files  # lazily: urllib.request & co. cost `serve` start-up time
         import pathlib
 
         if isinstance(value, pathlib.Path):
@@ -450,6 +452,7 @@ class OutputWriter:
 
     def _store_nested(self, value: Any, where: List[str]) -> Any:
         """Files nested in dicts/lists arrive as data: URIs (Cog's rule); write them out too."""
+        from . import files  # lazily: urllib.request & co. cost `serve` start-up time
         if isinstance(value, dict):
             return {k: self._store_nested(v, where + [str(k)]) for k, v in value.items()}
         if isinstance(value, list):
@@ -564,15 +567,26 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .loader import resolve_ref
-    from .server.service import serve
+    from .server.orchestrator import Orchestrator
 
     explicit = args.predictor or args.ref
     # Resolved here so that "nothing to serve" is a one-line error before any start-up.
     ref = resolve_ref(explicit, mode=args.x_mode, cwd=os.getcwd(), environ=os.environ)
-    result = serve(ref, host=args.host, port=args.port, upload_url=args.upload_url,
-                   await_explicit_shutdown=bool(args.await_explicit_shutdown), mode=args.x_mode,
-                   max_concurrency=args.max_concurrency, log_format=args.log_format,
-                   settings=_settings(args), cwd=os.getcwd())
+    settings = _settings(args)
+    # Spawn the worker first: its start-up (interpreter, model import, setup) is the
+    # long pole of a cold start, and it runs while this process imports the HTTP server.
+    orchestrator = Orchestrator(ref, mode=args.x_mode, settings=settings, max_concurrency=args.max_concurrency,
+                                cwd=os.getcwd())
+    orchestrator.start()
+    try:
+        from .server.service import serve
+
+        result = serve(ref, host=args.host, port=args.port, upload_url=args.upload_url,
+                       await_explicit_shutdown=bool(args.await_explicit_shutdown), mode=args.x_mode,
+                       max_concurrency=args.max_concurrency, log_format=args.log_format,
+                       settings=settings, cwd=os.getcwd(), orchestrator=orchestrator)
+    finally:
+        orchestrator.stop()  # idempotent; covers a failure before serve() took over
     return int(result or 0)
 
 

@@ -40,7 +40,6 @@ import shutil
 import sys
 import tempfile
 import urllib.parse
-import urllib.request
 from abc import abstractmethod
 from typing import Any, AsyncIterator, Dict, Iterator, Optional, TypeVar
 
@@ -71,8 +70,11 @@ def _open_url(url: str) -> Any:
     agent = os.environ.get("COG_USER_AGENT")
     if agent:
         headers["User-Agent"] = agent
-    request = urllib.request.Request(url, headers=headers)
-    return urllib.request.urlopen(request, timeout=_download_timeout())  # noqa: S310 - scheme checked by callers
+    # Imported here, not at the top: it costs ``import cog`` tens of ms (http.client, email, ssl).
+    from urllib.request import Request, urlopen
+
+    request = Request(url, headers=headers)
+    return urlopen(request, timeout=_download_timeout())  # noqa: S310 - scheme checked by callers
 
 
 def _truncate_filename(filename: str, limit: int = FILENAME_MAX_BYTES) -> str:
@@ -210,8 +212,10 @@ class File(io.IOBase):
             return value
         parsed = urllib.parse.urlparse(value)
         if parsed.scheme == "data":
+            from urllib.request import urlopen
+
             # urllib decodes data: URLs (base64 or percent-encoded) itself.
-            with urllib.request.urlopen(value) as response:  # noqa: S310 - data: only
+            with urlopen(value) as response:  # noqa: S310 - data: only
                 return io.BytesIO(response.read())
         if parsed.scheme in ("http", "https"):
             return URLFile(value)

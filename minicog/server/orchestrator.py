@@ -284,6 +284,11 @@ class Orchestrator:
         gen = self._gen
         return gen.popen.pid if gen is not None and gen.popen is not None and not gen.exited else None
 
+    @property
+    def started(self) -> bool:
+        """True once :meth:`start` was called."""
+        return self._started
+
     def in_flight(self) -> list[str]:
         """Ids of the predictions currently dispatched."""
         with self._lock:

@@ -113,7 +113,8 @@ class Service:
     def __init__(self, ref: Optional[str] = None, *, settings: Optional[Settings] = None, host: Optional[str] = None,
                  port: Optional[int] = None, upload_url: Optional[str] = None, mode: str = "predict",
                  max_concurrency: Optional[int] = None, await_explicit_shutdown: bool = False,
-                 cwd: Optional[str] = None, env: Optional[dict[str, str]] = None):
+                 cwd: Optional[str] = None, env: Optional[dict[str, str]] = None,
+                 orchestrator: Optional[Orchestrator] = None):
         self.settings = settings if settings is not None else Settings.from_env()
         if ref is None:
             # Same fallback order as the command line (cog.yaml, the stub variables, the
@@ -128,8 +129,10 @@ class Service:
         self.await_explicit_shutdown = await_explicit_shutdown
         if max_concurrency is None:
             max_concurrency = concurrency_from_cog_yaml(cwd or os.getcwd())
-        self.orchestrator = Orchestrator(ref, mode=mode, settings=self.settings, max_concurrency=max_concurrency,
-                                         cwd=cwd, env=env)
+        # An orchestrator may be handed in already started: the command line spawns the
+        # worker before importing the HTTP machinery, so the two start-ups overlap.
+        self.orchestrator = orchestrator if orchestrator is not None else Orchestrator(
+            ref, mode=mode, settings=self.settings, max_concurrency=max_concurrency, cwd=cwd, env=env)
         self.webhooks = WebhookDispatcher(self.settings)
         self.uploader = Uploader(upload_url, timeout=self.settings.upload_timeout) if upload_url else None
         self.port: Optional[int] = None
@@ -159,7 +162,8 @@ class Service:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="minicog-http", daemon=True)
         self._thread.start()
-        self.orchestrator.start()
+        if not self.orchestrator.started:
+            self.orchestrator.start()
         self._monitor = threading.Thread(target=self._watch, name="minicog-monitor", daemon=True)
         self._monitor.start()
         threading.Thread(target=self._await_shutdown_request, name="minicog-shutdown", daemon=True).start()
@@ -484,13 +488,14 @@ def configure_logging(log_format: str = "text", level: str = "info", stream: Any
 def serve(ref: Optional[str] = None, *, host: Optional[str] = None, port: Optional[int] = None,
           upload_url: Optional[str] = None, await_explicit_shutdown: bool = False, mode: str = "predict",
           max_concurrency: Optional[int] = None, log_format: str = "text", settings: Optional[Settings] = None,
-          cwd: Optional[str] = None, env: Optional[dict[str, str]] = None) -> int:
+          cwd: Optional[str] = None, env: Optional[dict[str, str]] = None,
+          orchestrator: Optional[Orchestrator] = None) -> int:
     """Serve until shut down; returns the process exit code (see docs/architecture.rst)."""
     settings = settings if settings is not None else Settings.from_env()
     configure_logging(log_format, settings.log_level)
     service = Service(ref, settings=settings, host=host, port=port, upload_url=upload_url, mode=mode,
                       max_concurrency=max_concurrency, await_explicit_shutdown=await_explicit_shutdown,
-                      cwd=cwd, env=env)
+                      cwd=cwd, env=env, orchestrator=orchestrator)
     try:
         service.start()
     except OSError as exc:
