@@ -43,7 +43,11 @@ slot count (what Cog's build bakes in from ``@concurrent``), and a
 ``.cog/openapi_schema.json`` in its working folder (what Cog's build writes) so
 that it validates inputs and allows SSE.  minicog is started with
 ``python -m minicog serve --predictor path.py:Runner`` and reads all of that
-from the predictor itself.
+from the predictor itself.  Its ``python`` is that of a bare venv of the
+benchmark's own interpreter (``--minicog-venv``, default ``../.venv-minicog``,
+made with ``python -m venv --without-pip`` when missing; minicog needs no
+packages), so that both servers start from a venv and neither pays for ``.pth``
+files of the host interpreter (``--minicog-python`` overrides).
 
 Results are printed as a table with the ratio minicog/coglet per metric and
 the goal it is held to, and written as JSON (``benchmarks/results/latest.json``
@@ -503,6 +507,18 @@ def install_coglet(venv: str) -> None:
     subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", "cog==0.23.1", "coglet==0.23.1"], check=True, timeout=600)
 
 
+def make_minicog_venv(venv: str) -> str:
+    """A bare venv of this interpreter for minicog (stdlib only, so ``--without-pip``, no network).
+
+    coglet runs from its own venv; running minicog from one too means neither pays
+    for ``.pth`` files in the host interpreter's site-packages (on the machine of
+    the recorded figures, one imports certifi at every interpreter start, ~45 ms,
+    twice per minicog cold start: parent and worker).
+    """
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=120)
+    return os.path.join(venv, "bin", "python")
+
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark minicog's HTTP server against coglet 0.23.1 on 127.0.0.1.")
     parser.add_argument("--quick", action="store_true", help="small counts; finishes in well under a minute")
@@ -511,7 +527,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--coglet-venv", default=os.environ.get("COGLET_VENV") or os.path.join(os.path.dirname(REPO), ".venv-coglet"),
                         help="virtual environment holding cog==0.23.1 and coglet==0.23.1 (env COGLET_VENV; default ../.venv-coglet)")
     parser.add_argument("--install-coglet", action="store_true", help="create --coglet-venv with pip first if it does not exist")
-    parser.add_argument("--minicog-python", default=sys.executable, help="interpreter that runs minicog (default: this one)")
+    parser.add_argument("--minicog-venv", default=os.environ.get("MINICOG_VENV") or os.path.join(os.path.dirname(REPO), ".venv-minicog"),
+                        help="bare virtual environment (no packages: minicog needs none) whose python runs minicog, "
+                             "made from this interpreter if missing (env MINICOG_VENV; default ../.venv-minicog)")
+    parser.add_argument("--minicog-python", default=None,
+                        help="interpreter that runs minicog (default: --minicog-venv's python, else this one)")
     parser.add_argument("--output", default=None, help="JSON results file (default benchmarks/results/latest.json, latest-quick.json with --quick)")
     parser.add_argument("--ready-timeout", type=float, default=60.0, help="seconds a server may take to become READY")
     parser.add_argument("--report", metavar="JSON", default=None,
@@ -522,6 +542,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if bad:
         parser.error(f"unknown server(s): {', '.join(sorted(bad))}")
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if args.minicog_python is None:
+        venv_python = os.path.join(args.minicog_venv, "bin", "python")
+        args.minicog_python = venv_python if os.path.exists(venv_python) else sys.executable
     if args.output is None:
         args.output = os.path.join(HERE, "results", "latest-quick.json" if args.quick else "latest.json")
     return args
@@ -542,6 +565,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             print(f"coglet venv not found at {args.coglet_venv}; create it with --install-coglet or set COGLET_VENV", file=sys.stderr)
             return 2
+    if "minicog" in args.servers and args.minicog_python == sys.executable \
+            and not os.path.exists(os.path.join(args.minicog_venv, "bin", "python")) and "--minicog-python" not in (argv or sys.argv):
+        args.minicog_python = make_minicog_venv(args.minicog_venv)
     if args.quick:
         p = {"cold_starts": 2, "settle_s": 0.3, "warmup": 10, "null_requests": 300, "async_requests": 400,
              "duration_s": 5.0, "sse_runs": 1, "file_runs": 1}
@@ -565,7 +591,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             "mode": "quick" if args.quick else "full",
             "duration_s": round(time.monotonic() - started, 1),
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-            "minicog": {"git": git_sha, "python": _version(args.minicog_python, "import sys; print(sys.version.split()[0])")},
+            "minicog": {"git": git_sha, "python": _version(args.minicog_python, "import sys; print(sys.version.split()[0])"),
+                        "interpreter": args.minicog_python},
             "coglet": {
                 "venv": args.coglet_venv,
                 "version": _version(os.path.join(args.coglet_venv, "bin", "python"), "import coglet; print(coglet.__version__)")
