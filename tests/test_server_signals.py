@@ -16,11 +16,12 @@ from support import ROOT, predictor
 
 
 class ServeProcess:
-    def __init__(self, *args, env=None):
+    def __init__(self, *args, env=None, new_session=False):
         environ = {**os.environ, "MINICOG_SHUTDOWN_GRACE_PERIOD": "5", **(env or {})}
         environ["PYTHONPATH"] = ROOT + os.pathsep + environ.get("PYTHONPATH", "")
         self.proc = subprocess.Popen([sys.executable, "-m", "minicog", "serve", "--host", "127.0.0.1", "--port", "0", *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environ, cwd=ROOT)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environ, cwd=ROOT,
+                                     start_new_session=new_session)
         self.lines: list[str] = []
         self._q: "queue.Queue[str]" = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -82,6 +83,24 @@ def test_sigterm_drains_in_flight_prediction_and_exits_0(serve_proc):
     assert result["r"].status == 200 and result["r"].json()["output"] == "drain"
     assert p.proc.wait(20) == 0
     assert any("shutting down" in line for line in p.lines)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_process_group_still_drains(serve_proc):
+    """`timeout`, `docker stop` without an init and terminal job control signal the whole group:
+    the worker must leave its fate to the parent, so the in-flight prediction still completes."""
+    p = serve_proc(predictor("http_echo.py"), new_session=True)
+    wait_until(lambda: call(p.port, "GET", "/health-check").json()["status"] == "READY", 30)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=call(p.port, "POST", "/predictions", {"input": {"text": "group", "sleep": 1.5}})))
+    t.start()
+    wait_until(lambda: call(p.port, "GET", "/health-check").json()["status"] == "BUSY", 10)
+    os.killpg(p.proc.pid, signal.SIGTERM)  # the group this test created for the server alone
+    t.join(15)
+    assert result["r"].status == 200 and result["r"].json()["status"] == "succeeded", result["r"].json()
+    assert result["r"].json()["output"] == "group"
+    assert p.proc.wait(20) == 0
+    assert not any("crashed" in line for line in p.lines), p.lines
 
 
 @pytest.mark.slow

@@ -74,6 +74,10 @@ if TYPE_CHECKING:
 __all__ = ["main", "Worker", "WorkerSettings", "describe_exception"]
 
 
+def _ignore_signal(signum: int, frame: object) -> None:
+    """Handler for SIGINT/SIGTERM in the worker: the parent decides when it stops."""
+
+
 @dataclasses.dataclass
 class WorkerSettings:
     """The limits the worker needs, sent by the parent in ``init`` (see :class:`minicog.settings.Settings`)."""
@@ -176,7 +180,13 @@ class Worker:
         from minicog.sdk import runtime
 
         runtime._set_active()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+        # The parent decides when we stop (shutdown message, or its channel closing).
+        # Ctrl-C in a terminal and `timeout`/`docker stop` signal the whole process group;
+        # obeying them here would kill predictions the parent is still draining.
+        # A no-op handler rather than SIG_IGN: ignored dispositions survive exec, and the
+        # model's own child processes must still obey SIGINT/SIGTERM.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _ignore_signal)
         try:
             init = self.control.recv()
         except (EOFError, OSError, protocol.ProtocolError) as exc:
