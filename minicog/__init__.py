@@ -40,6 +40,7 @@ from . import sdk as _sdk
 
 __all__ = [
     "__version__",
+    "COG_VERSION",
     # Cog's public SDK names
     "BaseRunner", "BasePredictor", "BaseModel", "Opaque", "Input", "FieldInfo",
     "Path", "Secret", "File", "URLFile", "URLPath", "ConcatenateIterator",

@@ -48,7 +48,7 @@ import math
 import os
 import pathlib
 import types
-from typing import Any, Iterable, Iterator, NamedTuple, Optional
+from typing import Any, Iterable, NamedTuple, Optional
 
 from . import files
 from .errors import OutputError

@@ -42,7 +42,7 @@ import json
 import logging
 import re
 import threading
-from typing import Any, Callable, Iterable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 __all__ = ["ValidationResult", "Validator", "validate_input", "MISSING_TYPE", "VALUE_TYPE"]
 

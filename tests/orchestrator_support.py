@@ -63,6 +63,27 @@ class Recorder:
             return [e[2] for e in self.events if e[0] == "output"]
 
 
+
+class Gate(Recorder):
+    """A recorder that holds the orchestrator's I/O thread inside its *hold* calls
+    (``"log"`` or ``"output"``) until ``release`` is set: the parent stops reading, so
+    tests can stage what the worker does meanwhile (backpressure, spills, late cancels)."""
+
+    def __init__(self, hold: str = "log", timeout: float = 20.0) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self._hold, self._timeout = hold, timeout
+
+    def log(self, source: str, data: str) -> None:
+        super().log(source, data)
+        if self._hold == "log":
+            assert self.release.wait(self._timeout)
+
+    def output(self, index: int, value: Any) -> None:
+        super().output(index, value)
+        if self._hold == "output":
+            assert self.release.wait(self._timeout)
+
 @contextlib.contextmanager
 def running(name: str, *, ready: bool = True, timeout: float = 30.0, **settings: Any) -> Iterator[Orchestrator]:
     """An orchestrator serving tests/predictors/<name>, stopped (and reaped) afterwards."""

@@ -168,7 +168,7 @@ class _Reader:
 def test_streamed_output_printed_as_it_arrives():
     proc = _spawn("predict", "--predictor", predictor("cli_stream.py"), "-i", "count=4", "-i", "pause=0.4")
     try:
-        out, err = _Reader(proc.stdout), _Reader(proc.stderr)
+        out, _err = _Reader(proc.stdout), _Reader(proc.stderr)  # stderr drained so the pipe never fills
         wait_until(lambda: b"tok0 " in out.data, timeout=TIMEOUT, message="the first token")
         # The first token is on stdout while the prediction is still running.
         assert proc.poll() is None and b"tok3" not in out.data

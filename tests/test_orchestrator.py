@@ -112,7 +112,6 @@ def test_worker_exits_when_the_parent_dies(tmp_path):
     import signal
     import subprocess
     import sys
-    import time
 
     from support import ROOT, predictor, wait_until
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from orchestrator_support import Recorder, predict, running
+from orchestrator_support import Gate, Recorder, predict, running
 from support import wait_until
 
 
@@ -141,24 +141,12 @@ def _rss_kib(pid):
 
 @pytest.mark.slow
 def test_a_log_flood_meets_backpressure_instead_of_growing_memory(tmp_path):
-    import threading
-
-    class Gate(Recorder):
-        """Holds the orchestrator's I/O thread in the first log call: the parent stops reading."""
-
-        def __init__(self):
-            super().__init__()
-            self.release = threading.Event()
-
-        def log(self, source, data):
-            super().log(source, data)
-            assert self.release.wait(60)
 
     progress = tmp_path / "progress"
     lines = 50000  # ~5.5 MB of output
     with running("w9_flood.py") as orch:
         base = _rss_kib(orch.pid)
-        rec = Gate()
+        rec = Gate(hold="log", timeout=60)
         orch.submit("flood", {"lines": lines, "progress": str(progress)}, rec)
         seen = []
 

@@ -2,7 +2,6 @@
 
 import pytest
 
-import minicog
 from minicog.sdk.exceptions import CancelationException
 
 

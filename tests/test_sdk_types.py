@@ -2,7 +2,6 @@
 
 import dataclasses
 import io
-import os
 import pathlib
 import pickle
 import typing

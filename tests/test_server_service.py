@@ -3,7 +3,6 @@
 import os
 import threading
 
-import pytest
 
 from http_helpers import call, running, wait_until
 from minicog.server.service import JSONFormatter, configure_logging

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from orchestrator_support import Recorder, predict, running
+from orchestrator_support import Gate, Recorder, predict, running
 
 
 def test_cancel_interrupts_time_sleep_quickly():
@@ -85,23 +85,11 @@ def test_flood_on_one_slot_does_not_delay_cancel_on_another():
 def test_a_cancel_that_crosses_the_end_does_not_cancel_a_reused_id():
     """A cancel sent while the worker's answer is on its way must not stick to the id: Cog
     lets a finished prediction's id be used again, and that run must not start canceled."""
-    import threading
-
-    class Gate(Recorder):
-        # Holds the orchestrator's I/O thread in output(), so the parent still sees the
-        # prediction in flight after the worker has finished it.
-        def __init__(self):
-            super().__init__()
-            self.release = threading.Event()
-
-        def output(self, index, value):
-            super().output(index, value)
-            assert self.release.wait(20)
 
     from support import wait_until
 
     with running("w_sleep.py") as orch:
-        first = Gate()
+        first = Gate(hold="output", timeout=20)
         orch.submit("again", {"seconds": 0}, first)
         assert first.first_output.wait(10)
         # The worker's terminal message is waiting in the slot channel: it has finished.

@@ -1,6 +1,5 @@
 """Output capture in the worker, observed through the orchestrator."""
 
-import pytest
 
 from orchestrator_support import Recorder, predict, running
 from minicog.worker.logs import LogOwner, truncation_marker

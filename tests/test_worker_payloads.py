@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from orchestrator_support import Recorder, predict, running
+from orchestrator_support import Gate, Recorder, predict, running
 
 MiB = 1024 * 1024
 
@@ -113,23 +113,11 @@ def test_unserialisable_output_fails_cleanly():
 
 def test_unreadable_output_spill_fails_the_prediction_and_the_slot_stays_healthy():
     import glob
-    import threading
 
     from support import wait_until
 
-    class Gate(Recorder):
-        """Holds the orchestrator's I/O thread in the first log call, so the spill waits unread."""
-
-        def __init__(self):
-            super().__init__()
-            self.release = threading.Event()
-
-        def log(self, source, data):
-            super().log(source, data)
-            assert self.release.wait(20)
-
     with running("w9_spill.py", max_inline_ipc_bytes=1024) as orch:
-        rec = Gate()
+        rec = Gate(hold="log", timeout=20)
         orch.submit("sp", {"size": 100000}, rec)
         pattern = os.path.join(orch._tmp_root, "*", "outputs", "spill_*.json")
         spill = wait_until(lambda: glob.glob(pattern), timeout=10, message="the output spill file")[0]

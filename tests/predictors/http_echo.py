@@ -2,7 +2,7 @@
 import sys
 import time
 
-from cog import BasePredictor, Input, Path, current_scope
+from cog import BasePredictor, Input, current_scope
 
 
 class Predictor(BasePredictor):
