@@ -310,7 +310,7 @@ class _Listener:
         orch = self.handle._model._orchestrator
         if orch is not None:
             try:
-                orch.release(self.handle.id)
+                orch.release(self.handle.id, self)
             except Exception:  # cleanup must not break the terminal call
                 pass
 

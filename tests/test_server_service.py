@@ -201,3 +201,32 @@ def test_serve_returns_1_when_the_port_is_taken():
                 if h not in saved[2]:
                     root.removeHandler(h)
             root.propagate, root.level = saved[0], saved[1]
+
+
+
+def test_reused_id_while_the_earlier_run_still_holds_its_files():
+    """Each run's release removes its own folder, and both records leave the service."""
+    from minicog.server.http import PredictionRequest
+
+    # Tiny inline limit: every input is spilled, so each run's folder exists on disk.
+    with running("http_files.py", settings={"max_inline_ipc_bytes": 4}) as svc:
+        root = svc.orchestrator._tmp_root
+
+        def run():
+            pred, created = svc.create("prediction", PredictionRequest(id="again", input={"count": 1}), sse=False,
+                                       headers={})
+            assert created
+            return pred
+
+        first = run()
+        assert first.retain()  # a response writer still sending the first run's files
+        assert first.wait(20) and first.status == "succeeded", first.snapshot()
+        assert len(os.listdir(root)) == 1
+        second = run()
+        assert second.wait(20) and second.status == "succeeded", second.snapshot()
+        # The second run had no other reader: its folder went at its end, the first's stayed.
+        wait_until(lambda: len(os.listdir(root)) == 1, 5, message="only the first run's folder left")
+        first.release()
+        assert os.listdir(root) == []
+        with svc._lock:
+            assert not svc._holding

@@ -262,7 +262,9 @@ class Orchestrator:
         self.num_slots = 0
         self._free: list[int] = []
         self._flights: dict[str, _Flight] = {}
-        self._dirs: dict[str, str] = {}
+        # id -> [(listener, folder)]: a finished run's files may still be in use when a
+        # new run reuses its id, so each run's folder is released on its own.
+        self._dirs: dict[str, list[tuple[Any, str]]] = {}
         self._gen: Optional[_Generation] = None
         self._generations = 0
         self._deaths: collections.deque[float] = collections.deque()
@@ -385,7 +387,7 @@ class Orchestrator:
             flight = _Flight(prediction_id, slot, listener, gen)
             self._flights[prediction_id] = flight
         try:
-            tmp = self._make_dir(prediction_id)
+            tmp = self._make_dir(prediction_id, listener)
             msg: dict[str, Any] = {"type": "predict", "id": prediction_id, "context": dict(context or {}), "tmp_dir": tmp}
             if len(data) > self.settings.max_inline_ipc_bytes:
                 os.makedirs(os.path.join(tmp, "inputs"), exist_ok=True)
@@ -401,6 +403,7 @@ class Orchestrator:
                 self._flights.pop(prediction_id, None)
                 if self._gen is gen and self.state == "READY":
                     self._free.insert(0, slot)
+            self.release(prediction_id, listener)
             raise errors.WorkerError(f"cannot prepare the prediction's temporary folder: {exc}") from None
         _call(listener, "started")
         channel = gen.slots[slot] if slot < len(gen.slots) else None
@@ -456,14 +459,24 @@ class Orchestrator:
         except (OSError, ValueError):
             pass  # the worker is gone; the I/O thread ends the prediction
 
-    def release(self, prediction_id: str) -> None:
+    def release(self, prediction_id: str, listener: Any = None) -> None:
         """Remove a prediction's temporary folder (call when done with its file outputs).
 
-        Safe to call more than once, and for ids that never had a folder.
+        With *listener* (the one given to :meth:`submit`), only that run's folder goes:
+        an id can be reused while an earlier run's files are still being sent, and
+        that run's release must not delete the new run's files.  Without it, every
+        folder made for the id goes.  Safe to call more than once, and for ids that
+        never had a folder.
         """
+        prediction_id = str(prediction_id)
         with self._lock:
-            path = self._dirs.pop(str(prediction_id), None)
-        if path:
+            runs = self._dirs.pop(prediction_id, [])
+            if listener is not None:
+                keep = [run for run in runs if run[0] is not listener]
+                if keep:
+                    self._dirs[prediction_id] = keep
+                runs = [run for run in runs if run[0] is listener]
+        for _, path in runs:
             shutil.rmtree(path, ignore_errors=True)
 
     def healthcheck(self) -> tuple[bool, Optional[str]]:
@@ -516,7 +529,7 @@ class Orchestrator:
                                             "see the server log.")
         raise errors.ServiceUnavailable("The server is shutting down.")
 
-    def _make_dir(self, prediction_id: str) -> str:
+    def _make_dir(self, prediction_id: str, listener: Any) -> str:
         """The prediction's folder: named here, created only by whoever first writes into it.
 
         Most predictions never write a file, and creating and removing a folder per
@@ -528,7 +541,7 @@ class Orchestrator:
         with self._lock:
             self._dir_counter += 1
             path = os.path.join(self._tmp_root, f"{_safe_name(prediction_id)}-{self._dir_counter}")
-            self._dirs[prediction_id] = path
+            self._dirs.setdefault(prediction_id, []).append((listener, path))
         return path
 
     def _finish_healthcheck(self, hc: _Healthcheck, result: tuple[bool, Optional[str]]) -> None:

@@ -401,11 +401,6 @@ class Service:
             existing = self._inflight.get(pid)
             if existing is not None:
                 return existing, False
-            for held in self._holding.values():
-                if held.id == pid:
-                    # An earlier run with this id still has its files in use; its release
-                    # must not delete the new run's folder (the orchestrator keys by id).
-                    held.on_release = None
             self._inflight[pid] = pred
             self._holding[id(pred)] = pred
         try:
@@ -444,9 +439,8 @@ class Service:
         with self._lock:
             self._holding.pop(id(pred), None)
             self._lock.notify_all()
-            cleanup = pred.on_release is not None
-        if cleanup:
-            self.orchestrator.release(pred.id)
+        # By listener: an earlier run with the same id must not delete this run's folder.
+        self.orchestrator.release(pred.id, pred)
 
 
 # ---------------------------------------------------------------------- logging
