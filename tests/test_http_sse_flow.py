@@ -102,3 +102,34 @@ def test_reader_that_stops_reading_is_dropped_while_prediction_and_others_go_on(
     before = [p[0] for p in parsed[:-1]]
     assert before == list(range(1, len(before) + 1)) and err_id == len(before)
     assert len(before) < n  # it really was cut off
+
+
+def test_fast_prediction_never_ends_before_its_stream_holds_it():
+    """A prediction that ends between create() and the SSE writer taking its reference
+    used to answer 503 "Prediction stream unavailable" though it had succeeded (H10)."""
+    import collections
+    import threading
+
+    from http_helpers import call
+
+    with running("h7_sse_tokens.py") as svc:
+        outcomes = collections.Counter()
+        bad = []
+
+        def client():
+            for _ in range(60):
+                r = call(svc, "POST", "/predictions", {"input": {"n": 0}}, headers={"Accept": "text/event-stream"})
+                outcomes[r.status] += 1
+                if r.status == 200:
+                    if b"event: completed" not in r.body:
+                        bad.append(r.body[:200])
+                elif r.status != 409:  # a busy slot is a fair answer; anything else is not
+                    bad.append((r.status, r.body[:200]))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads)
+        assert outcomes[200] > 0 and not bad, (outcomes, bad[:3])

@@ -218,13 +218,13 @@ def test_reused_id_while_the_earlier_run_still_holds_its_files():
             assert created
             return pred
 
-        first = run()
-        assert first.retain()  # a response writer still sending the first run's files
+        first = run()  # create() holds a reference for its caller: the first run's files stay
         assert first.wait(20) and first.status == "succeeded", first.snapshot()
         assert len(os.listdir(root)) == 1
         second = run()
         assert second.wait(20) and second.status == "succeeded", second.snapshot()
-        # The second run had no other reader: its folder went at its end, the first's stayed.
+        second.release()
+        # The second run's last reference is gone: its folder went, the first's stayed.
         wait_until(lambda: len(os.listdir(root)) == 1, 5, message="only the first run's folder left")
         first.release()
         assert os.listdir(root) == []

@@ -30,6 +30,7 @@ def test_cancel_while_the_prediction_is_not_yet_dispatched_stops_it():
         t0 = time.monotonic()
         assert pred.wait(10), "the cancel was lost: the model ran on"
         assert pred.status == "canceled"
+        pred.release()  # the reference create() took for its caller
         assert time.monotonic() - t0 < 5
         # The service goes on.
         r = call(svc, "POST", "/predictions", {"input": {"seconds": 0}})

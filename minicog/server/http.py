@@ -257,7 +257,8 @@ class App(Protocol):
     def request_shutdown(self) -> None: ...
     def streaming_supported(self, kind: str) -> bool: ...
     def find_inflight(self, prediction_id: str) -> Any: ...
-    def create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str], put: bool) -> tuple[Any, bool]: ...
+    def create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str], put: bool) -> tuple[Any, bool]:
+        """The new record (created=True, with a reference held for the caller to release) or the one in flight."""
     def cancel(self, prediction_id: str) -> bool: ...
 
 
@@ -694,25 +695,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
         prefer = parse_prefer(self._header_values("Prefer"))
         forwarded = {k: v for k in ("traceparent", "tracestate") if (v := self.headers.get(k))}
         pred, created = app.create(kind, req, sse=sse, headers=forwarded, put=url_id is not None)
-        if sse:
-            self._stream(pred, created)
-        elif not created:
-            # PUT with the id of a prediction in flight: its state, never a second run.
-            self._send_snapshot(202, pred, with_input=True)
-        elif "respond-async" in prefer:
-            self._send_json(202, {"id": pred.id, "status": "starting"}, {"Preference-Applied": "respond-async"})
-        else:
-            self._respond_sync(pred)
-
-    def _send_snapshot(self, status: int, pred: Any, *, with_input: bool = False) -> None:
-        if not pred.retain():
-            # Finished and its files released between lookup and now: answer what is left.
-            self._send_json(status, {k: v for k, v in pred.snapshot(with_input=with_input).items() if k != "output"})
-            return
+        # A new record comes with a reference taken for us before it was submitted (a
+        # fast model could otherwise end and release its files before we retain them);
+        # an existing one may have been released already.
+        held = created or pred.retain()
         try:
-            self._send_json(status, pred.snapshot(with_input=with_input))
+            if sse:
+                self._stream(pred, held)
+            elif not created:
+                # PUT with the id of a prediction in flight: its state, never a second run.
+                self._send_snapshot(202, pred, held, with_input=True)
+            elif "respond-async" in prefer:
+                self._send_json(202, {"id": pred.id, "status": "starting"}, {"Preference-Applied": "respond-async"})
+            else:
+                self._respond_sync(pred)
         finally:
-            pred.release()
+            if held:
+                pred.release()
+
+    def _send_snapshot(self, status: int, pred: Any, held: bool, *, with_input: bool = False) -> None:
+        snap = pred.snapshot(with_input=with_input)
+        if not held:
+            # Finished and its files released between lookup and now: answer what is left.
+            snap.pop("output", None)
+        self._send_json(status, snap)
 
     # ------------------------------------------------------------- waiting
     def _client_gone(self) -> bool:
@@ -735,18 +741,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return True
 
     def _respond_sync(self, pred: Any) -> None:
+        """Wait for *pred* (the caller holds a reference on its files) and answer it."""
         interval = self.server.settings.disconnect_poll_interval
-        pred.retain()
-        try:
-            while not pred.wait(interval):
-                if self._client_gone():
-                    log.info("client of %s %s disconnected; canceling", pred.kind, pred.id)
-                    self.server.app.cancel(pred.id)
-                    self.close_connection = True
-                    return
-            self._send_json(200, pred.snapshot())
-        finally:
-            pred.release()
+        while not pred.wait(interval):
+            if self._client_gone():
+                log.info("client of %s %s disconnected; canceling", pred.kind, pred.id)
+                self.server.app.cancel(pred.id)
+                self.close_connection = True
+                return
+        self._send_json(200, pred.snapshot())
 
     def _write_events(self, events: list) -> None:
         """Write *events* as few HTTP chunks as possible (one per ~64 KiB of text)."""
@@ -775,7 +778,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _write_chunk(self, parts: list, size: int) -> None:
         self.wfile.write(b"".join([b"%x\r\n" % size, *parts, b"\r\n"]))
 
-    def _stream(self, pred: Any, created: bool) -> None:
+    def _stream(self, pred: Any, held: bool) -> None:
+        """Write *pred*'s events as SSE; *held*: the caller holds a reference on its files."""
+        if not held:
+            raise ServiceUnavailable("Prediction stream unavailable")
         settings = self.server.settings
         last = self.headers.get("Last-Event-ID")
         try:
@@ -783,9 +789,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             last_id = None
         sub = pred.events.subscribe(last_event_id=last_id)
-        if not pred.retain():
-            sub.close()
-            raise ServiceUnavailable("Prediction stream unavailable")
         gone = False
         try:
             self.send_response(200)
@@ -822,7 +825,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             sub.close()
-            pred.release()
             if gone:
                 self.close_connection = True
                 if pred.cancel_on_disconnect and not pred.is_terminal and pred.events.subscriber_count == 0:

@@ -366,7 +366,12 @@ class Service:
 
     def create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str],
                put: bool = False) -> tuple[Prediction, bool]:
-        """Start a prediction, or return the one in flight with the same id (created=False)."""
+        """Start a prediction, or return the one in flight with the same id (created=False).
+
+        A new record comes with one reference (:meth:`Prediction.retain`) taken for
+        the caller before it is submitted, so its files cannot be released before the
+        caller has answered; the caller gives it back with ``release()``.
+        """
         if req.id is not None:
             existing = self.find_inflight(req.id)
             if existing is not None:
@@ -403,6 +408,7 @@ class Service:
                 return existing, False
             self._inflight[pid] = pred
             self._holding[id(pred)] = pred
+        pred.retain()  # the caller's reference (see the docstring)
         try:
             self.orchestrator.submit(pid, value, pred, context=req.context)
         except BaseException:
