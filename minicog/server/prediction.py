@@ -42,8 +42,9 @@ Timestamps ``created_at``, ``started_at`` and ``completed_at`` are ISO 8601 UTC
 (Cog's schema declares them; coglet never sends them).
 
 Life of the output files.  The record starts with one reference to itself; the
-sync response writer, each SSE reader and the webhook sender take one more
-(:meth:`retain`) and give it back (:meth:`release`).  When the record is
+HTTP request that created it (the service retains for it before the record is
+submitted, so a fast model cannot end first), each later reader and the webhook
+sender take one more (:meth:`retain`) and give it back (:meth:`release`).  When the record is
 terminal and the count drops to zero, ``on_release`` runs once: the service
 uses it to let the orchestrator delete the per-prediction temporary files.
 """
