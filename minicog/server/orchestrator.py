@@ -781,12 +781,14 @@ class Orchestrator:
             if not dead and gen.pidfd is None and gen.popen.poll() is not None:
                 dead = True
             if dead:
-                # Read what the worker managed to send before it went away (its last log lines).
+                # Read what the worker managed to send before it went away (its last log lines),
+                # for a bounded time: a child of the model could still hold the channel open.
+                drain_until = time.monotonic() + 2.0
                 for obj, index in list(conns.items()):
                     if index < -1:
                         continue
                     try:
-                        while obj.poll():
+                        while time.monotonic() < drain_until and obj.poll():
                             msg = protocol.recv(obj)
                             if index == -1:
                                 self._on_control(gen, msg)
@@ -957,11 +959,14 @@ class Orchestrator:
             _call(listener, "metric", str(msg.get("name")), msg.get("value"), str(msg.get("mode") or "replace"))
         elif kind in protocol.TERMINAL:
             with self._lock:
-                if self._flights.get(flight.id) is flight:
+                ours = self._flights.get(flight.id) is flight
+                if ours:
                     del self._flights[flight.id]
                 if self._gen is gen and self.state == "READY" and gen.slots[index] is not None \
                         and index not in self._free:
                     self._free.append(index)
+            if not ours:
+                return  # stop() ended it on another thread meanwhile: one terminal call only
             if flight.cancel_requested or kind == "canceled":
                 _call(listener, "canceled")
             elif kind == "failed":
