@@ -54,7 +54,8 @@ from . import errors
 from ._version import COG_VERSION, __version__
 from .settings import Settings
 
-__all__ = ["main", "build_parser", "parse_input_value", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+__all__ = ["main", "build_parser", "parse_input_value", "build_inputs", "collect_inputs",
+           "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -352,9 +353,27 @@ def read_json_inputs(spec: Optional[str], stdin: TextIO) -> Dict[str, Any]:
 
 
 def build_inputs(pairs: Sequence[str], json_inputs: Dict[str, Any], doc: Optional[dict], component: str) -> Dict[str, Any]:
-    """Merge ``--json`` and ``-i`` into one input dict, parsing each VALUE by its schema type."""
+    """Merge ``--json`` and ``-i`` into one input dict, parsing each VALUE by its schema type.
+
+    Raises UsageError listing every problem found.
+    """
+    inputs, problems, _failed = collect_inputs(pairs, json_inputs, doc, component)
+    if problems:
+        raise UsageError(*problems)
+    return inputs
+
+
+def collect_inputs(pairs: Sequence[str], json_inputs: Dict[str, Any], doc: Optional[dict],
+                   component: str) -> Tuple[Dict[str, Any], List[str], set]:
+    """Like :func:`build_inputs` but never raises: ``(inputs, problems, failed names)``.
+
+    The inputs that could be read are returned so that the caller can still run
+    the schema validation on them and show *every* problem at once (an unknown
+    input must not hide an out-of-range one).
+    """
     props = _input_properties(doc, component)
     problems: List[str] = []
+    failed: set = set()
     grouped: Dict[str, List[str]] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
@@ -368,6 +387,8 @@ def build_inputs(pairs: Sequence[str], json_inputs: Dict[str, Any], doc: Optiona
         if props is not None and name not in props:
             known = ", ".join(sorted(props)) or "none"
             problems.append(f"input '{name}': unknown input (this predictor takes: {known})")
+            failed.add(name)
+            inputs.pop(name, None)
             continue
         node = (props or {}).get(name) or {}
         resolved = _resolve(doc or {}, node)
@@ -382,13 +403,15 @@ def build_inputs(pairs: Sequence[str], json_inputs: Dict[str, Any], doc: Optiona
                 inputs[name] = [parse_input_value(t, items, doc, name=name) for t in texts]
             elif len(texts) > 1:
                 problems.append(f"input '{name}': given {len(texts)} times but it takes one value")
+                failed.add(name)
+                inputs.pop(name, None)
             else:
                 inputs[name] = parse_input_value(texts[0], node, doc, name=name)
         except UsageError as exc:
             problems.extend(exc.problems)
-    if problems:
-        raise UsageError(*problems)
-    return inputs
+            failed.add(name)
+            inputs.pop(name, None)
+    return inputs, problems, failed
 
 
 def format_validation_errors(detail: List[dict]) -> List[str]:
@@ -616,7 +639,16 @@ def _cmd_predict(args: argparse.Namespace, mode: str) -> int:
     handle = None
     try:
         model.start()
-        inputs = build_inputs(args.input, json_inputs, model.schema, model.input_component)
+        inputs, problems, failed = collect_inputs(args.input, json_inputs, model.schema, model.input_component)
+        if problems:
+            # Validate what could be read too, so every problem shows at once; an input
+            # already reported (say "no such file") is not reported again as missing.
+            try:
+                model.validate(inputs)
+            except errors.InputValidationError as exc:
+                problems += format_validation_errors(
+                    [d for d in exc.detail if not (len(d.get("loc") or []) > 2 and d["loc"][2] in failed)])
+            raise UsageError(*problems)
         array, iterator, concatenate = _output_shape(model.schema, mode)
         writer = OutputWriter(sys.stdout, array=array, stream=iterator, concatenate=concatenate,
                               output=args.output, output_dir=args.output_dir)

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from support import ROOT, predictor, wait_until
+from support import ROOT, Receiver, predictor, wait_until
 
 TIMEOUT = 60
 
@@ -81,6 +81,54 @@ def test_bad_input_exits_2_with_one_line_per_problem():
     assert any(line.startswith("error: input 'color': ") and "blue" in line for line in errors), errors
     assert any(line.startswith("error: input 'numbers") for line in errors), errors
     assert "error: input 'text': Field required" in errors
+    assert proc.stdout == ""
+
+
+def test_problems_found_while_reading_values_do_not_hide_validation_problems(tmp_path):
+    # An unknown input, a missing @file, an input given twice and two out-of-range
+    # values: all five reported at once, each on its own line naming its input.
+    proc = run_cli("predict", "--predictor", predictor("cli_types.py"), "-i", "text=t", "-i", "bogus=1",
+                   "-i", f"doc=@{tmp_path}/missing.txt", "-i", "flag=true", "-i", "flag=false",
+                   "-i", "n=11", "-i", "color=blue")
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert sorted(e.split("'")[1] for e in errors) == ["bogus", "color", "doc", "flag", "n"], proc.stderr
+    assert f"error: input 'doc': no such file: {tmp_path}/missing.txt" in errors
+    assert proc.stdout == ""
+
+
+def test_json_from_a_file_and_a_url_passed_through_for_the_worker_to_fetch(tmp_path):
+    inputs = tmp_path / "inputs.json"
+    with Receiver(lambda rec: (200, {"Content-Type": "text/plain"}, b"fetched by the worker")) as server:
+        inputs.write_text(json.dumps({"text": "from json", "doc": f"{server.url}/doc.txt"}))
+        proc = run_cli("predict", "--predictor", predictor("cli_types.py"), "--json", f"@{inputs}")
+        assert proc.returncode == 0, proc.stderr
+        assert [r.path for r in server.requests] == ["/doc.txt"]
+        out = json.loads(proc.stdout)
+        assert (out["text"], out["doc"]) == ("from json", "fetched by the worker")
+        proc = run_cli("predict", "--predictor", predictor("cli_types.py"), "-i", "text=x",
+                       "-i", f"doc={server.url}/again.txt")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["doc"] == "fetched by the worker"
+        assert [r.path for r in server.requests] == ["/doc.txt", "/again.txt"]
+
+
+def test_o_numbers_a_list_of_files(tmp_path):
+    proc = run_cli("predict", "--predictor", predictor("cli_files.py") + ":Several", "-i", "count=2",
+                   "-o", str(tmp_path / "res.dat"))
+    assert proc.returncode == 0, proc.stderr
+    assert [(tmp_path / f"res.{i}.dat").read_text() for i in range(2)] == ["file 0", "file 1"]
+    assert json.loads(proc.stdout) == [str(tmp_path / f"res.{i}.dat") for i in range(2)]
+
+
+def test_train_bad_input_exits_2_and_failed_training_exits_1():
+    proc = run_cli("train", "--predictor", predictor("cli_train.py") + ":Trainer", "-i", "steps=0")
+    assert proc.returncode == 2
+    assert "error: input 'steps': 0 is less than the minimum of 1" in proc.stderr.splitlines()
+    proc = run_cli("train", "--predictor", predictor("cli_train.py") + ":Broken")
+    assert proc.returncode == 1, proc.stderr
+    assert "cli_train: broken training starts" in proc.stderr
+    assert "error: Training failed: RuntimeError: training diverged after 2 steps" in proc.stderr.splitlines()
     assert proc.stdout == ""
 
 

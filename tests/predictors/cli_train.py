@@ -17,3 +17,11 @@ class Trainer(BaseRunner):
         with f:
             f.write(f"weights after {steps} steps")
         return TrainingOutput(weights=Path(f.name), steps=steps)
+
+
+class Broken(BaseRunner):
+    """A training that logs and then fails (exit status 1)."""
+
+    def train(self, steps: int = Input(default=2)) -> TrainingOutput:
+        print("cli_train: broken training starts")
+        raise RuntimeError(f"training diverged after {steps} steps")
