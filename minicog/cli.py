@@ -672,8 +672,11 @@ def _cmd_predict(args: argparse.Namespace, mode: str) -> int:
     except KeyboardInterrupt:
         # Ignore further Ctrl-C while we cancel and stop cleanly (bounded waits).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if handle is None:  # during setup or input checks: nothing to cancel, the worker is stopped below
+            print("\nInterrupted", file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
         print("\nInterrupted: canceling the prediction...", file=sys.stderr, flush=True)
-        if handle is not None and not handle.done():
+        if not handle.done():
             handle.cancel()
             if handle.wait(settings.cancel_grace_period + 5.0):
                 print(f"prediction {handle.status}", file=sys.stderr, flush=True)

@@ -273,6 +273,25 @@ def test_ctrl_c_cancels_the_prediction_and_exits_130(tmp_path, target):
             proc.wait(5)
 
 
+def test_ctrl_c_during_setup_exits_130_at_once_and_stops_the_worker():
+    proc = _spawn("predict", "--predictor", predictor("cli_slow_setup.py"), new_session=True)
+    try:
+        _out, err = _Reader(proc.stdout), _Reader(proc.stderr)
+        wait_until(lambda: b"cli_slow_setup: setting up" in err.data, timeout=TIMEOUT, message="setup to start")
+        workers = _children(proc.pid)
+        assert workers, "no worker process found"
+        proc.send_signal(signal.SIGINT)
+        # setup() sleeps 60 s: the command must not wait for it.
+        assert proc.wait(timeout=15) == 130
+        err.thread.join(5)
+        assert b"\nInterrupted\n" in err.data and b"canceling" not in err.data, err.data[-300:]
+        wait_until(lambda: not any(_alive(w) for w in workers), timeout=15, message="the worker to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
 def test_schema_prints_the_openapi_document():
     proc = run_cli("schema")
     assert proc.returncode == 0, proc.stderr
