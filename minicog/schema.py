@@ -25,8 +25,11 @@ Type fragments: ``str``/``int``/``float``/``bool`` → ``string``/``integer``/
 ``number``/``boolean``; ``Path``/``File`` → ``string`` + ``format: uri``;
 ``Secret`` → a ``password`` string with ``x-cog-secret``; ``Any``, ``dict``,
 ``TypedDict`` and ``Annotated[T, Opaque]`` → ``object``; ``list[T]`` →
-``array`` of ``T``; ``Optional[T]`` → ``T`` + ``nullable``; other unions of
-JSON-native types → ``anyOf``.  An input annotation outside this set raises
+``array`` of ``T`` (``Annotated[list[T], Opaque]`` → an array of objects, as
+Cog keeps an opaque type's list/optional shape); ``Optional[T]`` → ``T`` +
+``nullable`` and, without a default, optional (the validator passes ``None``
+when it is omitted, coglet's rule); other unions of JSON-native types →
+``anyOf``.  An input annotation outside this set raises
 :class:`~minicog.errors.SchemaError` naming the parameter and the type, at
 start-up rather than at the first request.
 
@@ -114,7 +117,8 @@ class InputSpec:
 
     @property
     def default(self) -> Any:
-        """The Python default, or :data:`~minicog.sdk.MISSING` when the input is required."""
+        """The Python default, or :data:`~minicog.sdk.MISSING` when there is none (a bare
+        ``Optional[T]`` has none yet is not required: omitted, it arrives as None)."""
         return self.field.default
 
 
@@ -159,6 +163,22 @@ def _is_opaque(tp: Any) -> bool:
     return typing.get_origin(tp) is typing.Annotated and any(m is Opaque for m in tp.__metadata__)
 
 
+def _opaque_fragment(tp: Any) -> tuple[dict, bool]:
+    """``Annotated[T, Opaque]`` → (fragment, nullable); the shape of T survives.
+
+    Cog keeps the list and optional wrappers of an opaque type: ``list[X]``
+    becomes an array of objects, ``Optional[X]`` a nullable object, anything
+    else one object.
+    """
+    inner = typing.get_args(tp)[0]
+    base, nullable, args = _split_optional(inner)
+    if base is None:  # a union of several types: one opaque value
+        base = inner
+    if base is list or typing.get_origin(base) in (list, collections.abc.Sequence):
+        return {"type": "array", "items": {"type": "object"}}, nullable
+    return {"type": "object"}, nullable
+
+
 def _unannotate(tp: Any) -> Any:
     while typing.get_origin(tp) is typing.Annotated and not _is_opaque(tp):
         tp = typing.get_args(tp)[0]
@@ -181,7 +201,15 @@ class _Unsupported(Exception):
 def _input_fragment(tp: Any, kind: _Kind, *, top: bool = True) -> dict:
     """JSON fragment of an input type; *kind* records files/secrets/lists for the worker."""
     tp = _unannotate(tp)
-    if _is_opaque(tp) or tp is typing.Any or tp is dict or typing.get_origin(tp) in (dict, collections.abc.Mapping) or _is_typeddict(tp):
+    if _is_opaque(tp):
+        fragment, nullable = _opaque_fragment(tp)
+        if nullable:
+            if top:
+                kind.nullable = True  # published on the property, next to default/title
+            else:
+                fragment["nullable"] = True
+        return fragment
+    if tp is typing.Any or tp is dict or typing.get_origin(tp) in (dict, collections.abc.Mapping) or _is_typeddict(tp):
         return {"type": "object"}
     if tp in _PRIMITIVES:
         return {"type": _PRIMITIVES[tp]}
@@ -312,9 +340,12 @@ def _describe_one(name: str, annotation: Any, field: FieldInfo, order: int, what
         raise SchemaError(f"input {name!r} of {what} has type {_type_name(annotation)}, which minicog cannot use as an input"
                           f"{why}; supported: str, int, float, bool, Path, File, Secret, Any/dict, list[T], "
                           "Optional[T] and unions of JSON types") from None
-    required = field.default is MISSING
+    has_default = field.default is not MISSING
     # minicog: a None default makes any input optional and nullable (Cog would make it required).
-    nullable = kind.nullable or (not required and field.default is None)
+    nullable = kind.nullable or (has_default and field.default is None)
+    # Cog: a bare ``x: Optional[T]`` without a default is optional (the validator passes
+    # None when it is omitted); a union of several types without a default stays required.
+    required = not has_default and not (kind.nullable and "anyOf" not in fragment)
 
     prop: dict = {}
     enum_component = None
@@ -329,7 +360,7 @@ def _describe_one(name: str, annotation: Any, field: FieldInfo, order: int, what
         prop["x-order"] = order
         prop["title"] = title_case(name)
         prop.update(fragment)
-    if not required:
+    if has_default:
         prop["default"] = _json_default(field.default, name)
     if nullable:
         prop["nullable"] = True
@@ -379,7 +410,10 @@ def _is_model_class(tp: Any) -> bool:
 
 def _output_fragment(tp: Any, seen: tuple = ()) -> dict:
     tp = _unannotate(tp)
-    if _is_opaque(tp) or tp is typing.Any or tp is dict or _is_typeddict(tp):
+    if _is_opaque(tp):
+        fragment, nullable = _opaque_fragment(tp)
+        return {**fragment, "nullable": True} if nullable else fragment
+    if tp is typing.Any or tp is dict or _is_typeddict(tp):
         return {"type": "object"}
     if tp in _PRIMITIVES:
         return {"type": _PRIMITIVES[tp]}
@@ -414,7 +448,7 @@ def _output_fragment(tp: Any, seen: tuple = ()) -> dict:
         for f in dataclasses.fields(tp):
             annotation = hints.get(f.name, typing.Any)
             properties[f.name] = {**_output_fragment(annotation, seen + (tp,)), "title": title_case(f.name)}
-            if not _split_optional(annotation)[1]:
+            if not _split_optional(annotation)[1] and not properties[f.name].get("nullable"):
                 required.append(f.name)
         fragment = {"type": "object", "properties": properties}
         if required:

@@ -1,0 +1,33 @@
+"""Patterns seen in Cog's own test models, run the way a user runs an unmodified model.
+
+Each case here reproduces (in a predictor written for minicog's tests) an
+annotation or behaviour that a model written for Cog relies on and that
+minicog once got wrong; the model runs in a real worker through
+:class:`minicog.Model`, so schema, validation and the worker all take part.
+"""
+
+from __future__ import annotations
+
+from minicog import Model
+
+from support import predictor
+
+
+def test_opaque_keeps_list_and_optional_shape_and_bare_optional_may_be_omitted():
+    with Model(predictor("compat_shapes.py") + ":Predictor") as model:
+        schemas = model.schema["components"]["schemas"]
+        props = schemas["Input"]["properties"]
+        # Annotated[List[X], Opaque] is an array of objects, not one object
+        assert props["records"]["type"] == "array" and props["records"]["items"] == {"type": "object"}
+        # a bare Optional[str] is nullable and not required, with no default key
+        assert props["note"]["nullable"] is True and "default" not in props["note"]
+        assert schemas["Input"]["required"] == ["records"]
+        out = schemas["Output"]["properties"]
+        assert out["first"]["type"] == "object"
+        assert out["rest"] == {"type": "array", "items": {"type": "object"}, "title": "Rest"}
+        assert out["maybe"]["nullable"] is True and schemas["Output"]["required"] == ["first", "rest"]
+
+        records = [{"name": "a", "n": 1}, {"name": "b"}, {"name": "c", "tags": ["x"]}]
+        # omitted Optional arrives as None instead of failing with a missing argument
+        assert model.predict(records=records) == {"first": records[0], "rest": records[1:], "maybe": None}
+        assert model.predict(records=records[:1], note="hi") == {"first": records[0], "rest": [], "maybe": {"note": "hi"}}
