@@ -30,6 +30,12 @@ Where minicog differs: in **train mode** a class only needs ``train()``
 explicit → ``cog.yaml`` in ``cwd`` (``run:``/``predict:``, or ``train:``) →
 ``COG_PREDICT_TYPE_STUB`` / ``COG_TRAIN_TYPE_STUB`` → the embedded default
 model (:data:`minicog.models.DEFAULT_REF`, predict mode only).
+
+cog.yaml's ``environment:`` list (``KEY=VALUE``) is what Cog bakes into the
+image as ``ENV``; :func:`load_predictor` puts it into ``os.environ`` before it
+imports the model, so module-level ``os.getenv`` sees it too.  A variable the
+process already has wins, as ``docker run -e`` wins over the image's ``ENV``:
+it is the local way to override one value without editing cog.yaml.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from .config import load_cog_yaml
 from .errors import ConfigError, LoadError
 from .sdk.predictor import validate_runner_class
 
-__all__ = ["LoadedPredictor", "parse_ref", "load_predictor", "resolve_ref", "MODES"]
+__all__ = ["LoadedPredictor", "parse_ref", "load_predictor", "resolve_ref", "apply_cog_yaml_environment", "MODES"]
 
 MODES = ("predict", "train")
 
@@ -171,6 +177,27 @@ def _pick_default(module: ModuleType, path: str) -> str:
     )
 
 
+def apply_cog_yaml_environment(directory: str, environ: Optional[Any] = None) -> dict[str, str]:
+    """Set the ``environment:`` entries of ``directory``/cog.yaml that ``environ`` lacks.
+
+    Returns the variables it set.  No cog.yaml, or one without ``environment``,
+    changes nothing; a cog.yaml that cannot be read raises :class:`LoadError`.
+    """
+    env = os.environ if environ is None else environ
+    yaml_path = os.path.join(directory, "cog.yaml")
+    if not os.path.isfile(yaml_path):
+        return {}
+    try:
+        config = load_cog_yaml(yaml_path)
+    except ConfigError as exc:
+        raise LoadError(str(exc)) from exc
+    applied = {}
+    for key, value in config.environment.items():
+        if key not in env:
+            env[key] = applied[key] = value
+    return applied
+
+
 def load_predictor(ref: str, *, mode: str = "predict", cwd: Optional[str] = None) -> LoadedPredictor:
     """Import ``ref`` and return the callable to serve, without running setup().
 
@@ -190,6 +217,7 @@ def load_predictor(ref: str, *, mode: str = "predict", cwd: Optional[str] = None
     if os.path.isdir(path):
         raise LoadError(f"predictor reference {ref!r} names a directory ({path}); name a .py file: 'predict.py:Predictor'")
 
+    apply_cog_yaml_environment(base)
     module = _import_file(path, ref)
     if name is None:
         name = _pick_default(module, path)

@@ -31,3 +31,20 @@ def test_opaque_keeps_list_and_optional_shape_and_bare_optional_may_be_omitted()
         # omitted Optional arrives as None instead of failing with a missing argument
         assert model.predict(records=records) == {"first": records[0], "rest": records[1:], "maybe": None}
         assert model.predict(records=records[:1], note="hi") == {"first": records[0], "rest": [], "maybe": {"note": "hi"}}
+
+
+def test_cog_yaml_environment_reaches_the_model_and_the_process_environment_wins(tmp_path, monkeypatch):
+    (tmp_path / "predict.py").write_text(open(predictor("compat_env.py")).read())
+    (tmp_path / "cog.yaml").write_text(
+        'predict: "predict.py:Predictor"\n'
+        "environment:\n"
+        "  - COMPAT_GREETING=hello from cog.yaml\n"
+        "  - COMPAT_OVERRIDDEN=from cog.yaml\n"
+        "  - COMPAT_WITH_EQUALS=a=b\n"
+    )
+    monkeypatch.delenv("COMPAT_GREETING", raising=False)
+    monkeypatch.delenv("COMPAT_WITH_EQUALS", raising=False)
+    monkeypatch.setenv("COMPAT_OVERRIDDEN", "from the shell")
+    with Model(cwd=str(tmp_path)) as model:
+        assert model.predict(name="COMPAT_WITH_EQUALS") == "hello from cog.yaml|a=b"
+        assert model.predict(name="COMPAT_OVERRIDDEN") == "hello from cog.yaml|from the shell"
