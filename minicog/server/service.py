@@ -496,13 +496,8 @@ def serve(ref: Optional[str] = None, *, host: Optional[str] = None, port: Option
     service = Service(ref, settings=settings, host=host, port=port, upload_url=upload_url, mode=mode,
                       max_concurrency=max_concurrency, await_explicit_shutdown=await_explicit_shutdown,
                       cwd=cwd, env=env, orchestrator=orchestrator)
-    try:
-        service.start()
-    except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", service.host, service._requested_port, exc)
-        service.orchestrator.stop(0)
-        return 1
-
+    # Handlers first: the "listening" log line may be what a supervisor waits for before
+    # signalling, and a signal must never meet the default disposition (KeyboardInterrupt).
     received: list[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -515,6 +510,15 @@ def serve(ref: Optional[str] = None, *, host: Optional[str] = None, port: Option
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             installed[sig] = signal.signal(sig, on_signal)
+    try:
+        service.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", service.host, service._requested_port, exc)
+        service.orchestrator.stop(0)
+        for sig, previous in installed.items():
+            signal.signal(sig, previous)
+        return 1
+
     try:
         seen = 0
         while True:
