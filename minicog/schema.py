@@ -38,8 +38,9 @@ whose default is ``None`` is optional and nullable with ``"default": null``
 whatever its annotation (Cog makes ``seed: int = Input(default=None)``
 *required*).  Output annotations are described the same way, plus iterators
 (``x-cog-array-type: iterator``, ``ConcatenateIterator`` →
-``x-cog-array-display: concatenate``), ``BaseModel``/dataclass outputs
-(objects with titled properties) and ``dict[str, V]``
+``x-cog-array-display: concatenate``), ``BaseModel``/dataclass/pydantic
+model outputs (objects with titled properties), ``TypedDict`` outputs
+(properties, ``required`` from its required keys) and ``dict[str, V]``
 (``additionalProperties``); an output type minicog cannot describe is
 published as ``{"title": "Output"}`` (any value) with a warning, because
 outputs are never validated and such a model still works.
@@ -408,13 +409,43 @@ def _is_model_class(tp: Any) -> bool:
     return isinstance(tp, type) and typing.get_origin(tp) is None and dataclasses.is_dataclass(tp)
 
 
+def _is_pydantic_model(tp: Any) -> bool:
+    """A pydantic ``BaseModel`` subclass, recognised by duck typing (minicog never imports pydantic)."""
+    if not isinstance(tp, type) or typing.get_origin(tp) is not None:
+        return False
+    fields = getattr(tp, "model_fields", None)
+    if not isinstance(fields, dict):
+        fields = getattr(tp, "__fields__", None)
+    return isinstance(fields, dict) and callable(getattr(tp, "model_dump", None) or getattr(tp, "dict", None))
+
+
+def _typeddict_output(tp: Any, seen: tuple) -> dict:
+    """A TypedDict output: its keys as properties; ``required`` from ``__required_keys__``."""
+    if tp in seen:
+        return {"type": "object"}
+    try:
+        hints = typing.get_type_hints(tp)  # drops Required/NotRequired (and Annotated) wrappers
+    except Exception as exc:
+        raise _Unsupported(tp, f"cannot read its annotations: {exc}") from None
+    required_keys = getattr(tp, "__required_keys__", frozenset(hints))
+    properties = {name: {**_output_fragment(annotation, seen + (tp,)), "title": title_case(name)}
+                  for name, annotation in hints.items()}
+    fragment: dict = {"type": "object", "properties": properties}
+    required = [name for name in hints if name in required_keys]
+    if required:
+        fragment["required"] = required
+    return fragment
+
+
 def _output_fragment(tp: Any, seen: tuple = ()) -> dict:
     tp = _unannotate(tp)
     if _is_opaque(tp):
         fragment, nullable = _opaque_fragment(tp)
         return {**fragment, "nullable": True} if nullable else fragment
-    if tp is typing.Any or tp is dict or _is_typeddict(tp):
+    if tp is typing.Any or tp is dict:
         return {"type": "object"}
+    if _is_typeddict(tp):
+        return _typeddict_output(tp, seen)
     if tp in _PRIMITIVES:
         return {"type": _PRIMITIVES[tp]}
     if _subclass(tp, _PATH_TYPES + _FILE_TYPES):
@@ -436,20 +467,24 @@ def _output_fragment(tp: Any, seen: tuple = ()) -> dict:
         if concat:
             fragment["x-cog-array-display"] = "concatenate"
         return fragment
-    if _is_model_class(tp):
+    if _is_model_class(tp) or _is_pydantic_model(tp):
         if tp in seen:
             return {"type": "object"}  # a recursive model: stop describing here
         try:
             hints = typing.get_type_hints(tp, include_extras=True)
         except Exception as exc:
             raise _Unsupported(tp, f"cannot read its annotations: {exc}") from None
+        if _is_model_class(tp):
+            names = [f.name for f in dataclasses.fields(tp)]
+        else:  # pydantic v2 ``model_fields`` / v1 ``__fields__``, in declaration order
+            names = list(getattr(tp, "model_fields", None) or getattr(tp, "__fields__", None) or {})
         properties: dict = {}
         required: list = []
-        for f in dataclasses.fields(tp):
-            annotation = hints.get(f.name, typing.Any)
-            properties[f.name] = {**_output_fragment(annotation, seen + (tp,)), "title": title_case(f.name)}
-            if not _split_optional(annotation)[1] and not properties[f.name].get("nullable"):
-                required.append(f.name)
+        for name in names:
+            annotation = hints.get(name, typing.Any)
+            properties[name] = {**_output_fragment(annotation, seen + (tp,)), "title": title_case(name)}
+            if not _split_optional(annotation)[1] and not properties[name].get("nullable"):
+                required.append(name)
         fragment = {"type": "object", "properties": properties}
         if required:
             fragment["required"] = required

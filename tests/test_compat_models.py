@@ -8,6 +8,8 @@ minicog once got wrong; the model runs in a real worker through
 
 from __future__ import annotations
 
+import pytest
+
 from minicog import Model
 
 from support import predictor
@@ -48,3 +50,26 @@ def test_cog_yaml_environment_reaches_the_model_and_the_process_environment_wins
     with Model(cwd=str(tmp_path)) as model:
         assert model.predict(name="COMPAT_WITH_EQUALS") == "hello from cog.yaml|a=b"
         assert model.predict(name="COMPAT_OVERRIDDEN") == "hello from cog.yaml|from the shell"
+
+
+def test_typeddict_output_lists_its_keys_and_only_the_required_ones_as_required():
+    with Model(predictor("compat_typed_outputs.py") + ":TypedDictPredictor") as model:
+        output = model.schema["components"]["schemas"]["Output"]
+        assert output["type"] == "object"
+        assert output["properties"] == {"label": {"type": "string", "title": "Label"},
+                                        "score": {"type": "number", "title": "Score"}}
+        assert output["required"] == ["label"]
+        assert model.predict(label="cat") == {"label": "cat"}
+        assert model.predict(label="dog", score=0.25) == {"label": "dog", "score": 0.25}
+
+
+def test_pydantic_model_output_is_described_field_by_field():
+    pytest.importorskip("pydantic")
+    with Model(predictor("compat_typed_outputs.py") + ":PydanticPredictor") as model:
+        output = model.schema["components"]["schemas"]["Output"]
+        assert list(output["properties"]) == ["title", "pages", "keywords", "editor"]
+        assert output["properties"]["keywords"] == {"type": "array", "items": {"type": "string"}, "title": "Keywords"}
+        assert output["properties"]["editor"]["nullable"] is True
+        assert output["required"] == ["title", "pages", "keywords"]
+        assert model.predict(title="a short note") == {"title": "a short note", "pages": 12,
+                                                        "keywords": ["a", "short", "note"], "editor": None}
