@@ -269,7 +269,9 @@ def parse_input_value(text: str, node: Optional[dict], doc: Optional[dict] = Non
         return _maybe_json(text)
     if text == "null" and (node.get("nullable") or "null" in types) and "string" not in types:
         return None
-    for t in types:
+    # A string accepts any text, so it is tried last: `str | float` reads "1.5" as a
+    # number, as Cog does, whatever order the union was written in.
+    for t in sorted(types, key=lambda t: t == "string"):
         if t == "integer":
             try:
                 return int(text, 10)

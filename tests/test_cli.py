@@ -77,6 +77,13 @@ def test_values_that_do_not_parse_are_left_for_validation():
     assert cli.parse_input_value("maybe", PROPS["flag"], DOC) == "maybe"
 
 
+def test_a_union_with_str_tries_the_other_types_first():
+    # `value: str | float` written string-first: Cog still reads "1.5" as a number.
+    node = {"anyOf": [{"type": "string"}, {"type": "number"}]}
+    assert cli.parse_input_value("1.5", node, {}) == 1.5
+    assert cli.parse_input_value("hello", node, {}) == "hello"
+
+
 def test_at_path_sends_a_local_file_as_data_uri(tmp_path):
     f = tmp_path / "note.txt"
     f.write_text("file content")
