@@ -419,6 +419,26 @@ def _is_pydantic_model(tp: Any) -> bool:
     return isinstance(fields, dict) and callable(getattr(tp, "model_dump", None) or getattr(tp, "dict", None))
 
 
+def _field_has_default(tp: Any, name: str) -> bool:
+    """Whether field *name* of a dataclass/``cog.BaseModel`` or pydantic model has a default.
+
+    Cog lists only fields without a default as ``required`` in an object output
+    (``confidence: float = 0.0`` may be absent); pydantic is duck-typed: v2's
+    ``FieldInfo.is_required()``, v1's ``ModelField.required``.
+    """
+    if _is_model_class(tp):
+        for f in dataclasses.fields(tp):
+            if f.name == name:
+                return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        return False
+    info = (getattr(tp, "model_fields", None) or getattr(tp, "__fields__", None) or {}).get(name)
+    is_required = getattr(info, "is_required", None)
+    if callable(is_required):
+        return not is_required()
+    required = getattr(info, "required", True)
+    return required is False
+
+
 def _typeddict_output(tp: Any, seen: tuple) -> dict:
     """A TypedDict output: its keys as properties; ``required`` from ``__required_keys__``."""
     if tp in seen:
@@ -483,7 +503,8 @@ def _output_fragment(tp: Any, seen: tuple = ()) -> dict:
         for name in names:
             annotation = hints.get(name, typing.Any)
             properties[name] = {**_output_fragment(annotation, seen + (tp,)), "title": title_case(name)}
-            if not _split_optional(annotation)[1] and not properties[name].get("nullable"):
+            if (not _split_optional(annotation)[1] and not properties[name].get("nullable")
+                    and not _field_has_default(tp, name)):
                 required.append(name)
         fragment = {"type": "object", "properties": properties}
         if required:
