@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .errors import ConfigError
 
@@ -463,8 +463,13 @@ def _skip_spaces(text: str, j: int) -> int:
     return j
 
 
-def _strip_comment(text: str, error: Any) -> str:
-    """Remove a ``#`` comment (one at the start or after a space, outside quotes)."""
+def _outside_quotes(text: str, opens: Callable[[str, int], bool] = lambda text, i: True) -> Iterator[Tuple[int, str]]:
+    """Yield ``(index, char)`` for the characters of *text* outside quoted scalars.
+
+    ``opens(text, i)`` decides whether a quote character at *i* starts a quoted
+    scalar (plain scalars may contain quotes: ``it's``).  The quotes themselves are
+    not yielded; ``\\`` escapes in double quotes and ``''`` in single quotes are honoured.
+    """
     quote: Optional[str] = None
     i = 0
     while i < len(text):
@@ -474,37 +479,32 @@ def _strip_comment(text: str, error: Any) -> str:
                 i += 2
                 continue
             if c == quote:
-                if quote == "'" and i + 1 < len(text) and text[i + 1] == "'":
+                if quote == "'" and text[i + 1:i + 2] == "'":
                     i += 2
                     continue
                 quote = None
-        elif c in ("'", '"') and (i == 0 or text[i - 1] in " [{,:-"):
+        elif c in ("'", '"') and opens(text, i):
             quote = c
-        elif c == "#" and (i == 0 or text[i - 1] in " \t"):
-            return text[:i].rstrip()
+        else:
+            yield i, c
         i += 1
+
+
+def _strip_comment(text: str, error: Any) -> str:
+    """Remove a ``#`` comment (one at the start or after a space, outside quotes)."""
+    for i, c in _outside_quotes(text, opens=lambda t, i: i == 0 or t[i - 1] in " [{,:-"):
+        if c == "#" and (i == 0 or text[i - 1] in " \t"):
+            return text[:i].rstrip()
     return text.rstrip()
 
 
 def _flow_closed(text: str) -> bool:
     depth = 0
-    quote: Optional[str] = None
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if quote:
-            if c == "\\" and quote == '"':
-                i += 2
-                continue
-            if c == quote:
-                quote = None
-        elif c in ("'", '"'):
-            quote = c
-        elif c in "[{":
+    for _, c in _outside_quotes(text):
+        if c in "[{":
             depth += 1
         elif c in "]}":
             depth -= 1
-        i += 1
     return depth <= 0
 
 
