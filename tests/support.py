@@ -107,3 +107,93 @@ class Receiver:
 
 
 PYTHON = sys.executable
+
+
+class ServeProcess:
+    """A real ``python -m minicog serve`` subprocess on 127.0.0.1, port 0.
+
+    The port is read from the server's "serving ... on http://127.0.0.1:N" log line;
+    stderr lines are kept (without their newline) in ``lines``.
+    """
+
+    TIMEOUT = 60
+
+    def __init__(self, *args: str, cwd: str = ROOT, env: Optional[dict] = None, new_session: bool = False):
+        import queue
+        import subprocess
+
+        environ = {**os.environ, "MINICOG_SHUTDOWN_GRACE_PERIOD": "5", **(env or {})}
+        if "PORT" not in (env or {}):
+            environ.pop("PORT", None)
+        environ["PYTHONPATH"] = ROOT + os.pathsep + environ.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen([sys.executable, "-m", "minicog", "serve", "--host", "127.0.0.1", "--port", "0", *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environ, cwd=cwd,
+                                     start_new_session=new_session)
+        self.lines: list[str] = []
+        self._q: "queue.Queue[Optional[str]]" = queue.Queue()
+        self.thread = threading.Thread(target=self._read, daemon=True)  # join it to get every line
+        self.thread.start()
+        self.port = 0
+
+    def _read(self) -> None:
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            self._q.put(line)
+        self._q.put(None)  # end of output: the process is gone
+
+    def wait_line(self, pattern: str, timeout: float = TIMEOUT):
+        """The first match of *pattern* in a log line, waiting up to *timeout* seconds."""
+        import queue
+        import re
+
+        rx = re.compile(pattern)
+        for line in list(self.lines):
+            if m := rx.search(line):
+                return m
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no log line matching {pattern!r}; saw: {self.lines[-20:]}")
+            if line is None:
+                raise AssertionError(f"server exited ({self.proc.wait(10)}) before logging {pattern!r}: {self.lines[-20:]}")
+            if m := rx.search(line):
+                return m
+
+    def wait_listening(self) -> int:
+        self.port = int(self.wait_line(r"on http://127\.0\.0\.1:(\d+)").group(1))
+        return self.port
+
+    def request(self, method: str, path: str, body: Any = None, headers: Optional[dict] = None) -> tuple[int, Any]:
+        """(status, decoded JSON body or None)."""
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.TIMEOUT)
+        try:
+            hdrs = {"Content-Type": "application/json"} if body is not None else {}
+            hdrs.update(headers or {})
+            conn.request(method, path, body=None if body is None else json.dumps(body), headers=hdrs)
+            resp = conn.getresponse()
+            raw = resp.read()
+            return resp.status, (json.loads(raw) if raw else None)
+        finally:
+            conn.close()
+
+    def wait_ready(self) -> dict:
+        """Wait for READY (failing fast on any status other than STARTING); the health body."""
+        if not self.port:
+            self.wait_listening()
+
+        def ready():
+            health = self.request("GET", "/health-check")[1]
+            assert health["status"] in ("STARTING", "READY"), health
+            return health if health["status"] == "READY" else None
+
+        return wait_until(ready, timeout=self.TIMEOUT, message="READY")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)

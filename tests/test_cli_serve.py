@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -18,82 +16,8 @@ from support import ROOT, predictor, wait_until
 TIMEOUT = 60
 
 
-class Server:
-    """A ``minicog serve`` subprocess on 127.0.0.1, port 0; the port is read from its log."""
-
-    def __init__(self, *args: str, cwd: str = ROOT, env: dict | None = None):
-        full_env = dict(os.environ, **(env or {}))
-        full_env["PYTHONPATH"] = ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
-        full_env.pop("PORT", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "minicog", "serve", "--host", "127.0.0.1", "--port", "0", *args],
-            cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-        self.port = 0
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def wait_listening(self) -> int:
-        def port():
-            for line in self.lines:
-                m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-                if m:
-                    return int(m.group(1))
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}: {''.join(self.lines)}")
-            return 0
-        self.port = wait_until(port, timeout=TIMEOUT, message="the server to log its address")
-        return self.port
-
-    def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
-        try:
-            data = None if body is None else json.dumps(body)
-            hdrs = {"Content-Type": "application/json"} if body is not None else {}
-            hdrs.update(headers or {})
-            conn.request(method, path, body=data, headers=hdrs)
-            resp = conn.getresponse()
-            raw = resp.read()
-            return resp.status, (json.loads(raw) if raw else None)
-        finally:
-            conn.close()
-
-    def wait_ready(self) -> dict:
-        self.wait_listening()
-
-        def ready():
-            health = self.request("GET", "/health-check")[1]
-            assert health["status"] in ("STARTING", "READY"), health
-            return health if health["status"] == "READY" else None
-
-        return wait_until(ready, timeout=TIMEOUT, message="READY")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def server_factory():
-    servers = []
-
-    def make(*args, **kw) -> Server:
-        s = Server(*args, **kw)
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        s.close()
-
-
-def test_default_model_when_nothing_is_named_then_sigterm_exits_0(server_factory, tmp_path):
-    server = server_factory(cwd=str(tmp_path), env={"COG_PREDICT_TYPE_STUB": ""})
+def test_default_model_when_nothing_is_named_then_sigterm_exits_0(serve_proc, tmp_path):
+    server = serve_proc(cwd=str(tmp_path), env={"COG_PREDICT_TYPE_STUB": ""})
     server.wait_ready()
     # The log says where it listens (read by wait_listening) and when the model is ready.
     wait_until(lambda: any(re.search(r"\bready: setup succeeded in [0-9.]+s", line) for line in server.lines), TIMEOUT,
@@ -108,29 +32,29 @@ def test_default_model_when_nothing_is_named_then_sigterm_exits_0(server_factory
 
 
 @pytest.mark.slow
-def test_positional_ref_and_predictor_flag(server_factory):
-    server = server_factory(predictor("cli_text.py"))
+def test_positional_ref_and_predictor_flag(serve_proc):
+    server = serve_proc(predictor("cli_text.py"))
     server.wait_ready()
     assert server.request("POST", "/predictions", {"input": {"name": "positional"}})[1]["output"] == "hello positional"
-    server = server_factory("--predictor", predictor("cli_text.py"))
+    server = serve_proc("--predictor", predictor("cli_text.py"))
     server.wait_ready()
     assert server.request("POST", "/predictions", {"input": {"name": "flag"}})[1]["output"] == "hello flag"
 
 
 @pytest.mark.slow
-def test_environment_stub_and_cog_yaml_fallbacks(server_factory, tmp_path):
-    server = server_factory(cwd=str(tmp_path), env={"COG_PREDICT_TYPE_STUB": predictor("cli_text.py")})
+def test_environment_stub_and_cog_yaml_fallbacks(serve_proc, tmp_path):
+    server = serve_proc(cwd=str(tmp_path), env={"COG_PREDICT_TYPE_STUB": predictor("cli_text.py")})
     server.wait_ready()
     assert server.request("POST", "/predictions", {"input": {"name": "stub"}})[1]["output"] == "hello stub"
-    server = server_factory(cwd=os.path.join(ROOT, "examples"))
+    server = serve_proc(cwd=os.path.join(ROOT, "examples"))
     server.wait_ready()
     out = server.request("POST", "/predictions", {"input": {"text": "ab", "transform": "reverse"}})[1]["output"]
     assert out == "ba"
 
 
 @pytest.mark.parametrize("flag", [["--await-explicit-shutdown"], ["--await-explicit-shutdown", "true"]])
-def test_await_explicit_shutdown_ignores_sigterm_until_post_shutdown(server_factory, flag):
-    server = server_factory(predictor("cli_text.py"), *flag)
+def test_await_explicit_shutdown_ignores_sigterm_until_post_shutdown(serve_proc, flag):
+    server = serve_proc(predictor("cli_text.py"), *flag)
     server.wait_ready()
     server.proc.send_signal(signal.SIGTERM)
     wait_until(lambda: any("SIGTERM ignored" in line for line in server.lines), timeout=TIMEOUT, message="the log")
@@ -140,15 +64,15 @@ def test_await_explicit_shutdown_ignores_sigterm_until_post_shutdown(server_fact
     assert server.proc.wait(TIMEOUT) == 0
 
 
-def test_await_explicit_shutdown_false_means_false(server_factory):
-    server = server_factory(predictor("cli_text.py"), "--await-explicit-shutdown", "false")
+def test_await_explicit_shutdown_false_means_false(serve_proc):
+    server = serve_proc(predictor("cli_text.py"), "--await-explicit-shutdown", "false")
     server.wait_ready()
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(TIMEOUT) == 0
 
 
-def test_train_mode_and_json_logs(server_factory):
-    server = server_factory(predictor("cli_train.py") + ":Trainer", "--x-mode", "train", "--log-format", "json")
+def test_train_mode_and_json_logs(serve_proc):
+    server = serve_proc(predictor("cli_train.py") + ":Trainer", "--x-mode", "train", "--log-format", "json")
     server.wait_ready()
     status, body = server.request("POST", "/trainings", {"input": {"steps": 2}})
     assert status == 200 and body["output"]["steps"] == 2
@@ -160,8 +84,8 @@ def test_train_mode_and_json_logs(server_factory):
     assert not [line for line in server.lines if line.strip() and not line.startswith("{")]
 
 
-def test_max_concurrency_runs_predictions_side_by_side(server_factory):
-    server = server_factory(predictor("cli_async.py"), "--max-concurrency", "2")
+def test_max_concurrency_runs_predictions_side_by_side(serve_proc):
+    server = serve_proc(predictor("cli_async.py"), "--max-concurrency", "2")
     server.wait_ready()
     for pid in ("a", "b"):
         status, _ = server.request("PUT", f"/predictions/{pid}", {"input": {"seconds": 60}},

@@ -2,70 +2,13 @@
 
 import json
 import os
-import queue
-import re
 import signal
-import subprocess
-import sys
 import threading
 
 import pytest
 
 from http_helpers import call, wait_until
-from support import ROOT, predictor
-
-
-class ServeProcess:
-    def __init__(self, *args, env=None, new_session=False):
-        environ = {**os.environ, "MINICOG_SHUTDOWN_GRACE_PERIOD": "5", **(env or {})}
-        environ["PYTHONPATH"] = ROOT + os.pathsep + environ.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen([sys.executable, "-m", "minicog", "serve", "--host", "127.0.0.1", "--port", "0", *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environ, cwd=ROOT,
-                                     start_new_session=new_session)
-        self.lines: list[str] = []
-        self._q: "queue.Queue[str]" = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.port = None
-        m = self.wait_line(r"on http://127\.0\.0\.1:(\d+)")
-        self.port = int(m.group(1))
-
-    def _read(self):
-        for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.lines.append(line)
-            self._q.put(line)
-
-    def wait_line(self, pattern, timeout=30):
-        rx = re.compile(pattern)
-        for line in list(self.lines):
-            if m := rx.search(line):
-                return m
-        while True:
-            try:
-                line = self._q.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r}; saw: {self.lines[-20:]}")
-            if m := rx.search(line):
-                return m
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-
-
-@pytest.fixture
-def serve_proc():
-    procs = []
-
-    def start(*args, **kw):
-        p = ServeProcess(*args, **kw)
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        p.close()
+from support import predictor
 
 
 @pytest.mark.slow
