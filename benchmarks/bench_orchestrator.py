@@ -2,7 +2,7 @@
 
 Usage: ``python benchmarks/bench_orchestrator.py [--runs N] [--items N]``
 
-It starts a real worker subprocess on ``tests/predictors/w_null.py`` and
+It starts a real worker subprocess on ``tests/predictors/null_or_items.py`` and
 measures, from the caller's side:
 
 * the median (and p90) time from ``submit()`` to the listener's terminal call
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--items", type=int, default=100000, help="items for the streaming run")
     args = parser.parse_args(argv)
 
-    orch = Orchestrator(os.path.join(ROOT, "tests", "predictors", "w_null.py"), settings=Settings())
+    orch = Orchestrator(os.path.join(ROOT, "tests", "predictors", "null_or_items.py"), settings=Settings())
     t0 = time.perf_counter()
     orch.start()
     if not orch.wait_ready(60):

@@ -1,4 +1,4 @@
-"""Frames and messages between the parent (orchestrator) and the worker subprocess.
+"""Frames and messages between the parent (the engine) and the worker subprocess.
 
 Transport
 ---------

@@ -68,7 +68,7 @@ class Settings:
     #: Worker processes serving the model, each with its own slots: a number, or "auto"
     #: (one per device when CUDA_VISIBLE_DEVICES lists several, else one per CPU core).
     workers: str = dataclasses.field(default="1", metadata=_env("MINICOG_WORKERS", check=lambda v: v == "auto" or (v.isdigit() and int(v) >= 1)))
-    #: Slot channels the orchestrator opens when only ``@concurrent(max=N)`` can tell the slot
+    #: Slot channels the engine opens when only ``@concurrent(max=N)`` can tell the slot
     #: count (no COG_MAX_CONCURRENCY, no cog.yaml value); a larger N is capped to this.
     slot_channel_limit: int = 64
     #: Seconds setup() may take before health says SETUP_FAILED; None = unbounded (Cog's default).

@@ -1,6 +1,6 @@
 """The worker process: load the model, run setup, then serve predictions on slots.
 
-Started by the orchestrator as ``python -m minicog.worker --control FD --slots FD,FD,...``
+Started by the engine as ``python -m minicog.worker --control FD --slots FD,FD,...``
 with the channel file descriptors inherited (never forked from the server).
 
 Threads
