@@ -141,7 +141,19 @@ class Prediction:
         return self.status in TERMINAL_STATUSES
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Block until the record is terminal; True if it is."""
+        """Block until the record is terminal; True if it is.
+
+        While the worker runs it, this thread reads the run's messages itself
+        (:meth:`Run.wait`): a sync request's answer needs no hand-off.
+        """
+        if self._done.is_set():
+            return True
+        run = self.run
+        if run.proc is not None and not run.done():
+            deadline = None if timeout is None else time.monotonic() + timeout
+            run.wait(timeout)
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
         return self._done.wait(timeout)
 
     @property
