@@ -94,3 +94,14 @@ def test_one_worker_keeps_the_single_worker_behaviour():
         (only,) = orch.worker_states()
         assert only["status"] == "READY" and only["pid"] == orch.pid and "device" not in only
         assert predict(orch, "p", {"text": "x"}).outputs() == ["X"]
+
+
+def test_the_embedding_api_takes_workers_too():
+    import minicog
+    from support import predictor
+
+    with minicog.Model(predictor("workers_identity.py"), workers=2) as model:
+        wait_until(lambda: model._orchestrator.free_slots == 2, 30, message="both workers ready")
+        first, second = model.submit(seconds=1.0), model.submit(seconds=1.0)
+        pids = {first.result(20)["pid"], second.result(20)["pid"]}
+        assert len(pids) == 2  # they ran in two processes at once
