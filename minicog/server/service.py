@@ -1,8 +1,8 @@
 """The service: orchestrator + prediction records + HTTP server + probes + shutdown.
 
 :class:`Service` owns one :class:`~minicog.server.orchestrator.Orchestrator`
-(the worker), one :class:`~minicog.server.http.HTTPServer` (its thread serves
-requests; each connection gets its own thread), the map of predictions in
+(the worker), one :class:`~minicog.server.http.HTTPServer` (its selector thread
+holds the connections; a bounded pool of threads answers requests), the map of predictions in
 flight, the webhook dispatcher and the optional uploader.  It is what the HTTP
 handlers call (:class:`~minicog.server.http.App`), and what the embedding API
 runs in a thread (``Service(...).start()`` → port, ``.stop()``).  :func:`serve`
