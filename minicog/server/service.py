@@ -68,6 +68,7 @@ from minicog._version import COG_VERSION, __version__
 from minicog.config import concurrency_from_cog_yaml
 from minicog.errors import ServiceUnavailable, InputValidationError
 from minicog.server.http import HTTPServer, PredictionRequest
+from minicog.server.metrics import Metrics
 from minicog.server.orchestrator import Orchestrator
 from minicog.server.outputs import Uploader
 from minicog.server.prediction import Prediction
@@ -133,7 +134,9 @@ class Service:
         # worker before importing the HTTP machinery, so the two start-ups overlap.
         self.orchestrator = orchestrator if orchestrator is not None else Orchestrator(
             ref, mode=mode, settings=self.settings, max_concurrency=max_concurrency, cwd=cwd, env=env)
-        self.webhooks = WebhookDispatcher(self.settings)
+        #: Counters and histograms for GET /metrics (recorded even when the route is off: it is cheap).
+        self.metrics = Metrics()
+        self.webhooks = WebhookDispatcher(self.settings, on_attempt=self.metrics.webhook_attempt)
         self.uploader = Uploader(upload_url, timeout=self.settings.upload_timeout) if upload_url else None
         self.port: Optional[int] = None
         self.url: Optional[str] = None
@@ -164,6 +167,8 @@ class Service:
         self._thread.start()
         if not self.orchestrator.started:
             self.orchestrator.start()
+        # Terminal webhooks a previous process left in the outbox go out again now.
+        self.webhooks.start()
         self._monitor = threading.Thread(target=self._watch, name="minicog-monitor", daemon=True)
         self._monitor.start()
         threading.Thread(target=self._await_shutdown_request, name="minicog-shutdown", daemon=True).start()
@@ -254,6 +259,7 @@ class Service:
                 self._server.shutdown()
                 self._server.server_close()
             self.orchestrator.stop()
+            self.webhooks.close()
             if self.uploader is not None:
                 self.uploader.close()
             self._sync_readiness(False)
@@ -348,6 +354,20 @@ class Service:
         body["version"] = {"minicog": __version__, "python_sdk": COG_VERSION, "python": platform.python_version()}
         return body
 
+    def metrics_text(self) -> Optional[str]:
+        """The Prometheus exposition text for GET /metrics, or None when metrics are off."""
+        if not self.settings.metrics_enabled:
+            return None
+        orch = self.orchestrator
+        setup = orch.setup
+        setup_seconds = None
+        if setup.started_at is not None and setup.completed_at is not None:
+            setup_seconds = (setup.completed_at - setup.started_at).total_seconds()
+        with self._lock:
+            in_flight = len(self._inflight)
+        return self.metrics.render(in_flight=in_flight, slots=orch.num_slots or 0, free_slots=orch.free_slots,
+                                   webhooks_pending=len(self.webhooks.pending()), setup_seconds=setup_seconds)
+
     def openapi(self) -> Optional[dict]:
         return self.orchestrator.schema
 
@@ -436,6 +456,9 @@ class Service:
         return True
 
     def _on_terminal(self, pred: Prediction) -> None:
+        started = pred.started_mono
+        self.metrics.prediction_finished(pred.status, None if started is None else started - pred.created_mono,
+                                         None if started is None else time.monotonic() - started)
         with self._lock:
             if self._inflight.get(pred.id) is pred:
                 del self._inflight[pred.id]
