@@ -213,3 +213,14 @@ def test_histogram_bounds_are_inclusive_and_label_values_are_escaped():
     m.webhook_attempt('odd"event\\\n', True)
     fams = parse(m.render(in_flight=0, slots=1, free_slots=1, webhooks_pending=0, setup_seconds=None))
     assert value(fams, "minicog_webhook_deliveries_total", event='odd"event\\\n') == 1
+
+
+def test_a_worker_crash_is_counted_by_cause():
+    with running("w_exit.py") as svc:
+        r = call(svc, "POST", "/predictions", {"input": {"how": "exit"}})
+        assert r.json()["status"] == "failed"
+        wait_until(lambda: svc.orchestrator.state == "READY", timeout=30, message="the respawned worker")
+        fams = scrape(svc)
+        assert value(fams, "minicog_worker_restarts_total", cause="crash") == 1
+        assert value(fams, "minicog_worker_restarts_total", cause="recycle") == 0
+        assert value(fams, "minicog_predictions_total", status="failed") == 1

@@ -120,10 +120,6 @@ class Metrics:
             if run_seconds is not None:
                 self.duration.observe(max(0.0, run_seconds))
 
-    def worker_restart(self, cause: str) -> None:
-        with self._lock:
-            self.restarts[cause] = self.restarts.get(cause, 0) + 1
-
     def webhook_attempt(self, event: str, ok: bool) -> None:
         with self._lock:
             table = self.webhook_ok if ok else self.webhook_failed
@@ -131,8 +127,9 @@ class Metrics:
 
     # ---------------------------------------------------------------- rendering
     def render(self, *, in_flight: int, slots: int, free_slots: int, webhooks_pending: int,
-               setup_seconds: Optional[float]) -> str:
-        """The exposition text; the gauges are passed in by the caller (read at scrape time)."""
+               setup_seconds: Optional[float], restarts: Optional[dict] = None) -> str:
+        """The exposition text; the gauges (and the engine's restart counts, which it keeps
+        itself) are passed in by the caller at scrape time."""
         lines: list[str] = []
 
         def family(name: str, kind: str, help_text: str) -> None:
@@ -154,7 +151,7 @@ class Metrics:
                    "Seconds from accepting a prediction to the start of its run.")
             lines.extend(self.queue.lines("minicog_prediction_queue_seconds"))
             family("minicog_worker_restarts_total", "counter", "Worker processes replaced, by cause.")
-            labelled("minicog_worker_restarts_total", "cause", self.restarts)
+            labelled("minicog_worker_restarts_total", "cause", {**self.restarts, **(restarts or {})})
             family("minicog_webhook_deliveries_total", "counter", "Webhook attempts answered with a 2xx status, by event.")
             labelled("minicog_webhook_deliveries_total", "event", self.webhook_ok)
             family("minicog_webhook_failures_total", "counter",
