@@ -65,6 +65,7 @@ from minicog._version import __version__
 from minicog.errors import (AtCapacity, HeaderTooLarge, InputValidationError, MinicogError, NotAcceptable,
                             PayloadTooLarge, RequestError, ServiceUnavailable, UnsupportedMediaType)
 from minicog.server.connections import Connection, ConnectionServer, RequestReader, SocketWriter, peer_state
+from minicog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from minicog.server.outputs import Body, render_json
 from minicog.server.sse import KEEPALIVE, encode_event
 from minicog.settings import Settings
@@ -294,6 +295,7 @@ class App(Protocol):
     def discovery(self) -> dict: ...
     def health(self) -> dict: ...
     def openapi(self) -> Optional[dict]: ...
+    def metrics_text(self) -> Optional[str]: ...
     def request_shutdown(self) -> None: ...
     def streaming_supported(self, kind: str) -> bool: ...
     def find_inflight(self, prediction_id: str) -> Any: ...
@@ -381,6 +383,7 @@ _ROUTES = {
     "/": {"GET": "root"},
     "/health-check": {"GET": "health"},
     "/openapi.json": {"GET": "openapi"},
+    "/metrics": {"GET": "metrics"},
     "/shutdown": {"POST": "shutdown"},
     "/predictions": {"POST": "create"},
     "/trainings": {"POST": "create"},
@@ -729,6 +732,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._send_json(200, doc)
 
+    def _do_metrics(self, params: dict, body: bytes) -> None:
+        text = self.server.app.metrics_text()
+        if text is None:
+            self._send_json(404, {"error": "Not found: /metrics (metrics are turned off)"})
+        else:
+            self._send_body(200, Body([text.encode("utf-8")]), METRICS_CONTENT_TYPE)
+
     def _do_shutdown(self, params: dict, body: bytes) -> None:
         self._send_json(200, {})
         self.server.app.request_shutdown()
@@ -807,9 +817,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         The caller's reference on its files comes with the wait and is released once
         the answer is written.  The connection is parked: the selector watches it (a
         hang-up cancels the prediction) and the prediction's end queues the answer at
-        the front of the pool's queue.
+        the front of the pool's queue.  A prediction that ends within
+        ``Settings.sync_inline_wait`` is answered by this thread instead, which reads
+        the run's answer itself (:meth:`Prediction.wait`): three thread hand-offs
+        fewer (engine I/O thread, selector, pool) for fast models.
         """
         server = self.server
+        budget = server.settings.sync_inline_wait
+        if budget > 0 and pred.wait(budget):
+            try:
+                self._send_json(200, pred.snapshot())
+            except (ConnectionError, TimeoutError, socket.timeout):
+                self.close_connection = True
+            finally:
+                pred.release()
+            return
 
         def on_done() -> None:
             try:

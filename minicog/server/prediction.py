@@ -111,6 +111,9 @@ class Prediction:
         self.started_at: Optional[str] = None
         self.completed_at: Optional[str] = None
         self._t0 = time.monotonic()
+        #: time.monotonic() at creation and when the run started (for the duration metrics).
+        self.created_mono = self._t0
+        self.started_mono: Optional[float] = None
         self._logs: list[str] = []
         self._logs_text = ""
         self._items: list[Any] = []
@@ -145,17 +148,23 @@ class Prediction:
         """Block until the record is terminal; True if it is.
 
         While the worker runs it, this thread reads the run's messages itself
-        (:meth:`Run.wait`): a sync request's answer needs no hand-off.
+        (:meth:`Run.wait`): a sync request's answer needs no hand-off.  With a
+        webhook outbox, also until the terminal webhook is written there (the
+        waiting thread writes it itself if no writer thread has started on it), so a
+        sync response never shows a result whose webhook a killed process could lose.
         """
-        if self._done.is_set():
-            return True
-        run = self.run
-        if run.proc is not None and not run.done():
-            deadline = None if timeout is None else time.monotonic() + timeout
-            run.wait(timeout)
-            if deadline is not None:
-                timeout = max(0.0, deadline - time.monotonic())
-        return self._done.wait(timeout)
+        if not self._done.is_set():
+            run = self.run
+            if run.proc is not None and not run.done():
+                deadline = None if timeout is None else time.monotonic() + timeout
+                run.wait(timeout)
+                if deadline is not None:
+                    timeout = max(0.0, deadline - time.monotonic())
+            if not self._done.wait(timeout):
+                return False
+        if self.webhook is not None:
+            self.webhook.wait_durable()
+        return True
 
     def add_done_callback(self, fn: Callable[["Prediction"], None]) -> None:
         """Call ``fn(self)`` once the record is terminal (at once if it already is).
@@ -246,6 +255,7 @@ class Prediction:
                 return
             self.status = "processing"
             self.started_at = utc_now()
+            self.started_mono = time.monotonic()
             if self.events is not None:
                 self.events.publish("start", {"id": self.id, "status": "processing"})
             if self.webhook is not None:
@@ -393,11 +403,14 @@ class Prediction:
             if self.events is not None:
                 self.events.publish("completed", snap)
                 self.events.close()
-            self._done.set()
+            if self.webhook is None:
+                self._done.set()
         if self.webhook is not None:
             # Outside the lock: a sender that has nothing to send releases its reference
-            # on this record right away (which takes the lock).
+            # on this record right away (which takes the lock).  _done is set after the
+            # terminal webhook is queued, so wait() can make sure it is in the outbox.
             self.webhook.send("completed", snap)
+            self._done.set()
         # Failures and cancels are worth a line at INFO; a line per success would be an
         # access log costing ~8 % of a null prediction's server time, so it is DEBUG.
         level = logging.DEBUG if status == "succeeded" else logging.INFO
