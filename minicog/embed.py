@@ -153,13 +153,19 @@ class PredictionHandle:
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait until the prediction ends; False if *timeout* seconds passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self.done():
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                # Short waits keep the calling thread responsive to KeyboardInterrupt.
-                self._cond.wait(0.25 if left is None else min(left, 0.25))
+        while not self.done():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            # Short waits keep the calling thread responsive to KeyboardInterrupt.
+            step = 0.25 if left is None else min(left, 0.25)
+            run = self._run
+            if run is not None and not run.done():
+                run.wait(step)  # this thread reads the run's answer itself meanwhile
+                continue
+            with self._cond:
+                if not self.done():
+                    self._cond.wait(step)
         return True
 
     def result(self, timeout: Optional[float] = None) -> Any:

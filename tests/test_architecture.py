@@ -109,6 +109,7 @@ def test_the_engine_is_a_package_of_its_own():
     assert (engine / "__init__.py").exists()
     for name in ("engine.py", "process.py", "run.py", "listener.py", "rules.py", "plan.py"):
         assert (engine / name).exists(), name
+    assert not (PKG / "server" / "orchestrator.py").exists()  # moved to minicog/engine/
     server_modules = {p.stem for p in (PKG / "server").glob("*.py")} - {"__init__"}
-    assert server_modules <= {"http", "connections", "prediction", "sse", "webhooks", "outputs", "service", "orchestrator",
+    assert server_modules <= {"http", "connections", "prediction", "sse", "webhooks", "outputs", "service",
                               "metrics"}

@@ -105,3 +105,20 @@ def test_the_embedding_api_takes_workers_too():
         first, second = model.submit(seconds=1.0), model.submit(seconds=1.0)
         pids = {first.result(20)["pid"], second.result(20)["pid"]}
         assert len(pids) == 2  # they ran in two processes at once
+
+
+def test_a_worker_killed_after_its_cancel_grace_period_leaves_the_other_serving():
+    with running("sleeps.py", workers=2, cancel_grace_period=0.5) as orch:
+        wait_until(lambda: orch.free_slots == 2, 30, message="both workers ready")
+        stuck, other = Recorder(), Recorder()
+        run_stuck = orch.submit("stuck", {"seconds": 30, "swallow": True}, stuck)
+        run_other = orch.submit("other", {"seconds": 1.5}, other)
+        assert run_stuck.worker != run_other.worker
+        assert stuck.first_log.wait(20)  # it is inside the model, which swallows the cancel
+        other_pid = orch.pids[run_other.worker]
+        assert run_stuck.cancel()
+        assert stuck.wait(20) == ("canceled",)  # killed after the grace period, still canceled
+        assert orch.state == "READY"
+        assert other.wait(20) == ("succeeded", False)
+        wait_until(lambda: orch.free_slots == 2, 30, message="the killed worker to be back")
+        assert orch.pids[run_other.worker] == other_pid  # only the stuck worker was restarted
