@@ -27,7 +27,8 @@ FORBIDDEN = {
     "minicog.validation": ["minicog.server", "minicog.worker", "minicog.cli", "minicog.embed", "minicog.sdk"],
     "minicog.encoding": ["minicog.server", "minicog.worker", "minicog.cli", "minicog.embed"],
     "minicog.files": ["minicog.server", "minicog.worker", "minicog.cli", "minicog.embed"],
-    "minicog.embed": ["minicog.cli"],
+    "minicog.embed": ["minicog.cli", "minicog.oneshot"],
+    "minicog.oneshot": ["minicog.cli", "minicog.server", "minicog.worker"],
 }
 
 

@@ -256,6 +256,9 @@ class Orchestrator:
         self.state = "STARTING"
         self.setup = SetupInfo()
         self.schema: Optional[dict] = None
+        # (generation number, document) from the worker's ``schema`` message, sent
+        # before setup(); see wait_schema().  ``schema`` itself is set only on ready.
+        self._early_schema: Optional[tuple[int, Optional[dict]]] = None
         self.streaming = False
         self.is_async = False
         self.has_healthcheck = False
@@ -315,6 +318,24 @@ class Orchestrator:
         with self._cond:
             self._cond.wait_for(lambda: self.state != "STARTING", timeout)
             return self.state == "READY"
+
+    def wait_schema(self, timeout: Optional[float] = None) -> Optional[dict]:
+        """The OpenAPI document as soon as the current worker has sent it, before setup() ends.
+
+        The worker sends it right after importing the model, so a caller can check
+        its input while a long setup() runs.  None if the worker failed (or had no
+        schema) before sending one, or after *timeout* seconds.
+        """
+        def arrived() -> bool:
+            early, gen = self._early_schema, self._gen
+            return self.state != "STARTING" or (early is not None and gen is not None and early[0] == gen.number)
+
+        with self._cond:
+            self._cond.wait_for(arrived, timeout)
+            if self.state == "READY":
+                return self.schema
+            early, gen = self._early_schema, self._gen
+            return early[1] if early is not None and gen is not None and early[0] == gen.number else None
 
     def wait_state(self, predicate: Callable[[str], bool], timeout: Optional[float] = None) -> str:
         """Wait until ``predicate(state)`` holds (or the timeout); return the state."""
@@ -858,6 +879,10 @@ class Orchestrator:
             with self._lock:
                 if not gen.ready and self._gen is gen:
                     self.setup.add("minicog", f"[minicog] {message}\n")
+        elif kind == "schema":
+            with self._lock:
+                self._early_schema = (gen.number, msg.get("schema"))
+                self._cond.notify_all()
         elif kind == "ready":
             self._on_ready(gen, msg)
         elif kind == "setup_failed":
