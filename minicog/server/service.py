@@ -1,9 +1,9 @@
 """The service: engine + prediction records + HTTP server + probes + shutdown.
 
 :class:`Service` owns one :class:`~minicog.engine.Engine` (the workers), one
-:class:`~minicog.server.http.HTTPServer` (its thread serves requests; each
-connection gets its own thread), the webhook dispatcher and the optional
-uploader.  It is what the HTTP
+:class:`~minicog.server.http.HTTPServer` (its selector thread holds the
+connections; a bounded pool of threads answers requests), the webhook
+dispatcher and the optional uploader.  It is what the HTTP
 handlers call (:class:`~minicog.server.http.App`), and what the embedding API
 runs in a thread (``Service(...).start()`` → port, ``.stop()``).  :func:`serve`
 is the command line's entry point: it adds logging set-up and signal handling.
