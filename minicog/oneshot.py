@@ -735,7 +735,13 @@ def _project(args: argparse.Namespace, mode: str) -> Tuple[Optional[str], str]:
         raise CliError(f"Invalid predictor reference '{explicit}'. Did you forget `-i`?")
     config_name = getattr(args, "file", None)
     if not config_name:
-        return explicit, os.getcwd()
+        from .loader import choose_predictor
+
+        # Also refuses a cog.yaml Cog would refuse, before anything starts.
+        choice = choose_predictor(explicit, mode=mode, cwd=os.getcwd(), environ=os.environ)
+        if choice.source == "default":  # said always: stderr is the log here, stdout the output
+            print(f"minicog: {choice.notes[-1]}", file=sys.stderr, flush=True)
+        return choice.ref, os.getcwd()
     from .config import load_cog_yaml
     from .loader import parse_ref
 

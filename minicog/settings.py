@@ -43,7 +43,10 @@ def _bool(text: str) -> bool:
 @dataclasses.dataclass(frozen=True)
 class Settings:
     # --- HTTP front-end -------------------------------------------------------------
-    host: str = "0.0.0.0"
+    #: Address to listen on.  Loopback by default, as ``cog serve`` binds, so a model is not
+    #: exposed to the network by accident; ``--host 0.0.0.0`` or HOST=0.0.0.0 exposes it
+    #: (needed in a container or pod).
+    host: str = dataclasses.field(default="127.0.0.1", metadata=_env("HOST", check=lambda v: bool(v.strip())))
     #: TCP port to listen on.  Cog reads PORT.
     port: int = dataclasses.field(default=5000, metadata=_env("PORT", cast=int, check=lambda v: 0 <= v < 65536))
     #: Largest request body accepted, in bytes (axum's default, as coglet): larger → 413.

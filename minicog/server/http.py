@@ -738,7 +738,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.server.app.cancel(pid):
             self._send_json(200, {})
         else:
-            self._send_json(404, {})
+            # Cog answers 404 with {}; the status stays, the body says why (every error is JSON
+            # with a reason).  Finished predictions cannot be canceled either.
+            self._send_json(404, {"error": f"No {params['kind']} with id {pid!r} is running: "
+                                           "it is unknown or already finished"})
 
     def _do_create(self, params: dict, body: bytes) -> None:
         app, settings = self.server.app, self.server.settings
