@@ -11,13 +11,23 @@ is the command line's entry point: it adds logging set-up and signal handling.
 Predictions in flight
     The service keeps no map of its own: the engine's runs are the one place
     (each :class:`~minicog.engine.Run` carries its record as listener).  A record
-    is in flight from ``submit`` until its terminal transition, so the ids of
-    finished predictions can be reused (Cog) and a ``PUT`` (or a ``POST`` with a
-    body ``id``) naming a prediction in flight gets that prediction back instead
-    of running it twice; the engine checks and inserts under one lock
+    is in flight from ``submit`` until its terminal transition, and a ``PUT`` (or
+    a ``POST`` with a body ``id``) naming a prediction in flight gets that
+    prediction back instead of running it twice; the engine checks and inserts under one lock
     (:class:`~minicog.engine.DuplicateRun`), so two racing PUTs cannot both
     start it.  A record's run is released (its folder removed) once the record
     says nobody needs its files any more (see :mod:`minicog.server.prediction`).
+
+Finished predictions
+    Kept readable for ``Settings.retention_seconds`` (at most
+    ``retention_max_records``, oldest dropped first), each holding a reference
+    on its record so its output files stay as long as it does: ``GET
+    /predictions/{id}`` answers it, a ``PUT``/``POST`` of its id returns it
+    (coglet forgets a prediction when it ends and would run it again), SSE
+    reattaches replay its events.  A record is retained by its first done
+    callback, before any answer is sent; the monitor thread forgets expired
+    ones twice a second (removing files never runs on the engine's I/O thread),
+    and a shutdown forgets them all.
 
 Health (``GET /health-check``)
     ``STARTING`` (setup running, also while a crashed worker is being set up
@@ -54,6 +64,7 @@ Shutdown (:meth:`Service.stop`)
 
 from __future__ import annotations
 
+import collections
 import datetime
 import logging
 import os
@@ -138,6 +149,9 @@ class Service:
         # Notified at each record's terminal transition and release (the drain waits on it).
         self._lock = threading.Condition(threading.Lock())
         self._new_id = _IdSource()
+        #: Finished records kept readable, oldest first: id → (monotonic end time, record).
+        #: Each holds a reference (Prediction.retain) so its output files stay until it goes.
+        self._finished: "collections.OrderedDict[str, tuple[float, Prediction]]" = collections.OrderedDict()
         self._draining = False
         self._shutdown_requested = threading.Event()
         self._stopped = threading.Event()
@@ -198,6 +212,7 @@ class Service:
         last = None
         while not self._stopped.is_set():
             state = orch.wait_state(lambda s: s != last, timeout=0.5)
+            self._evict_finished()  # here, not on the engine's I/O thread: evicting removes files
             if state == last:
                 continue
             if state == "READY":
@@ -278,6 +293,7 @@ class Service:
                 self.cancel(pid)
             wait_for(lambda: not self._unfinished(), time.monotonic() + min(self.settings.cancel_grace_period, 5.0))
         remaining = 0.0 if self.force_stop else max(0.0, deadline - time.monotonic())
+        self._evict_finished(everything=True)  # nobody can read them back after the stop
         self.webhooks.flush(remaining)
         # Let responses and SSE readers of finished predictions write their last bytes.
         wait_for(lambda: not self._writers_pending(), time.monotonic() + min(max(remaining, 1.0), 5.0))
@@ -364,6 +380,56 @@ class Service:
                 return pred
         return None
 
+    def find(self, prediction_id: str) -> Optional[Prediction]:
+        """The record in flight with this id, else the finished one still retained, else None."""
+        pred = self.find_inflight(prediction_id)
+        return pred if pred is not None else self.find_finished(prediction_id)
+
+    def find_finished(self, prediction_id: str) -> Optional[Prediction]:
+        """The finished record with this id if it is still retained (see ``Settings.retention_seconds``)."""
+        with self._lock:
+            entry = self._finished.get(prediction_id)
+        if entry is None or time.monotonic() - entry[0] > self.settings.retention_seconds:
+            return None
+        return entry[1]
+
+    def _retain_finished(self, pred: Prediction) -> None:
+        """(engine I/O thread) Keep *pred* readable; never blocks (eviction runs elsewhere)."""
+        s = self.settings
+        if s.retention_seconds <= 0 or s.retention_max_records <= 0 or self._stopping:
+            return
+        if not pred.retain():  # its files are gone already: nothing to keep
+            return
+        with self._lock:
+            previous = self._finished.pop(pred.id, None)
+            self._finished[pred.id] = (time.monotonic(), pred)
+        if previous is not None and previous[1] is not pred:
+            # The id was reused (it was not in flight, e.g. retention is off for a moment):
+            # the newer run is the one to read back; the older one's files can go.
+            self._release_later([previous[1]])
+
+    def _evict_finished(self, everything: bool = False) -> None:
+        """Forget finished records past their time or beyond the count (oldest first).
+
+        The monitor thread calls it twice a second, so the count may be exceeded by
+        what finishes in that half second; the engine's I/O thread never waits for it.
+        """
+        s = self.settings
+        now = time.monotonic()
+        gone: list[Prediction] = []
+        with self._lock:
+            while self._finished:
+                pid, (ended, pred) = next(iter(self._finished.items()))
+                if not (everything or now - ended > s.retention_seconds or len(self._finished) > s.retention_max_records):
+                    break
+                del self._finished[pid]
+                gone.append(pred)
+        for pred in gone:
+            pred.release()
+
+    def _release_later(self, preds: list[Prediction]) -> None:
+        threading.Thread(target=lambda: [p.release() for p in preds], name="minicog-release", daemon=True).start()
+
     def _stream_output(self) -> bool:
         schema = self.orchestrator.schema or {}
         schemas = (schema.get("components") or {}).get("schemas") or {}
@@ -379,7 +445,8 @@ class Service:
         caller has answered; the caller gives it back with ``release()``.
         """
         if req.id is not None:
-            existing = self.find_inflight(req.id)
+            # In flight, or finished and still retained: that prediction, never a second run.
+            existing = self.find(req.id)
             if existing is not None:
                 return existing, False
         schema = self.orchestrator.schema
@@ -403,6 +470,9 @@ class Service:
         pred = Prediction(pid, value, kind=kind, settings=s, stream_output=self._stream_output(), events=events,
                           uploader=self.uploader, on_terminal=self._on_terminal, on_release=self._on_release)
         pred.cancel_on_disconnect = sse
+        # First of the record's done callbacks, so it is retained before any answer is
+        # sent: a client that got its answer and PUTs the id again finds it.
+        pred.add_done_callback(self._retain_finished)
         if req.webhook:
             pred.retain()  # the sender's reference, given back when the terminal webhook is done
             pred.webhook = self.webhooks.sender(req.webhook, pid, events_filter=req.events_filter, headers=headers,
