@@ -163,7 +163,9 @@ def test_json_log_format(capsys):
         except ValueError:
             logger.exception("failed")
     finally:
+        handler.flush()  # written on the console's own thread
         root.removeHandler(handler)
+        handler.close()
         root.propagate, root.level = saved
     lines = stream.getvalue().splitlines()
     docs = [json.loads(line) for line in lines]

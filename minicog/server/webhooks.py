@@ -53,6 +53,7 @@ import urllib.request
 from typing import Any, Callable, Iterable, Optional
 
 from minicog._version import __version__
+from minicog.console import redact_text, redact_url
 from minicog.server.outputs import render_json
 from minicog.settings import Settings
 
@@ -174,7 +175,8 @@ class WebhookSender:
                 if not 200 <= status < 300:
                     log.warning("webhook %s for prediction %s answered %s", event, self.prediction_id, status)
             except Exception as exc:
-                log.warning("webhook %s for prediction %s failed: %s", event, self.prediction_id, exc)
+                log.warning("webhook %s for prediction %s failed: %s", event, self.prediction_id,
+                            redact_text(exc, self.url))
 
     def _deliver_terminal(self, payload: Any) -> bool:
         s = self._settings
@@ -185,21 +187,22 @@ class WebhookSender:
             try:
                 status = self._post(payload)
             except _NotHTTP as exc:
-                log.error("terminal webhook for prediction %s: %s; not retried", self.prediction_id, exc)
+                log.error("terminal webhook for prediction %s: %s; not retried", self.prediction_id,
+                          redact_text(exc, self.url))
                 return False
             except Exception as exc:
                 log.warning("terminal webhook for prediction %s to %s failed (attempt %d): %s",
-                            self.prediction_id, self.url, attempt + 1, exc)
+                            self.prediction_id, redact_url(self.url), attempt + 1, redact_text(exc, self.url))
                 continue
             if 200 <= status < 300:
                 return True
             if status not in RETRY_STATUSES:
                 log.error("terminal webhook for prediction %s to %s answered %s; not retried",
-                          self.prediction_id, self.url, status)
+                          self.prediction_id, redact_url(self.url), status)
                 return False
             log.warning("terminal webhook for prediction %s answered %s (attempt %d)", self.prediction_id, status, attempt + 1)
         log.error("terminal webhook for prediction %s to %s not delivered after %d attempts",
-                  self.prediction_id, self.url, s.webhook_max_retries + 1)
+                  self.prediction_id, redact_url(self.url), s.webhook_max_retries + 1)
         return False
 
     def _post(self, payload: Any) -> int:
@@ -264,5 +267,5 @@ class WebhookDispatcher:
         left = self.pending()
         for sender in left:
             log.error("shutdown: terminal webhook for prediction %s to %s was not delivered within the grace period",
-                      sender.prediction_id, sender.url)
+                      sender.prediction_id, redact_url(sender.url))
         return left
