@@ -56,8 +56,12 @@ Shutdown (:meth:`Service.stop`)
     terminal webhooks still pending are waited for within the same grace period
     and the ones that could not be delivered are logged by prediction id and URL
     (coglet drops them silently); responses still being written are let finish;
-    then the HTTP server closes and the worker is stopped.  A second signal
-    during the drain cuts the waits short.  With ``await_explicit_shutdown``,
+    then the HTTP server closes and the worker is stopped.  The drain's first
+    log line says what it waits for and (under :func:`serve`) how to stop at
+    once: a second SIGINT/SIGTERM cancels what still runs (waiting at most
+    2 s for the cancels to land), does not wait for webhooks (each one left
+    is logged by prediction id, or stays in the outbox when there is one),
+    gives the worker 1 s, and exits.  With ``await_explicit_shutdown``,
     SIGTERM is ignored (logged) and only ``POST /shutdown`` or SIGINT stop the
     server.
 """
@@ -92,6 +96,10 @@ __all__ = ["Service", "serve", "configure_logging", "JSONFormatter"]
 log = logging.getLogger("minicog.server")
 
 _DRAINING_MESSAGE = "The server is shutting down and accepts no new predictions."
+#: Seconds a forced stop (second signal) waits for canceled predictions to confirm.
+_FORCED_CANCEL_WAIT = 2.0
+#: Seconds a forced stop gives the worker to exit before it is killed.
+_FORCED_WORKER_STOP = 1.0
 
 
 def _rfc3339(value: Any) -> Optional[str]:
@@ -162,6 +170,8 @@ class Service:
         self._closed = threading.Event()
         #: Set (e.g. by a second signal) to cut the shutdown waits short.
         self.force_stop = False
+        #: How to stop at once, said when a drain starts (serve() sets it: it owns the signals).
+        self.stop_hint: Optional[str] = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> int:
@@ -267,7 +277,8 @@ class Service:
             if self._server is not None:
                 self._server.shutdown()
                 self._server.server_close()
-            self.orchestrator.stop()
+            # Stopped at once (second signal): the worker gets a short while, not the usual 10 s.
+            self.orchestrator.stop(_FORCED_WORKER_STOP if self.force_stop else None)
             self.webhooks.close()
             if self.uploader is not None:
                 self.uploader.close()
@@ -280,27 +291,42 @@ class Service:
         self._draining = True
         self._sync_readiness(False)
         n = len(self._unfinished())
-        log.info("shutting down: %d prediction(s) in flight, grace period %.1fs", n, grace)
+        hooks = len(self.webhooks.pending())
+        if n or hooks:
+            log.info("shutting down: %d prediction(s) in flight, %d terminal webhook(s) pending; draining for up "
+                     "to %gs (no new predictions; running ones finish, webhooks are delivered)%s", n, hooks, grace,
+                     f". {self.stop_hint}" if self.stop_hint else "")
+        else:
+            log.info("shutting down: nothing in flight")
 
-        def wait_for(predicate: Any, until: float) -> bool:
+        def wait_for(predicate: Any, until: float, *, forced_too: bool = False) -> bool:
             with self._lock:
                 while not predicate():
                     left = until - time.monotonic()
-                    if left <= 0 or self.force_stop:
+                    if left <= 0 or (self.force_stop and not forced_too):
                         return predicate()
                     self._lock.wait(min(left, 0.1))
                 return True
 
         if not wait_for(lambda: not self._unfinished(), deadline):
             left = [p.id for p in self._unfinished()]
-            log.warning("shutdown: canceling %d prediction(s) still running after the grace period: %s",
-                        len(left), ", ".join(left))
+            if self.force_stop:
+                log.warning("stopping at once (second signal): canceling %d prediction(s) still running: %s",
+                            len(left), ", ".join(left))
+            else:
+                log.warning("shutdown: canceling %d prediction(s) still running after the grace period: %s",
+                            len(left), ", ".join(left))
             for pid in left:
                 self.cancel(pid)
-            wait_for(lambda: not self._unfinished(), time.monotonic() + min(self.settings.cancel_grace_period, 5.0))
+            # Let the cancels land (bounded), so clients and webhooks see "canceled", not
+            # "Worker stopped"; even a forced stop waits this short while.
+            limit = min(self.settings.cancel_grace_period, _FORCED_CANCEL_WAIT if self.force_stop else 5.0)
+            wait_for(lambda: not self._unfinished(), time.monotonic() + limit, forced_too=True)
+        elif self.force_stop:
+            log.warning("stopping at once (second signal)")
         remaining = 0.0 if self.force_stop else max(0.0, deadline - time.monotonic())
         self._evict_finished(everything=True)  # nobody can read them back after the stop
-        self.webhooks.flush(remaining)
+        self.webhooks.flush(remaining)  # logs each terminal webhook left, by prediction id
         # Let responses and SSE readers of finished predictions write their last bytes.
         wait_for(lambda: not self._writers_pending(), time.monotonic() + min(max(remaining, 1.0), 5.0))
 
@@ -548,17 +574,23 @@ def serve(ref: Optional[str] = None, *, host: Optional[str] = None, port: Option
     # Handlers first: the "listening" log line may be what a supervisor waits for before
     # signalling, and a signal must never meet the default disposition (KeyboardInterrupt).
     received: list[int] = []
+    effective: list[int] = []  # the signals that stop the server (not an ignored SIGTERM)
 
     def on_signal(signum: int, frame: Any) -> None:
         # Only record it: the main loop below decides what to do (no locks in handlers).
         received.append(signum)
-        if service._stopping and not (signum == signal.SIGTERM and await_explicit_shutdown):
-            service.force_stop = True  # a second signal during the drain: stop waiting
+        if not (signum == signal.SIGTERM and await_explicit_shutdown):
+            effective.append(signum)
+            if len(effective) > 1 or service._stopping:
+                service.force_stop = True  # a second signal: stop waiting
 
     installed = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             installed[sig] = signal.signal(sig, on_signal)
+        service.stop_hint = ("A second Ctrl-C (SIGINT)" if await_explicit_shutdown else
+                             "A second Ctrl-C (SIGINT or SIGTERM)") + \
+            " stops at once: running predictions are canceled and pending webhooks are not waited for"
     try:
         service.start()
     except OSError as exc:
@@ -580,7 +612,7 @@ def serve(ref: Optional[str] = None, *, host: Optional[str] = None, port: Option
                 if sig == signal.SIGTERM and await_explicit_shutdown:
                     log.info("SIGTERM ignored (--await-explicit-shutdown): POST /shutdown or SIGINT stops the server")
                     continue
-                log.info("received %s; shutting down", signal.Signals(sig).name)
+                log.info("received %s", signal.Signals(sig).name)
                 break
     finally:
         service.stop()
