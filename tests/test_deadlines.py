@@ -109,3 +109,18 @@ def test_finished_predictions_leave_no_deadline_behind():
             assert call(svc, "POST", "/predictions", {"input": {}}, headers={"Cancel-After": "1h"}).json()["status"] == "succeeded"
         wait_until(lambda: len(svc.timers) == 0, message="the deadline timers dropped")
         assert svc._deadlines == {}
+
+
+def test_a_request_waiting_for_a_slot_past_its_deadline_is_never_started():
+    # One slot, busy for ~2 s; the second request waits for the slot (slot_wait), and its
+    # 1 s deadline, counted from its arrival, has passed when the slot frees.
+    import threading
+    with running("http_echo.py", settings=dict(slot_wait=10.0)) as svc:
+        first = threading.Thread(target=call, args=(svc, "POST", "/predictions", {"input": {"sleep": 2}}))
+        first.start()
+        wait_until(lambda: svc.orchestrator.free_slots == 0, message="the slot taken")
+        r = call(svc, "POST", "/predictions", {"input": {"text": "late"}}, headers={"Cancel-After": "1s"})
+        first.join(30)
+        body = r.json()
+        assert r.status == 200 and body["status"] == "canceled" and "started_at" not in body, body
+        assert "echo late" not in body["logs"]

@@ -3,7 +3,8 @@
 * ``Cancel-After: <duration>`` on ``POST``/``PUT`` (or the server-wide
   ``Settings.default_deadline``, ``MINICOG_DEFAULT_DEADLINE``): the prediction is
   canceled when the deadline passes while it runs, and never started if it has
-  passed before the prediction could start.  Durations are Go-style, as
+  passed before the prediction could start (a request that waited for a slot
+  counts from its arrival).  Durations are Go-style, as
   Replicate's: a sequence of ``<number><unit>`` with units ``h``, ``m``, ``s``,
   ``ms``, ``us`` (or ``µs``) and ``ns`` (``30s``, ``1m``, ``1h30m``, ``1.5s``), or a
   plain number of seconds (``30``).  The value must be positive.

@@ -401,17 +401,20 @@ class Service:
         return self.timers.call_later(delay, fn)
 
     def create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str],
-               put: bool = False, deadline: Optional[float] = None) -> tuple[Prediction, bool]:
+               put: bool = False, deadline: Optional[float] = None,
+               since: Optional[float] = None) -> tuple[Prediction, bool]:
         """Start a prediction, or return the one in flight with the same id (created=False).
 
         A new record comes with one reference (:meth:`Prediction.retain`) taken for
         the caller before it is submitted, so its files cannot be released before the
         caller has answered; the caller gives it back with ``release()``.
 
-        *deadline*: seconds from now (``Cancel-After``; else ``Settings.default_deadline``)
-        after which the prediction is canceled, or not started if it is not running yet.
+        *deadline*: seconds (``Cancel-After``; else ``Settings.default_deadline``) from
+        *since* (the request's arrival, ``time.monotonic()``; default now: a request that
+        waited for a slot counts from its arrival) after which the prediction is
+        canceled, or not started if it is not running yet.
         """
-        accepted = time.monotonic()
+        accepted = time.monotonic() if since is None else since
         if deadline is None:
             deadline = self.settings.default_deadline
         if req.id is not None:
