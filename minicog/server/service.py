@@ -435,7 +435,15 @@ class Service:
     def find(self, prediction_id: str) -> Optional[Prediction]:
         """The record in flight with this id, else the finished one still retained, else None."""
         pred = self.find_inflight(prediction_id)
-        return pred if pred is not None else self.find_finished(prediction_id)
+        if pred is None:
+            pred = self.find_finished(prediction_id)
+        if pred is None and self.settings.retention_seconds > 0 and self.settings.retention_max_records > 0:
+            # Just ended: its done callbacks (which retain it) may still be running, and the
+            # engine's run stays open until its files are released; the newest such record.
+            ended = [run.listener for run in self.engine.open_runs()
+                     if run.id == prediction_id and isinstance(run.listener, Prediction)]
+            pred = max(ended, key=lambda p: p.created_mono, default=None)
+        return pred
 
     def find_finished(self, prediction_id: str) -> Optional[Prediction]:
         """The finished record with this id if it is still retained (see ``Settings.retention_seconds``)."""
