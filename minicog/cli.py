@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "cog.yaml concurrency.max and @concurrent)")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="text (default) or one JSON object per line on stderr")
+    serve.add_argument("--no-docs", action="store_true",
+                       help="do not serve the browser page at /docs (as MINICOG_DOCS=0)")
 
     # predict / train ----------------------------------------------------------------------
     for name, what in (("predict", "prediction"), ("train", "training")):
@@ -598,6 +600,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # Resolved here so that "nothing to serve" is a one-line error before any start-up.
     ref = resolve_ref(explicit, mode=args.x_mode, cwd=os.getcwd(), environ=os.environ)
     settings = _settings(args)
+    if args.no_docs:
+        settings = settings.replace(docs=False)
     # Spawn the worker first: its start-up (interpreter, model import, setup) is the
     # long pole of a cold start, and it runs while this process imports the HTTP server.
     orchestrator = Orchestrator(ref, mode=args.x_mode, settings=settings, max_concurrency=args.max_concurrency,
