@@ -74,6 +74,9 @@ class Settings:
     #: Number of prediction slots; overrides cog.yaml concurrency.max and @concurrent.
     #: None means "not set" (then cog.yaml, then the decorator, then 1).
     max_concurrency: Optional[int] = dataclasses.field(default=None, metadata=_env("COG_MAX_CONCURRENCY", cast=int, check=lambda v: v >= 1))
+    #: Worker processes serving the model, each with its own slots: a number, or "auto"
+    #: (one per device when CUDA_VISIBLE_DEVICES lists several, else one per CPU core).
+    workers: str = dataclasses.field(default="1", metadata=_env("MINICOG_WORKERS", check=lambda v: v == "auto" or (v.isdigit() and int(v) >= 1)))
     #: Slot channels the orchestrator opens when only ``@concurrent(max=N)`` can tell the slot
     #: count (no COG_MAX_CONCURRENCY, no cog.yaml value); a larger N is capped to this.
     slot_channel_limit: int = 64
