@@ -108,9 +108,9 @@ class PageRuns:
             # gives its reference back when that run ends.
             self._runs.pop((kind, pred.id), None)
             self._runs[(kind, pred.id)] = run
-        threading.Thread(target=self._finish, args=(kind, run), name=f"docs-run-{pred.id}", daemon=True).start()
+        threading.Thread(target=self._finish, args=(run,), name=f"docs-run-{pred.id}", daemon=True).start()
 
-    def _finish(self, kind: str, run: _Run) -> None:
+    def _finish(self, run: _Run) -> None:
         pred = run.pred
         try:
             pred.wait(None)
@@ -124,14 +124,15 @@ class PageRuns:
             final = body.materialize()
         except Exception as exc:  # a file output vanished: say so rather than lose the run
             final = json.dumps({"id": pred.id, "status": pred.status, "error": f"Result unavailable: {exc}"}).encode()
-        finally:
-            pred.release()
+        # The final answer is in place before the files go: a reader that finds the record
+        # released (retain() False) then always finds the answer.
         with self._lock:
             run.final = final
             run.ended_at = time.monotonic()
             finished = [k for k, r in self._runs.items() if r.final is not None]
             for key in finished[:max(0, len(finished) - self.keep)]:
                 del self._runs[key]
+        pred.release()
 
     def get(self, kind: str, pid: str) -> Optional[_Run]:
         with self._lock:
