@@ -43,7 +43,10 @@ def _bool(text: str) -> bool:
 @dataclasses.dataclass(frozen=True)
 class Settings:
     # --- HTTP front-end -------------------------------------------------------------
-    host: str = "0.0.0.0"
+    #: Address to listen on.  Loopback by default, as ``cog serve`` binds, so a model is not
+    #: exposed to the network by accident; ``--host 0.0.0.0`` or HOST=0.0.0.0 exposes it
+    #: (needed in a container or pod).
+    host: str = dataclasses.field(default="127.0.0.1", metadata=_env("HOST", check=lambda v: bool(v.strip())))
     #: TCP port to listen on.  Cog reads PORT.
     port: int = dataclasses.field(default=5000, metadata=_env("PORT", cast=int, check=lambda v: 0 <= v < 65536))
     #: Largest request body accepted, in bytes (axum's default, as coglet): larger → 413.
@@ -53,6 +56,20 @@ class Settings:
     #: Seconds a connection may stay silent while a request is being read (or idle between
     #: keep-alive requests) before the server closes it, so slow clients cannot pin threads.
     read_timeout: float = dataclasses.field(default=30.0, metadata=_env("MINICOG_READ_TIMEOUT", cast=float, check=lambda v: v > 0))
+    #: Seconds a client has to send a whole request head (request line and headers) from
+    #: its first byte; a client trickling bytes (slow loris) is disconnected then.  It waits
+    #: in the selector meanwhile, so it costs no thread.
+    header_timeout: float = dataclasses.field(default=20.0, metadata=_env("MINICOG_HEADER_TIMEOUT", cast=float, check=lambda v: v > 0))
+    #: Threads answering HTTP requests at most (a bounded pool; idle connections and requests
+    #: still arriving cost none, and neither do sync requests waiting for their prediction).
+    #: More lets more slow readers of large responses be served at once; fewer keeps the GIL
+    #: for the threads that complete predictions when clients flood a busy server.
+    http_threads: int = dataclasses.field(default=16, metadata=_env("MINICOG_HTTP_THREADS", cast=int, check=lambda v: v >= 1))
+    #: Seconds an idle thread of that pool waits for work before it exits.
+    http_thread_idle_timeout: float = 5.0
+    #: Connections the kernel may queue before the server accepts them (listen backlog;
+    #: the kernel caps it at net.core.somaxconn).
+    listen_backlog: int = 1024
     #: Seconds sent in Retry-After with 409 (all slots busy) and 503 (not ready).
     retry_after: int = 1
     #: Seconds between checks that a client waiting on a sync or SSE response is still

@@ -105,6 +105,7 @@ class Prediction:
 
         self._lock = threading.Lock()
         self._done = threading.Event()
+        self._callbacks: list[Callable[["Prediction"], None]] = []
         self.status = "starting"
         self.created_at = utc_now()
         self.started_at: Optional[str] = None
@@ -143,6 +144,18 @@ class Prediction:
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the record is terminal; True if it is."""
         return self._done.wait(timeout)
+
+    def add_done_callback(self, fn: Callable[["Prediction"], None]) -> None:
+        """Call ``fn(self)`` once the record is terminal (at once if it already is).
+
+        It runs on the thread that ends the record (the engine's I/O thread), so
+        it must not block: the HTTP layer only queues the answer there.
+        """
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        fn(self)
 
     @property
     def logs(self) -> str:
@@ -379,6 +392,13 @@ class Prediction:
         if log.isEnabledFor(level):
             log.log(level, "%s %s %s (%.3fs)%s", self.kind, self.id, status, self.metrics["predict_time"],
                     f": {error}" if status == "failed" and error else "")
+        with self._lock:
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            try:
+                fn(self)
+            except Exception:
+                log.exception("done callback of prediction %s failed", self.id)
         if self.on_terminal is not None:
             try:
                 self.on_terminal(self)

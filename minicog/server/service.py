@@ -1,9 +1,9 @@
 """The service: engine + prediction records + HTTP server + probes + shutdown.
 
 :class:`Service` owns one :class:`~minicog.engine.Engine` (the workers), one
-:class:`~minicog.server.http.HTTPServer` (its thread serves requests; each
-connection gets its own thread), the webhook dispatcher and the optional
-uploader.  It is what the HTTP
+:class:`~minicog.server.http.HTTPServer` (its selector thread holds the
+connections; a bounded pool of threads answers requests), the webhook
+dispatcher and the optional uploader.  It is what the HTTP
 handlers call (:class:`~minicog.server.http.App`), and what the embedding API
 runs in a thread (``Service(...).start()`` → port, ``.stop()``).  :func:`serve`
 is the command line's entry point: it adds logging set-up and signal handling.
@@ -55,18 +55,16 @@ Shutdown (:meth:`Service.stop`)
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import platform
 import signal
-import sys
 import threading
 import time
-import traceback
 from typing import Any, Optional
 
 from minicog._version import COG_VERSION, __version__
+from minicog.console import JSONFormatter, configure_logging
 from minicog.engine import DuplicateRun, Engine, plan
 from minicog.errors import ServiceUnavailable, InputValidationError
 from minicog.server.http import HTTPServer, PredictionRequest
@@ -440,41 +438,6 @@ class Service:
         pred.run.release()  # this run's folder only: an id may have been reused meanwhile
         with self._lock:
             self._lock.notify_all()
-
-
-# ---------------------------------------------------------------------- logging
-class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time (ISO 8601 UTC), level, logger, message[, exception]."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            doc["exception"] = "".join(traceback.format_exception(*record.exc_info))
-        return json.dumps(doc, ensure_ascii=False)
-
-
-def configure_logging(log_format: str = "text", level: str = "info", stream: Any = None) -> logging.Handler:
-    """Send the ``minicog`` loggers to *stream* (stderr) as text or JSON lines; returns the handler."""
-    logger = logging.getLogger("minicog")
-    for h in list(logger.handlers):
-        if getattr(h, "_minicog", False):
-            logger.removeHandler(h)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler._minicog = True  # type: ignore[attr-defined]
-    if log_format == "json":
-        handler.setFormatter(JSONFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.propagate = False
-    name = {"warn": "WARNING"}.get(level.lower(), level.upper())
-    logger.setLevel(getattr(logging, name, logging.INFO))
-    return handler
 
 
 # ---------------------------------------------------------------------- serve()
