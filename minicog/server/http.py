@@ -66,6 +66,7 @@ from minicog.errors import (AtCapacity, HeaderTooLarge, InputValidationError, Mi
                             PayloadTooLarge, RequestError, ServiceUnavailable, UnsupportedMediaType)
 from minicog.server import docs
 from minicog.server.connections import Connection, ConnectionServer, RequestReader, SocketWriter, peer_state
+from minicog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from minicog.server.outputs import Body, render_json
 from minicog.server.sse import KEEPALIVE, encode_event
 from minicog.settings import Settings
@@ -295,6 +296,7 @@ class App(Protocol):
     def discovery(self) -> dict: ...
     def health(self) -> dict: ...
     def openapi(self) -> Optional[dict]: ...
+    def metrics_text(self) -> Optional[str]: ...
     def request_shutdown(self) -> None: ...
     def streaming_supported(self, kind: str) -> bool: ...
     def find_inflight(self, prediction_id: str) -> Any: ...
@@ -382,6 +384,7 @@ _ROUTES = {
     "/": {"GET": "root"},
     "/health-check": {"GET": "health"},
     "/openapi.json": {"GET": "openapi"},
+    "/metrics": {"GET": "metrics"},
     "/shutdown": {"POST": "shutdown"},
     "/predictions": {"POST": "create"},
     "/trainings": {"POST": "create"},
@@ -739,6 +742,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                             {"Retry-After": str(self.server.settings.retry_after)})
         else:
             self._send_json(200, doc)
+
+    def _do_metrics(self, params: dict, body: bytes) -> None:
+        text = self.server.app.metrics_text()
+        if text is None:
+            self._send_json(404, {"error": "Not found: /metrics (metrics are turned off)"})
+        else:
+            self._send_body(200, Body([text.encode("utf-8")]), METRICS_CONTENT_TYPE)
 
     def _do_shutdown(self, params: dict, body: bytes) -> None:
         self._send_json(200, {})
