@@ -1,12 +1,12 @@
 """Output capture in the worker, observed through the orchestrator."""
 
 
-from orchestrator_support import Recorder, predict, running
+from engine_support import Recorder, predict, running
 from minicog.worker.logs import LogOwner, truncation_marker
 
 
 def test_replaced_stdout_is_teed():
-    with running("w_stdout.py") as orch:
+    with running("replaced_stdout.py") as orch:
         rec = predict(orch, "t", {})
         # The user's StringIO got the line, and so did the prediction's logs.
         assert rec.outputs() == ["captured twice\n"]
@@ -14,14 +14,14 @@ def test_replaced_stdout_is_teed():
 
 
 def test_setup_output_goes_to_setup_logs_not_predictions():
-    with running("w_exit.py") as orch:
+    with running("dies_mid_prediction.py") as orch:
         assert "setup pid" in orch.setup.logs
         rec = predict(orch, "a", {})
         assert "setup pid" not in rec.logs()
 
 
 def test_async_prints_and_spawned_tasks_route_to_their_prediction():
-    with running("w_async.py", max_concurrency=4) as orch:
+    with running("async_slots.py", max_concurrency=4) as orch:
         assert orch.num_slots == 4
         assert "async setup done" in orch.setup.logs
         recs = {}
@@ -72,7 +72,7 @@ def test_over_long_lines_are_truncated_with_marker():
 
 
 def test_truncation_in_the_worker():
-    with running("w_basic.py", max_log_line_bytes=1024) as orch:
+    with running("basic_echo.py", max_log_line_bytes=1024) as orch:
         rec = predict(orch, "long", {"text": "w" * 5000})
         line = rec.logs("stdout").splitlines()[0]
         assert line.endswith(truncation_marker(1024))
