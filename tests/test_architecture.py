@@ -113,4 +113,4 @@ def test_the_engine_is_a_package_of_its_own():
     assert not (PKG / "server" / "orchestrator.py").exists()  # moved to minicog/engine/
     server_modules = {p.stem for p in (PKG / "server").glob("*.py")} - {"__init__"}
     assert server_modules <= {"http", "connections", "prediction", "sse", "webhooks", "outputs", "service",
-                              "metrics", "timers", "deadlines"}
+                              "metrics", "timers", "deadlines", "docs"}
