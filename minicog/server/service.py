@@ -304,7 +304,9 @@ class Service:
         deadline = time.monotonic() + grace
         with self._readiness_lock:
             self._draining = True
-        self._sync_readiness(False)
+            # In the same step: whoever sees "draining" never finds the readiness file.
+            if self.settings.kubernetes_service_host:
+                self._sync_readiness_locked(False)
         n = len(self._unfinished())
         hooks = len(self.webhooks.pending())
         if n or hooks:
