@@ -303,10 +303,11 @@ class Service:
     def _drain(self, grace: float) -> None:
         deadline = time.monotonic() + grace
         with self._readiness_lock:
-            self._draining = True
-            # In the same step: whoever sees "draining" never finds the readiness file.
+            # The file goes first, in the same step: whoever sees "draining" (read without
+            # the lock) never finds the readiness file any more.
             if self.settings.kubernetes_service_host:
                 self._sync_readiness_locked(False)
+            self._draining = True
         n = len(self._unfinished())
         hooks = len(self.webhooks.pending())
         if n or hooks:
