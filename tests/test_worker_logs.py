@@ -13,6 +13,17 @@ def test_replaced_stdout_is_teed():
         assert rec.logs("stdout") == "captured twice\nback to normal\n"
 
 
+def test_user_stream_wrapping_the_original_stdout_is_logged_once():
+    # sys.stdout = Tee(sys.stdout, file): the text the user's stream passes back into
+    # the writer it replaced must not be logged a second time (nor interleaved).
+    with running("logs_tee_stdout.py") as orch:
+        for original in ("stdout", "__stdout__", "nested"):
+            rec = predict(orch, f"tee-{original}", {"original": original})
+            assert rec.terminal == ("succeeded", False)
+            assert rec.outputs() == ["first line\nsecond line\n"], original
+            assert rec.logs() == "first line\nsecond line\nafter\n", (original, rec.logs())
+
+
 def test_setup_output_goes_to_setup_logs_not_predictions():
     with running("w_exit.py") as orch:
         assert "setup pid" in orch.setup.logs

@@ -42,6 +42,15 @@ Replacement of sys.stdout/sys.stderr
     Re-assigning our own writer or a tee is let through unchanged (no nesting).
     Only a write straight into ``sys.__dict__`` bypasses the tee.
 
+    De-duplication by design: the tee logs what it is given, then hands it to the
+    user's stream with a per-thread *pass-through* mark set; while the mark is set
+    our writers log nothing.  So a user stream that passes the text back to the
+    writer it replaced (``sys.stdout = Tee(sys.stdout, file)``, a common logging
+    idiom) is logged once, whatever it does with it, and nested user tees are
+    too.  ``sys.__stdout__``/``sys.__stderr__`` are our writers as well (the
+    originals write to the capture pipes, which would log the text a second
+    time from another thread), so ``Tee(sys.__stdout__, file)`` is logged once too.
+
 Signals
     Sync predictions can be interrupted by SIGUSR1 (see :mod:`.cancel`).  A send
     interrupted half-way would corrupt the channel, so writers enter the cancel
@@ -225,6 +234,15 @@ class LogRouter:
             self.control.write(source, text)
 
 
+class _PassThrough(threading.local):
+    """Per-thread depth of user-stream calls made by a :class:`TeeWriter`."""
+
+    depth = 0
+
+
+_passing = _PassThrough()
+
+
 class SlotLogWriter(io.TextIOBase):
     """What ``sys.stdout``/``sys.stderr`` are in the worker.
 
@@ -271,7 +289,7 @@ class SlotLogWriter(io.TextIOBase):
     def write(self, s: str) -> int:
         if not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        if s:
+        if s and not _passing.depth:  # inside a tee's user stream: the tee logged it already
             self._router.write(self._source, s)
         return len(s)
 
@@ -309,15 +327,23 @@ class TeeWriter(io.TextIOBase):
         pass
 
     def write(self, s: str) -> int:
-        self._inner.write(s)
-        result = self._user.write(s)
+        self._inner.write(s)  # logs nothing if an outer tee already did
+        _passing.depth += 1
+        try:
+            result = self._user.write(s)
+        finally:
+            _passing.depth -= 1
         return result if isinstance(result, int) else len(s)
 
     def flush(self) -> None:
         self._inner.flush()
         flush = getattr(self._user, "flush", None)
         if flush is not None:
-            flush()
+            _passing.depth += 1
+            try:
+                flush()
+            finally:
+                _passing.depth -= 1
 
     def writable(self) -> bool:
         return True

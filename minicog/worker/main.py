@@ -249,6 +249,11 @@ class Worker:
         }
         sys.stdout = self.writers["stdout"]
         sys.stderr = self.writers["stderr"]
+        # The originals write into the capture pipes: text a user stream passes to them
+        # would come back through the fd reader, unattributed and (under a tee) twice.
+        self._original_streams = (original_out, original_err)
+        sys.__stdout__ = self.writers["stdout"]
+        sys.__stderr__ = self.writers["stderr"]
         install_sys_hook(self.writers)
 
     def _ensure_loop(self) -> None:
@@ -539,7 +544,7 @@ class Worker:
     def _finish(self, job: _Job, owner: Any, scope: Any, outcome: dict) -> None:
         """Flush logs, clean inputs, send the terminal message, free the slot."""
         scope.close()
-        for stream in (sys.__stdout__, sys.__stderr__):
+        for stream in self._original_streams:
             try:
                 if stream is not None:
                     stream.flush()  # binary writes through sys.stdout.buffer
