@@ -16,7 +16,11 @@ that it needs a whole value, and booleans are never numbers), ``nullable``,
 ``items``, ``properties``/``required``/``additionalProperties``, ``minimum``/
 ``maximum``, ``minLength``/``maxLength`` (counted in characters, as the Rust
 validator does), and ``pattern`` (an unanchored :func:`re.search`).  ``format``
-is an annotation, never asserted (``uri`` strings are checked by the fetcher).
+is an annotation, never asserted, except ``uri``, which minicog's schema (and
+Cog's) gives exactly the ``Path``/``File`` inputs: such a string must be an
+``http(s)://`` or ``data:`` URL (:func:`minicog.files.file_input_problem`), so a
+``file:///etc/passwd`` or a bare local path is a 422 naming the input and never
+reaches the worker (Cog passes it to ``predict()`` as a path).
 Unknown keywords are ignored, as any JSON-Schema validator does.
 
 Messages are the Rust ``jsonschema`` crate's texts that coglet sends, with
@@ -210,6 +214,19 @@ class _Compiler:
             elif any(_json_equal(value, o) for o in options):
                 return
             errors.append((path, f"{_show(value)} is not one of {shown}"))
+
+        return check
+
+    def k_format(self, spec: Any, node: dict) -> Optional[Check]:
+        if spec != "uri":
+            return None
+        from .files import file_input_problem
+
+        def check(value: Any, path: tuple, errors: list) -> None:
+            if isinstance(value, str):
+                problem = file_input_problem(value)
+                if problem is not None:
+                    errors.append((path, problem))
 
         return check
 

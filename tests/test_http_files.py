@@ -112,3 +112,27 @@ def test_url_and_data_inputs_are_fetched_then_removed_and_a_failed_fetch_names_t
             assert b["status"] == "failed"
             assert b["error"].startswith("Input validation error: image: ") and "404" in b["error"], b["error"]
             assert call(svc, "GET", "/health-check").json()["status"] == "READY"
+
+
+def test_local_paths_and_other_url_schemes_are_refused_for_every_file_input():
+    # Only http(s):// and data: URLs are file inputs: file:// or a bare path would make
+    # the model read the server's own files.  A 422 naming the input, before any slot.
+    ok = "data:text/plain;base64," + base64.b64encode(b"page").decode()
+    scheme = "'file' is not a valid URL scheme. 'data', 'http', or 'https' is supported."
+    bare = "'/etc/passwd' is not a URL. 'data', 'http', or 'https' is supported."
+    with running("files_input_kinds.py") as svc:
+        cases = [
+            ({"image": "file:///etc/passwd"}, "image", scheme),
+            ({"image": "/etc/passwd"}, "image", bare),
+            ({"blob": "FILE:///etc/passwd"}, "blob", scheme),
+            ({"mask": "/etc/passwd"}, "mask", bare),
+            ({"pages": [ok, "/etc/passwd"]}, "pages/1", bare),
+            ({"image": "ftp://example.com/x.png"}, "image", scheme.replace("'file'", "'ftp'")),
+        ]
+        for body, loc, msg in cases:
+            r = call(svc, "POST", "/predictions", {"input": body})
+            assert r.status == 422, (body, r.status, r.body)
+            assert r.json()["detail"] == [{"loc": ["body", "input", loc], "msg": msg, "type": "value_error"}], body
+        b = call(svc, "POST", "/predictions", {"input": {"pages": [ok, ok], "blob": ok, "image": ok.upper()[:5] + ok[5:]}}).json()
+        assert b["status"] == "succeeded", b
+        assert b["output"]["pages"] == ["page", "page"] and b["output"]["blob"] == "page"

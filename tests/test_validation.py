@@ -237,8 +237,18 @@ def test_errors_are_json_serializable():
     assert json.loads(json.dumps(res.errors)) == res.errors
 
 
-def test_format_is_not_asserted():
-    assert validate_input(EXAMPLE, {"prompt": "p", "image": "not a uri"}).ok
+def test_format_is_not_asserted_except_uri_for_file_inputs():
+    assert validate_input(EXAMPLE, {"prompt": "p", "api_key": "anything"}).ok
+    for good in ("https://example.com/x.png", "HTTP://example.com/x", "data:,hi"):
+        assert validate_input(EXAMPLE, {"prompt": "p", "image": good}).ok, good
+    res = validate_input(EXAMPLE, {"prompt": "p", "image": "not a uri"})
+    assert res.errors == [{"loc": ["body", "input", "image"], "type": "value_error",
+                           "msg": "'not a uri' is not a URL. 'data', 'http', or 'https' is supported."}]
+    res = validate_input(EXAMPLE, {"prompt": "p", "image": "file:///etc/passwd"})
+    assert res.errors[0]["msg"] == "'file' is not a valid URL scheme. 'data', 'http', or 'https' is supported."
+    # A huge bad value is not echoed whole.
+    res = validate_input(EXAMPLE, {"prompt": "p", "image": "/" + "x" * 100_000})
+    assert len(res.errors[0]["msg"]) < 200
 
 
 @pytest.mark.parametrize("value", [{"prompt": "p", "steps": 1}, {"prompt": "p", "steps": 100}])
