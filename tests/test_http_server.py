@@ -389,3 +389,13 @@ def test_handler_exception_is_logged_and_answered_500_json(echo, monkeypatch, ca
     assert "discovery exploded" in caplog.text and "Traceback" in caplog.text
     monkeypatch.undo()
     assert call(echo, "GET", "/").status == 200  # the server lives on
+
+
+@pytest.mark.parametrize("cls", ["Predictor", "AsyncPredictor"])
+def test_recording_none_deletes_the_metric_in_sync_and_async_models(cls):
+    with running("metrics_none_deletes.py:" + cls) as svc:
+        b = call(svc, "POST", "/predictions", {"input": {}}).json()
+        assert b["status"] == "succeeded", b
+        metrics = dict(b["metrics"])
+        assert metrics.pop("predict_time") >= 0
+        assert metrics == {"kept": 1, "timing": {"pre": 0.5}, "steps": 7}
