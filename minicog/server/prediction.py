@@ -38,6 +38,11 @@ a scalar ``x`` → ``[x, v]``); dotted names nest (``timing.pre`` →
 ``{"timing": {"pre": ...}}``), replacing non-object intermediates.
 ``predict_time`` (seconds since the record was created) is added at the end.
 
+Input.  ``input`` is the input as it may be echoed (the PUT-in-flight answer,
+``snapshot(with_input=True)``): the service gives the record the form
+:func:`minicog.validation.redact_input` made, with secret inputs replaced by
+``**********``, and passes the clear value to the orchestrator only.
+
 Timestamps ``created_at``, ``started_at`` and ``completed_at`` are ISO 8601 UTC
 (Cog's schema declares them; coglet never sends them).
 

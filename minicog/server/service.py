@@ -74,7 +74,7 @@ from minicog.server.prediction import Prediction
 from minicog.server.sse import EventStream
 from minicog.server.webhooks import WebhookDispatcher
 from minicog.settings import Settings
-from minicog.validation import validate_input
+from minicog.validation import redact_input, validate_input
 
 __all__ = ["Service", "serve", "configure_logging", "JSONFormatter"]
 
@@ -378,8 +378,9 @@ class Service:
                 return existing, False
         schema = self.orchestrator.schema
         value = req.input
+        component = "TrainingInput" if kind == "training" else "Input"
         if schema is not None:
-            result = validate_input(schema, req.input, component="TrainingInput" if kind == "training" else "Input")
+            result = validate_input(schema, req.input, component=component)
             if result.errors:
                 raise InputValidationError(result.errors)
             value = result.value
@@ -394,7 +395,9 @@ class Service:
         if kind == "prediction" and self.orchestrator.streaming:
             events = EventStream(history=s.stream_history_capacity, queue_size=s.stream_subscriber_queue,
                                  max_subscribers=s.max_stream_subscribers)
-        pred = Prediction(pid, value, kind=kind, settings=s, stream_output=self._stream_output(), events=events,
+        # The record keeps only the redacted input: every echo of it (PUT in flight,
+        # webhooks, SSE, reads of a kept record) goes through this one point.
+        pred = Prediction(pid, redact_input(schema, value, component=component), kind=kind, settings=s, stream_output=self._stream_output(), events=events,
                           uploader=self.uploader, on_cancel=lambda: self.orchestrator.cancel(pid),
                           on_terminal=self._on_terminal, on_release=self._on_release)
         pred.cancel_on_disconnect = sse
