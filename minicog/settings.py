@@ -86,6 +86,14 @@ class Settings:
     max_inline_ipc_bytes: int = 6 * MiB
     #: A single log line longer than this many bytes is cut and marked (coglet's bound).
     max_log_line_bytes: int = 4 * MiB
+    #: Seconds a complete log line may wait in the worker to be sent with the lines that
+    #: follow it (one frame instead of one per line: a flood of prints costs a few hundred
+    #: frames, not a million).  Lines written before an output, a metric or the end of
+    #: the prediction are always sent before it.  0 sends each write's lines at once.
+    log_batch_interval: float = dataclasses.field(default=0.02, metadata=_env(
+        "MINICOG_LOG_BATCH_INTERVAL", cast=float, check=lambda v: 0 <= v <= 5))
+    #: Characters of log text a batch may hold before it is sent without waiting.
+    log_batch_chars: int = 256 * KiB
 
     # --- Healthcheck ----------------------------------------------------------------
     #: Seconds the user's healthcheck() may run (Cog: 5 s).

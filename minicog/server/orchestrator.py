@@ -574,6 +574,8 @@ class Orchestrator:
         return {
             "max_inline_ipc_bytes": s.max_inline_ipc_bytes,
             "max_log_line_bytes": s.max_log_line_bytes,
+            "log_batch_interval": s.log_batch_interval,
+            "log_batch_chars": s.log_batch_chars,
             "healthcheck_timeout": s.healthcheck_timeout,
             "weights": s.weights,
             "user_agent": s.user_agent,

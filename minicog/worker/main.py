@@ -84,6 +84,8 @@ class WorkerSettings:
 
     max_inline_ipc_bytes: int = 6 * 1024 * 1024
     max_log_line_bytes: int = 4 * 1024 * 1024
+    log_batch_interval: float = 0.02
+    log_batch_chars: int = 256 * 1024
     healthcheck_timeout: float = 5.0
     weights: Optional[str] = None
     user_agent: Optional[str] = None
@@ -114,7 +116,7 @@ def _timeout_errors() -> tuple[type, ...]:
 
 
 class _Job:
-    __slots__ = ("id", "slot", "channel", "msg", "tmp_dir", "started")
+    __slots__ = ("id", "slot", "channel", "msg", "tmp_dir", "started", "owner")
 
     def __init__(self, slot: int, channel: protocol.Channel, msg: dict):
         self.id = str(msg.get("id"))
@@ -123,6 +125,7 @@ class _Job:
         self.msg = msg
         self.tmp_dir = msg.get("tmp_dir") or None
         self.started = time.monotonic()
+        self.owner: Any = None  # its LogOwner, once it runs
 
     def subdir(self, name: str) -> Optional[str]:
         return os.path.join(self.tmp_dir, name) if self.tmp_dir else None
@@ -209,6 +212,7 @@ class Worker:
         for i in range(self.num_slots, len(self.slots)):
             self.slots[i].close()
         del self.slots[self.num_slots:]
+        self.router.control.flush_lines()  # setup's logs before ready
         self._control_send(ready)
         threading.Thread(target=self._io_guarded, name="minicog-worker-io", daemon=True).start()
         self._main_loop()
@@ -230,11 +234,14 @@ class Worker:
 
     def _install_capture(self) -> None:
         from .cancel import CancelGuard
-        from .logs import FdCapture, LogRouter, SlotLogWriter, install_sys_hook
+        from .logs import FdCapture, LogRouter, SlotLogWriter, install_exit_flush, install_sys_hook
 
         self.guard = CancelGuard()
         self.guard.install()
-        self.router = LogRouter(self._control_log, self.settings.max_log_line_bytes, critical=self.guard.critical)
+        s = self.settings
+        self.router = LogRouter(self._control_log, s.max_log_line_bytes, critical=self.guard.critical,
+                                batch_interval=s.log_batch_interval if s.log_batch_interval > 0 else None,
+                                batch_chars=s.log_batch_chars)
         original_out, original_err = sys.stdout, sys.stderr
         for stream in (original_out, original_err):
             try:
@@ -255,6 +262,7 @@ class Worker:
         sys.__stdout__ = self.writers["stdout"]
         sys.__stderr__ = self.writers["stderr"]
         install_sys_hook(self.writers)
+        install_exit_flush(self.router)
 
     def _ensure_loop(self) -> None:
         """Start the event loop thread once: only async models (or async setup/healthcheck)
@@ -514,11 +522,13 @@ class Worker:
         owner = self.router.open(lambda source, data: self._slot_log(channel, source, data), job.id)
 
         def emit(name: str, value: Any, mode: str) -> None:
+            owner.flush_lines()  # lines printed before the metric arrive before it
             with self.guard.critical():
                 channel.send({"type": "metric", "name": name, "value": value, "mode": mode})
 
         context = job.msg.get("context") or {}
         scope = Scope({str(k): str(v) for k, v in context.items()}, emit)
+        job.owner = owner
         return owner, scope
 
     def _prefix(self) -> str:
@@ -579,7 +589,8 @@ class Worker:
     def _sender(self, job: _Job) -> Any:
         from .outputs import OutputSender
 
-        return OutputSender(job.channel, job.subdir("outputs"), self.settings.max_inline_ipc_bytes)
+        flush = job.owner.flush_lines if job.owner is not None else None
+        return OutputSender(job.channel, job.subdir("outputs"), self.settings.max_inline_ipc_bytes, before_send=flush)
 
     # -- sync predictions (main thread) -----------------------------------------------------
 
