@@ -48,6 +48,11 @@ class Settings:
     port: int = dataclasses.field(default=5000, metadata=_env("PORT", cast=int, check=lambda v: 0 <= v < 65536))
     #: Largest request body accepted, in bytes (axum's default, as coglet): larger → 413.
     max_body_bytes: int = 100 * MiB
+    #: A ``data:`` URI input longer than this many characters is decoded to a file
+    #: straight from the request body (never held as a string nor sent through the
+    #: worker's channel): see minicog/server/spool.py.  0 turns this off.
+    data_uri_spool_chars: int = dataclasses.field(default=1 * MiB, metadata=_env(
+        "MINICOG_DATA_URI_SPOOL_CHARS", cast=int, check=lambda v: v >= 0))
     #: Largest request line plus headers, in bytes: larger → 431.
     max_header_bytes: int = 64 * KiB
     #: Seconds a connection may stay silent while a request is being read (or idle between

@@ -359,7 +359,8 @@ class Orchestrator:
 
     # -- predictions -----------------------------------------------------------------------
 
-    def submit(self, prediction_id: str, input: dict, listener: Any, *, context: Optional[dict] = None) -> None:
+    def submit(self, prediction_id: str, input: dict, listener: Any, *, context: Optional[dict] = None,
+               input_files: Optional[list] = None) -> None:
         """Dispatch a prediction to a free slot.
 
         ``listener.started()`` is called by this method before the request is sent;
@@ -367,7 +368,9 @@ class Orchestrator:
         :class:`~minicog.errors.ServiceUnavailable` unless READY,
         :class:`~minicog.errors.AtCapacity` if every slot is busy, and
         :class:`~minicog.errors.RequestError` if *prediction_id* is already in
-        flight or *input* is not JSON.
+        flight or *input* is not JSON.  *input_files* (``[[name, index or None, path]]``)
+        are file inputs already decoded by the parent (:mod:`.spool`): the worker uses
+        those paths instead of fetching the values.
         """
         prediction_id = str(prediction_id)
         try:
@@ -389,6 +392,8 @@ class Orchestrator:
         try:
             tmp = self._make_dir(prediction_id, listener)
             msg: dict[str, Any] = {"type": "predict", "id": prediction_id, "context": dict(context or {}), "tmp_dir": tmp}
+            if input_files:
+                msg["input_files"] = input_files
             if len(data) > self.settings.max_inline_ipc_bytes:
                 os.makedirs(os.path.join(tmp, "inputs"), exist_ok=True)
                 spill = os.path.join(tmp, "inputs", "input.json")

@@ -120,6 +120,14 @@ def merge_metric(metrics: dict, name: str, value: Any, mode: str) -> None:
             node[leaf] = value
 
 
+def _plain_strings(value: Any) -> Any:
+    if isinstance(value, str) and type(value) is not str:
+        return str.__str__(value)
+    if isinstance(value, list):
+        return [_plain_strings(v) for v in value]
+    return value
+
+
 class Prediction:
     """One prediction or training: the orchestrator's listener and the record of its state."""
 
@@ -164,6 +172,8 @@ class Prediction:
         self.cancel_requested = False
         self._refs = 1
         self._released = False
+        #: Spooled data: URI inputs (minicog.server.spool) whose files this record owns.
+        self.spooled: list = []
 
     # ------------------------------------------------------------------ queries
     @property
@@ -229,6 +239,14 @@ class Prediction:
                 self.on_release(self)
             except Exception:
                 log.exception("releasing the files of prediction %s failed", self.id)
+
+    def forget_spooled(self) -> None:
+        """The spooled inputs' files are gone: echo their heads (``data:<mime>;base64,``)
+        from now on instead of a file that cannot be read."""
+        with self._lock:
+            self.spooled = []
+            if isinstance(self.input, dict):
+                self.input = {k: _plain_strings(v) for k, v in self.input.items()}
 
     # ------------------------------------------------------------- requests
     def request_cancel(self) -> None:

@@ -371,7 +371,51 @@ class Service:
         A new record comes with one reference (:meth:`Prediction.retain`) taken for
         the caller before it is submitted, so its files cannot be released before the
         caller has answered; the caller gives it back with ``release()``.
+
+        The request's spooled data: URI inputs (:mod:`.spool`) go to the new record,
+        which deletes their files when it is released; in every other outcome they
+        are deleted here.
         """
+        spooled = getattr(req, "spooled", None) or []
+        if not spooled:
+            return self._create(kind, req, sse=sse, headers=headers, put=put)
+        from minicog.server import spool
+
+        try:
+            self._unspool_non_file_inputs(kind, req)
+            pred, created = self._create(kind, req, sse=sse, headers=headers, put=put)
+        except BaseException:
+            spool.release(spooled)
+            raise
+        if not created:
+            spool.release(spooled)
+        return pred, created
+
+    def _unspool_non_file_inputs(self, kind: str, req: PredictionRequest) -> None:
+        """A spooled value given to an input that is not a file input (a ``str``
+        parameter, or any input when there is no schema) gets its string back."""
+        from minicog.server import spool
+        from minicog.server.outputs import DataURIInput
+
+        schema = self.orchestrator.schema or {}
+        schemas = (schema.get("components") or {}).get("schemas") or {}
+        root = schemas.get("TrainingInput" if kind == "training" else "Input") or schemas.get("Input") or {}
+        props = root.get("properties") or {}
+        for name, value in list(req.input.items()):
+            prop = props.get(name) if isinstance(props.get(name), dict) else {}
+            is_file = prop.get("format") == "uri" or (isinstance(prop.get("items"), dict)
+                                                      and prop["items"].get("format") == "uri")
+            if is_file:
+                continue
+            if isinstance(value, DataURIInput):
+                req.input[name] = value.text()
+                spool.release([value])
+            elif isinstance(value, list) and any(isinstance(v, DataURIInput) for v in value):
+                spool.release([v for v in value if isinstance(v, DataURIInput)])
+                req.input[name] = [v.text() if isinstance(v, DataURIInput) else v for v in value]
+
+    def _create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str],
+                put: bool = False) -> tuple[Prediction, bool]:
         if req.id is not None:
             existing = self.find_inflight(req.id)
             if existing is not None:
@@ -413,7 +457,13 @@ class Service:
             self._holding[id(pred)] = pred
         pred.retain()  # the caller's reference (see the docstring)
         try:
-            self.orchestrator.submit(pid, value, pred, context=req.context)
+            files = None
+            if getattr(req, "spooled", None):
+                from minicog.server import spool
+
+                pred.spooled = spool.spooled_in(value)  # deleted with the record (_on_release)
+                files = spool.input_files(value)
+            self.orchestrator.submit(pid, value, pred, context=req.context, **({"input_files": files} if files else {}))
         except BaseException:
             with self._lock:
                 if self._inflight.get(pid) is pred:
@@ -450,6 +500,11 @@ class Service:
             self._lock.notify_all()
         # By listener: an earlier run with the same id must not delete this run's folder.
         self.orchestrator.release(pred.id, pred)
+        if pred.spooled:
+            from minicog.server import spool
+
+            spool.release(pred.spooled)
+            pred.forget_spooled()
 
 
 # ---------------------------------------------------------------------- logging

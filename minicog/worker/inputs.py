@@ -103,6 +103,17 @@ def _file_url(name: str, value: Any, given: bool) -> bool:
     return False
 
 
+def _local_file(path: str, kind: str, prepared: "Prepared") -> Any:
+    """A file input the parent decoded already: a Path, or an open file for ``File``."""
+    from minicog.sdk.types import Path
+
+    if kind == "file":
+        f = open(path, "rb")
+        prepared.open_files.append(f)
+        return f
+    return Path(path)
+
+
 def _field_default(field: Any) -> Any:
     """The value an omitted ``Input(...)`` stands for, or ``inspect.Parameter.empty``."""
     from minicog.sdk.inputs import MISSING
@@ -125,8 +136,14 @@ def _parameters(fn: Callable) -> tuple[Any, bool]:
 
 
 def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Optional[str], *,
-            timeout: float, max_bytes: int, user_agent: Optional[str]) -> Prepared:
-    """Build the call's kwargs from the validated JSON input *raw*; see the module docstring."""
+            timeout: float, max_bytes: int, user_agent: Optional[str],
+            local_files: Optional[list] = None) -> Prepared:
+    """Build the call's kwargs from the validated JSON input *raw*; see the module docstring.
+
+    *local_files* (``[[name, index or None, path]]``, the ``input_files`` of the
+    predict message) are file inputs the parent already decoded: their paths are
+    used as they are, nothing is fetched for them.
+    """
     from minicog.sdk.inputs import FieldInfo
     from minicog.sdk.types import Path, Secret
 
@@ -149,6 +166,7 @@ def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Opt
             kwargs[name] = value
 
     prepared = Prepared(kwargs, inputs_dir)
+    local = {(str(n), i): str(p) for n, i, p in (local_files or ()) if isinstance(p, str)}
     downloads: list[tuple[str, Optional[int], str, str]] = []  # (name, list index, url, kind)
     for spec in specs:
         name = spec.name
@@ -160,9 +178,16 @@ def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Opt
         kind = getattr(spec, "file_kind", None)
         if kind:
             if isinstance(value, list):
+                items = list(value)
                 for i, item in enumerate(value):
-                    if _file_url(name, item, name in raw):
+                    if (name, i) in local:
+                        items[i] = _local_file(local[(name, i)], kind, prepared)
+                    elif _file_url(name, item, name in raw):
                         downloads.append((name, i, item, kind))
+                if local:
+                    kwargs[name] = items
+            elif (name, None) in local:
+                kwargs[name] = _local_file(local[(name, None)], kind, prepared)
             elif _file_url(name, value, name in raw):
                 downloads.append((name, None, value, kind))
 

@@ -584,7 +584,8 @@ class Worker:
         raw = read_input_message(job.msg)
         s = self.settings
         return prepare(self.loaded.fn, raw, self.specs, job.subdir("inputs"),
-                       timeout=s.download_timeout, max_bytes=s.max_download_bytes, user_agent=s.user_agent)
+                       timeout=s.download_timeout, max_bytes=s.max_download_bytes, user_agent=s.user_agent,
+                       local_files=job.msg.get("input_files"))
 
     def _sender(self, job: _Job) -> Any:
         from .outputs import OutputSender
