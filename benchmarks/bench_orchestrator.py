@@ -23,7 +23,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from minicog.server.orchestrator import Orchestrator  # noqa: E402
+from minicog.engine import Orchestrator  # noqa: E402
 from minicog.settings import Settings  # noqa: E402
 
 

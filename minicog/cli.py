@@ -98,6 +98,13 @@ def _bool_arg(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _workers_arg(text: str) -> str:
+    value = text.strip().lower()
+    if value != "auto" and not (value.isdigit() and int(value) >= 1):
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1 or 'auto', got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -156,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-concurrency", type=_positive_int, default=None, metavar="N",
                        help="number of predictions run at once (overrides COG_MAX_CONCURRENCY, "
                             "cog.yaml concurrency.max and @concurrent)")
+    serve.add_argument("--workers", type=_workers_arg, default=None, metavar="N|auto",
+                       help="worker processes, each with its own slots (default: $MINICOG_WORKERS, else 1); "
+                            "auto: one per device listed in CUDA_VISIBLE_DEVICES when it lists several, "
+                            "else one per CPU core")
+    serve.add_argument("--gpus", default=None, metavar="LIST",
+                       help="comma-separated devices, e.g. 0,1: one worker per device (or round robin "
+                            "over --workers), each seeing only its own through CUDA_VISIBLE_DEVICES")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="text (default) or one JSON object per line on stderr")
 
@@ -591,27 +605,29 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .loader import resolve_ref
-    from .server.orchestrator import Orchestrator
+    from .engine import plan
 
     explicit = args.predictor or args.ref
-    # Resolved here so that "nothing to serve" is a one-line error before any start-up.
-    ref = resolve_ref(explicit, mode=args.x_mode, cwd=os.getcwd(), environ=os.environ)
     settings = _settings(args)
-    # Spawn the worker first: its start-up (interpreter, model import, setup) is the
+    # Resolved here so that "nothing to serve" is a one-line error before any start-up;
+    # the plan is the one the server and the embedding API use too (cog.yaml included).
+    try:
+        what = plan(explicit, mode=args.x_mode, cwd=os.getcwd(), settings=settings, workers=args.workers,
+                    gpus=args.gpus)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    # Spawn the workers first: their start-up (interpreter, model import, setup) is the
     # long pole of a cold start, and it runs while this process imports the HTTP server.
-    orchestrator = Orchestrator(ref, mode=args.x_mode, settings=settings, max_concurrency=args.max_concurrency,
-                                cwd=os.getcwd())
-    orchestrator.start()
+    engine = what.engine()
+    engine.start()
     try:
         from .server.service import serve
 
-        result = serve(ref, host=args.host, port=args.port, upload_url=args.upload_url,
+        result = serve(what.ref, host=args.host, port=args.port, upload_url=args.upload_url,
                        await_explicit_shutdown=bool(args.await_explicit_shutdown), mode=args.x_mode,
-                       max_concurrency=args.max_concurrency, log_format=args.log_format,
-                       settings=settings, cwd=os.getcwd(), orchestrator=orchestrator)
+                       log_format=args.log_format, settings=settings, cwd=what.cwd, orchestrator=engine)
     finally:
-        orchestrator.stop()  # idempotent; covers a failure before serve() took over
+        engine.stop()  # idempotent; covers a failure before serve() took over
     return int(result or 0)
 
 

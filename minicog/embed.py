@@ -3,8 +3,8 @@
 Two entry points, both exported lazily from :mod:`minicog`:
 
 :class:`Model`
-    A context manager around one worker process (the same
-    :class:`~minicog.server.orchestrator.Orchestrator` the HTTP server uses), so
+    A context manager around the model's worker processes (the same
+    :class:`~minicog.engine.Engine` the HTTP server uses), so
     the model runs exactly as it would behind ``python -m minicog serve``: its
     own process, its ``setup()`` once, inputs validated against the schema the
     worker built, file inputs fetched, outputs encoded.  Nothing of the model is
@@ -51,7 +51,7 @@ Design notes and trade-offs:
   :class:`~minicog.errors.PredictionCanceled`.  A setup that fails raises
   :class:`~minicog.errors.LoadError` from ``start()``/``__enter__`` with the
   setup logs in its ``logs`` attribute.
-* The orchestrator calls a handle's listener methods on its I/O thread; they
+* The engine calls a handle's listener methods on its I/O thread; they
   only append to lists under a condition variable (and link files), so the
   caller's thread does all waiting and the worker is never held up by a slow
   consumer beyond the protocol's own backpressure.
@@ -69,7 +69,7 @@ import uuid
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from . import errors, files
-from .config import concurrency_from_cog_yaml
+from .engine import rules
 from .settings import Settings
 
 __all__ = ["Model", "PredictionHandle", "serve_in_thread", "ServerHandle", "to_input_value"]
@@ -105,17 +105,7 @@ def to_input_value(value: Any) -> Any:
 
 def output_is_array(schema: Optional[dict], mode: str = "predict") -> Optional[bool]:
     """Whether the schema's output is a list/iterator (None when the schema does not say)."""
-    out = _output_schema(schema, mode)
-    if out is None:
-        return None
-    return out.get("type") == "array"
-
-
-def _output_schema(schema: Optional[dict], mode: str) -> Optional[dict]:
-    schemas = ((schema or {}).get("components") or {}).get("schemas") or {}
-    out = schemas.get("TrainingOutput") if mode == "train" else None
-    out = out if isinstance(out, dict) else schemas.get("Output")
-    return out if isinstance(out, dict) else None
+    return rules.output_is_array(schema, mode)
 
 
 class PredictionHandle:
@@ -143,6 +133,7 @@ class PredictionHandle:
         self._order: List[int] = []
         self._cond = threading.Condition()
         self._callback_error: Optional[BaseException] = None
+        self._run: Any = None  # the engine's handle, set once submitted
 
     # -- what the caller uses ------------------------------------------------------------
     @property
@@ -151,13 +142,13 @@ class PredictionHandle:
             return "".join(self._logs)
 
     def done(self) -> bool:
-        return self.status in ("succeeded", "failed", "canceled")
+        return self.status in rules.TERMINAL_STATUSES
 
     def cancel(self) -> bool:
-        """Ask the worker to cancel; True if the prediction was still known to the orchestrator."""
-        if self.done():
+        """Ask the worker to cancel; True if the prediction was still running."""
+        if self.done() or self._run is None:
             return False
-        return self._model._orchestrator.cancel(self.id)
+        return self._run.cancel()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait until the prediction ends; False if *timeout* seconds passed first."""
@@ -192,7 +183,7 @@ class PredictionHandle:
             return None
         if len(items) == 1:
             value = items[0]
-            if output_is_array(self._model.schema, self._model.mode) and not isinstance(value, list):
+            if rules.output_is_array(self._model.schema, self._model.mode) and not isinstance(value, list):
                 return [value]
             return value
         return items
@@ -253,10 +244,8 @@ class PredictionHandle:
         self._call(self._on_item, index, value)
 
     def _metric(self, name: str, value: Any, mode: str) -> None:
-        from .server.prediction import merge_metric  # the HTTP record's merge: one set of rules
-
         with self._cond:
-            merge_metric(self.metrics, name, value, mode)
+            rules.merge_metric(self.metrics, name, value, mode)
 
 
 class _Listener:
@@ -305,14 +294,11 @@ class _Listener:
         self.handle._set_status("canceled")
 
     def _release(self) -> None:
-        # File outputs were linked out as they arrived, so the prediction's
-        # temporary folder can go as soon as it ends.
-        orch = self.handle._model._orchestrator
-        if orch is not None:
-            try:
-                orch.release(self.handle.id, self)
-            except Exception:  # cleanup must not break the terminal call
-                pass
+        # File outputs were linked out as they arrived, so the run's temporary folder
+        # can go as soon as it ends (the engine removes it right after this call).
+        run = self.handle._run
+        if run is not None:
+            run.release()
 
 
 class Model:
@@ -332,16 +318,18 @@ class Model:
     def __init__(self, ref: Optional[str] = None, *, mode: str = "predict", max_concurrency: Optional[int] = None,
                  settings: Optional[Settings] = None, cwd: Optional[str] = None,
                  setup_timeout: Optional[float] = None, on_setup_log: Optional[LogCallback] = None,
-                 output_dir: Optional[str] = None):
-        if mode not in ("predict", "train"):
-            raise ValueError(f"mode must be 'predict' or 'train', not {mode!r}")
-        from .loader import resolve_ref
+                 output_dir: Optional[str] = None, workers: Any = None, gpus: Any = None):
+        from .engine import plan
 
-        self.cwd = os.path.abspath(cwd or os.getcwd())
-        self.ref = resolve_ref(ref, mode=mode, cwd=self.cwd, environ=os.environ)
-        self.mode = mode
         self.settings = settings or Settings.from_env()
+        # What to run and with how many slots/workers: the rules the server uses too.
+        self._plan = plan(ref, mode=mode, cwd=cwd, settings=self.settings, max_concurrency=max_concurrency,
+                          workers=workers, gpus=gpus)
+        self.cwd = self._plan.cwd
+        self.ref = self._plan.ref
+        self.mode = mode
         self.max_concurrency = max_concurrency
+        self.workers = self._plan.workers
         self.setup_timeout = setup_timeout
         self._on_setup_log = on_setup_log
         self._keep_dir = output_dir
@@ -351,16 +339,10 @@ class Model:
 
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> "Model":
-        """Spawn the worker and wait until setup finished; raises LoadError if it failed."""
-        from .server.orchestrator import Orchestrator
-
+        """Spawn the workers and wait until setup finished; raises LoadError if it failed."""
         if self._orchestrator is not None:
             return self
-        max_concurrency = self.max_concurrency
-        if max_concurrency is None:  # cog.yaml's concurrency.max ranks below COG_MAX_CONCURRENCY
-            max_concurrency = concurrency_from_cog_yaml(self.cwd or os.getcwd())
-        orch = Orchestrator(self.ref, mode=self.mode, settings=self.settings,
-                            max_concurrency=max_concurrency, cwd=self.cwd)
+        orch = self._plan.engine()
         self._orchestrator = orch
         try:
             orch.start()
@@ -447,7 +429,10 @@ class Model:
         """
         cleaned = self.validate(inputs)
         handle = PredictionHandle(self, prediction_id or uuid.uuid4().hex, on_log=on_log, on_item=on_item)
-        self._orchestrator.submit(handle.id, cleaned, _Listener(handle), context=context)
+        run = self._orchestrator.submit(handle.id, cleaned, _Listener(handle), context=context)
+        handle._run = run
+        if handle.done():
+            run.release()  # it ended before the handle knew its run (release is idempotent)
         return handle
 
     def submit(self, **inputs: Any) -> PredictionHandle:
@@ -537,15 +522,14 @@ def serve_in_thread(ref: Optional[str] = None, *, host: str = "127.0.0.1", port:
     ``GET /health-check`` or pass ``wait_ready=seconds`` to wait for READY (a
     setup that fails or overruns raises LoadError).  *options* are those of
     :class:`minicog.server.service.Service` (``settings``, ``upload_url``,
-    ``mode``, ``max_concurrency``, ``await_explicit_shutdown``, ``cwd``, ``env``).
+    ``mode``, ``max_concurrency``, ``await_explicit_shutdown``, ``cwd``, ``env``,
+    ``workers``, ``gpus``).
     Use the result as a context manager, or call ``stop()``.
     """
-    from .loader import resolve_ref
-    from .server.service import Service
+    from .server.service import Service  # serving is the one reason to import the server
 
-    cwd = options.get("cwd")
-    ref = resolve_ref(ref, mode=options.get("mode", "predict"), cwd=cwd or os.getcwd(), environ=os.environ)
     service = Service(ref, host=host, port=port, **options)
+    ref = service.ref
     service.start()
     handle = ServerHandle(service)
     if wait_ready is not None and not service.wait_ready(wait_ready):

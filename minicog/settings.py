@@ -58,6 +58,20 @@ class Settings:
     #: Seconds a connection may stay silent while a request is being read (or idle between
     #: keep-alive requests) before the server closes it, so slow clients cannot pin threads.
     read_timeout: float = dataclasses.field(default=30.0, metadata=_env("MINICOG_READ_TIMEOUT", cast=float, check=lambda v: v > 0))
+    #: Seconds a client has to send a whole request head (request line and headers) from
+    #: its first byte; a client trickling bytes (slow loris) is disconnected then.  It waits
+    #: in the selector meanwhile, so it costs no thread.
+    header_timeout: float = dataclasses.field(default=20.0, metadata=_env("MINICOG_HEADER_TIMEOUT", cast=float, check=lambda v: v > 0))
+    #: Threads answering HTTP requests at most (a bounded pool; idle connections and requests
+    #: still arriving cost none, and neither do sync requests waiting for their prediction).
+    #: More lets more slow readers of large responses be served at once; fewer keeps the GIL
+    #: for the threads that complete predictions when clients flood a busy server.
+    http_threads: int = dataclasses.field(default=16, metadata=_env("MINICOG_HTTP_THREADS", cast=int, check=lambda v: v >= 1))
+    #: Seconds an idle thread of that pool waits for work before it exits.
+    http_thread_idle_timeout: float = 5.0
+    #: Connections the kernel may queue before the server accepts them (listen backlog;
+    #: the kernel caps it at net.core.somaxconn).
+    listen_backlog: int = 1024
     #: Seconds sent in Retry-After with 409 (all slots busy) and 503 (not ready).
     retry_after: int = 1
     #: Seconds between checks that a client waiting on a sync or SSE response is still
@@ -70,6 +84,9 @@ class Settings:
     #: Number of prediction slots; overrides cog.yaml concurrency.max and @concurrent.
     #: None means "not set" (then cog.yaml, then the decorator, then 1).
     max_concurrency: Optional[int] = dataclasses.field(default=None, metadata=_env("COG_MAX_CONCURRENCY", cast=int, check=lambda v: v >= 1))
+    #: Worker processes serving the model, each with its own slots: a number, or "auto"
+    #: (one per device when CUDA_VISIBLE_DEVICES lists several, else one per CPU core).
+    workers: str = dataclasses.field(default="1", metadata=_env("MINICOG_WORKERS", check=lambda v: v == "auto" or (v.isdigit() and int(v) >= 1)))
     #: Slot channels the orchestrator opens when only ``@concurrent(max=N)`` can tell the slot
     #: count (no COG_MAX_CONCURRENCY, no cog.yaml value); a larger N is capped to this.
     slot_channel_limit: int = 64

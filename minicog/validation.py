@@ -423,6 +423,23 @@ def _mask(value: Any, shape: str) -> Any:
     return REDACTED
 
 
+
+# Unknown input names shown in the warning at most, and characters per name: a request
+# may carry any number of keys of any length, and the log line must stay bounded.
+_LOG_NAMES = 20
+_LOG_NAME_CHARS = 64
+
+
+def _names_for_log(names: list) -> str:
+    """Up to ``_LOG_NAMES`` names, each cut to ``_LOG_NAME_CHARS``, and how many more."""
+    shown = [n if len(n) <= _LOG_NAME_CHARS else n[:_LOG_NAME_CHARS] + "..."
+             for n in map(str, names[:_LOG_NAMES])]
+    text = ", ".join(shown)
+    if len(names) > _LOG_NAMES:
+        text += f" (and {len(names) - _LOG_NAMES} more)"
+    return text
+
+
 class Validator:
     """The ``component`` schema of an OpenAPI document, compiled for repeated use.
 
@@ -476,7 +493,7 @@ class Validator:
         props = self.properties
         dropped = [k for k in value if k not in props]
         if dropped:
-            log.warning("Stripped unknown input fields: %s", ", ".join(map(str, dropped)))
+            log.warning("Stripped unknown input fields: %s", _names_for_log(dropped))
             value = {k: v for k, v in value.items() if k in props}
         else:
             value = dict(value)

@@ -10,7 +10,7 @@ import os
 import threading
 from typing import Any, Iterator, Optional
 
-from minicog.server.orchestrator import Orchestrator
+from minicog.engine import Orchestrator
 from minicog.settings import Settings
 from support import predictor
 

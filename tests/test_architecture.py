@@ -27,8 +27,16 @@ FORBIDDEN = {
     "minicog.validation": ["minicog.server", "minicog.worker", "minicog.cli", "minicog.embed", "minicog.sdk"],
     "minicog.encoding": ["minicog.server", "minicog.worker", "minicog.cli", "minicog.embed"],
     "minicog.files": ["minicog.server", "minicog.worker", "minicog.cli", "minicog.embed"],
-    "minicog.embed": ["minicog.cli"],
+    "minicog.embed": ["minicog.cli", "minicog.server"],
+    "minicog.cli": ["minicog.server"],
+    # The engine (the parent side of the worker protocol) serves the server, the
+    # embedding API and the command line; it imports none of them.
+    "minicog.engine": ["minicog.server", "minicog.worker", "minicog.cli", "minicog.embed", "minicog.sdk"],
 }
+
+# The only imports of minicog.server allowed despite the rules above: embed and cli
+# import the server only to serve (serve_in_thread, the serve command).
+SERVE_ONLY = {"minicog.embed": "minicog.server.service", "minicog.cli": "minicog.server.service"}
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -78,8 +86,10 @@ def test_imports_flow_one_way(path):
     rules = [banned for prefix, banned in FORBIDDEN.items() if module == prefix or module.startswith(prefix + ".")]
     if module.startswith("minicog.models"):
         return  # the default model is user code, loaded by the worker
+    allowed = SERVE_ONLY.get(module)
     violations = [f"line {line}: {name}" for line, name in _imports(path) for banned in rules for b in banned
-                  if name == b or name.startswith(b + ".")]
+                  if (name == b or name.startswith(b + "."))
+                  and not (allowed and (name == allowed or name.startswith(allowed + ".")))]
     assert not violations, f"{module} must not import: " + ", ".join(violations)
 
 
@@ -91,3 +101,13 @@ def test_sdk_import_stays_light():
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_engine_is_a_package_of_its_own():
+    """The parent side lives in minicog/engine/, not under server/ (server/ keeps HTTP only)."""
+    engine = PKG / "engine"
+    assert (engine / "__init__.py").exists()
+    for name in ("engine.py", "process.py", "run.py", "listener.py", "rules.py", "plan.py"):
+        assert (engine / name).exists(), name
+    server_modules = {p.stem for p in (PKG / "server").glob("*.py")} - {"__init__"}
+    assert server_modules <= {"http", "connections", "prediction", "sse", "webhooks", "outputs", "service", "orchestrator"}

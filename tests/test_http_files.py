@@ -18,8 +18,8 @@ def test_file_outputs_become_data_uris_and_files_are_released():
         b = call(svc, "POST", "/predictions", {"input": {"count": 2}}).json()
         assert b["status"] == "succeeded"
         assert b["output"] == ["data:text/plain;base64," + base64.b64encode(f"file {i}".encode()).decode() for i in range(2)]
-        wait_until(lambda: not svc._holding, 5, message="records to release their files")
-        assert not svc.orchestrator._dirs, "per-prediction folders must be removed once answered"
+        wait_until(lambda: not svc.engine.open_runs(), 5, message="records to release their files")
+        assert not svc.engine.open_runs(), "per-prediction folders must be removed once answered"
 
 
 def test_uploads_keep_order_and_follow_location():

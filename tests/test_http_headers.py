@@ -55,7 +55,10 @@ def test_space_before_colon_is_400(echo):
     (b"GET / HTTP/2.0", b"505", "Invalid HTTP version"),
     (b"GET / HTTX/1.1", b"400", "Bad request version"),
     (b"GET / HTTP/1.x", b"400", "Bad request version"),
-    (b"POST /predictions", b"400", "Bad HTTP/0.9 request type"),
+    (b"POST /predictions", b"400", "HTTP/0.9 requests are not supported"),
+    (b"GET /", b"400", "HTTP/0.9 requests are not supported"),
+    (b"GET / HTTP/0.9", b"505", "Invalid HTTP version"),
+    (b"GET / HTTP/0.8", b"505", "Invalid HTTP version"),
     (b"GET / extra HTTP/1.1", b"400", "Bad request syntax"),
 ])
 def test_bad_request_lines(echo, line, status, text):

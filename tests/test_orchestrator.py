@@ -119,7 +119,7 @@ def test_worker_exits_when_the_parent_dies(tmp_path):
     script.write_text(
         "import sys\n"
         f"sys.path.insert(0, {ROOT!r})\n"
-        "from minicog.server.orchestrator import Orchestrator\n"
+        "from minicog.engine import Orchestrator\n"
         f"o = Orchestrator({predictor('w_basic.py')!r})\n"
         "o.start()\n"
         "assert o.wait_ready(30)\n"

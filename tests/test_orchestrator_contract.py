@@ -107,8 +107,8 @@ def test_worker_exits_when_every_slot_is_poisoned_and_is_respawned():
 
 def test_shutdown_makes_the_worker_exit_by_itself():
     with running("w_basic.py") as orch:
-        gen = orch._gen
-    assert gen.popen.returncode == 0  # answered shutdown and exited, not killed
+        proc = orch._seats[0].proc
+    assert proc.popen.returncode == 0  # answered shutdown and exited, not killed
 
 
 def test_a_slow_healthcheck_blocks_no_cancel(tmp_path):
@@ -120,7 +120,7 @@ def test_a_slow_healthcheck_blocks_no_cancel(tmp_path):
         hc = {}
         checker = threading.Thread(target=lambda: hc.update(r=orch.healthcheck()))
         checker.start()
-        wait_until(lambda: orch._hc is not None, 5, message="the healthcheck to be in flight")
+        wait_until(lambda: orch._seats[0].hc is not None, 5, message="the healthcheck to be in flight")
         rec = Recorder()
         orch.submit("p", {"seconds": 30}, rec)
         t0 = time.monotonic()
@@ -152,8 +152,9 @@ def test_a_log_flood_meets_backpressure_instead_of_growing_memory(tmp_path):
 
         def stalled():
             # The flood stopped moving: the model is blocked in print() (5 reports alike).
-            if progress.exists() and progress.read_text():
-                seen.append(int(progress.read_text()))
+            text = progress.read_text().strip() if progress.exists() else ""
+            if text.isdigit():  # read once: the model rewrites the file (empty for a moment)
+                seen.append(int(text))
             return len(seen) >= 6 and len(set(seen[-6:])) == 1
 
         wait_until(stalled, 30, interval=0.05, message="the flood to be held back")

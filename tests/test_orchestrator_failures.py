@@ -8,7 +8,7 @@ import pytest
 from orchestrator_support import Recorder, predict, running
 from support import predictor
 from minicog import errors
-from minicog.server.orchestrator import Orchestrator
+from minicog.engine import Orchestrator
 from minicog.settings import Settings
 
 

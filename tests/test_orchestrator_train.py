@@ -2,7 +2,7 @@
 
 from orchestrator_support import Recorder, predict, running
 from support import predictor
-from minicog.server.orchestrator import Orchestrator
+from minicog.engine import Orchestrator
 from minicog.settings import Settings
 
 

@@ -229,4 +229,4 @@ def test_reused_id_while_the_earlier_run_still_holds_its_files():
         first.release()
         assert os.listdir(root) == []
         with svc._lock:
-            assert not svc._holding
+            assert not svc.engine.open_runs()

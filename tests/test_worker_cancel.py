@@ -93,7 +93,7 @@ def test_a_cancel_that_crosses_the_end_does_not_cancel_a_reused_id():
         orch.submit("again", {"seconds": 0}, first)
         assert first.first_output.wait(10)
         # The worker's terminal message is waiting in the slot channel: it has finished.
-        slot = orch._gen.slots[0].conn
+        slot = orch._seats[0].proc.slots[0].conn
         wait_until(lambda: slot.poll(0), 10, message="the worker's terminal message")
         assert orch.cancel("again") is True  # still in flight for the parent
         first.release.set()

@@ -77,7 +77,7 @@ def test_big_input_and_output_spill_through_files():
         assert rec.outputs() == ["y" * MiB]
         # Spill files are deleted once read; only empty folders are left for release().
         for pid in ("in", "out"):
-            ((_, folder),) = orch._dirs[pid]  # one run per id: (listener, folder)
+            (folder,) = [run.folder for run in orch.open_runs() if run.id == pid]  # one run per id
             leftovers = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs]
             assert leftovers == []
             orch.release(pid)

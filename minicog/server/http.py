@@ -1,15 +1,19 @@
 """The HTTP front-end: Cog's routes on :mod:`http.server`, with parsing and error mapping.
 
-:class:`HTTPServer` is a :class:`http.server.ThreadingHTTPServer` (one daemon
-thread per connection) speaking HTTP/1.1 with keep-alive.  What it adds to the
+:class:`HTTPServer` speaks HTTP/1.1 with keep-alive on :mod:`http.server`'s
+handler machinery, over the connection layer of :mod:`minicog.server.connections`:
+connections wait in a selector (idle ones and slow ones cost no thread) and whole
+buffered requests are answered by a bounded pool of threads.  What it adds to the
 standard library, and why:
 
-* **Bounded reads.**  Each connection gets ``Settings.read_timeout`` as its socket
-  timeout, so a client that goes silent mid-request (or idles between keep-alive
-  requests) loses its thread after that long instead of pinning it forever.  The
-  request line plus headers may take ``Settings.max_header_bytes`` (more → 431)
-  and a body ``Settings.max_body_bytes`` (more → 413, answered before reading it,
-  then the connection is closed since the unread body would desynchronise it).
+* **Bounded reads.**  An idle keep-alive connection is closed after
+  ``Settings.read_timeout`` seconds; a request head must arrive within
+  ``Settings.header_timeout`` of its first byte (slow loris), a body may not stall
+  longer than ``read_timeout``.  The request line plus headers may take
+  ``Settings.max_header_bytes`` (more → 431) and a body ``Settings.max_body_bytes``
+  (more → 413, answered before reading it, then the connection is closed since the
+  unread body would desynchronise it).  An HTTP/0.9 request line gets a JSON 400
+  (``GET /``) or 505 (``GET / HTTP/0.9``) in HTTP/1.0 framing.
 * **JSON errors only.**  :meth:`Handler.send_error` is overridden, so even the
   errors :mod:`http.server` produces itself (bad request line, unsupported
   method) answer ``{"error": ...}`` as JSON, never an HTML page.  Exceptions in a
@@ -29,9 +33,9 @@ standard library, and why:
   must be 1..``Settings.max_prediction_id_chars`` characters without ``/``,
   whitespace or control characters (they end up in file names and headers);
   others → 400.
-* **Modes.**  Sync by default (the handler waits for the record, polling the
-  socket every ``Settings.disconnect_poll_interval`` seconds: a client that hangs
-  up cancels its prediction); ``Prefer: respond-async`` (parsed as RFC 7240, so
+* **Modes.**  Sync by default (the connection is parked until the record ends,
+  with no thread: the selector watches the socket, and a client that hangs up
+  cancels its prediction); ``Prefer: respond-async`` (parsed as RFC 7240, so
   ``respond-async, wait=5`` works too) → 202 with ``Preference-Applied``;
   ``Accept: text/event-stream`` → SSE, chunked, every event with an ``id:``,
   ``Last-Event-ID`` honoured on reattach, whatever events a reader is behind
@@ -52,7 +56,6 @@ from __future__ import annotations
 import http.server
 import json
 import logging
-import select
 import socket
 import time
 import urllib.parse
@@ -61,6 +64,7 @@ from typing import Any, Optional, Protocol
 from minicog._version import __version__
 from minicog.errors import (AtCapacity, HeaderTooLarge, InputValidationError, MinicogError, NotAcceptable,
                             PayloadTooLarge, RequestError, ServiceUnavailable, UnsupportedMediaType)
+from minicog.server.connections import Connection, ConnectionServer, RequestReader, SocketWriter, peer_state
 from minicog.server.outputs import Body, render_json
 from minicog.server.sse import KEEPALIVE, encode_event
 from minicog.settings import Settings
@@ -141,6 +145,34 @@ def _finite_float(text: str) -> float:
 _INF = float("inf")
 
 
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _find_surrogate(value: Any, path: str) -> Optional[str]:
+    """The JSON path (``id``, ``context.k``, ``input.a[0]``) of the first string holding a
+    lone surrogate, key or value, or None."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if _has_surrogate(item):
+                return where or "the document"
+        elif isinstance(item, dict):
+            for k, v in reversed(list(item.items())):
+                shown = f"{where}.{k}" if where else k
+                if _has_surrogate(k):
+                    return f"a key of {where or 'the document'}"
+                stack.append((v, shown))
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(item))))
+    return None
+
+
 def check_id(value: str, settings: Settings) -> str:
     """Raise RequestError (400) unless *value* is usable as a prediction id."""
     if not value or len(value) > settings.max_prediction_id_chars:
@@ -196,6 +228,14 @@ def _parse_prediction_request(content_type: Optional[str], body: bytes, settings
         raise RequestError(f"Failed to parse the request body as JSON: {message}") from None
     if not isinstance(doc, dict):
         raise _shape(f"invalid type: {_describe(doc)}, expected struct PredictionRequest")
+    if "\\ud" in text or "\\uD" in text:
+        # Only a \uD800-\uDFFF escape can put a lone surrogate into a str (the UTF-8 decode
+        # above rejects them in raw bytes); such a string cannot be encoded for the worker,
+        # a file name or a header, so it is refused here, before anything is reserved.
+        where = _find_surrogate(doc, "")
+        if where is not None:
+            raise RequestError(f"Invalid request body: {where} contains a lone UTF-16 surrogate "
+                               "(an unpaired \\ud800-\\udfff escape), which is not valid Unicode")
     req = PredictionRequest()
     if doc.get("id") is not None:
         if not isinstance(doc["id"], str):
@@ -344,27 +384,23 @@ class Headers:
         return "".join(f"{k}: {v}\r\n" for k, v in self._items) + "\r\n"
 
 
-class HTTPServer(http.server.ThreadingHTTPServer):
-    """Threading HTTP/1.1 server bound to an app; daemon threads, reusable address."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+class HTTPServer(ConnectionServer):
+    """HTTP/1.1 server bound to an app: connections in a selector, requests on a bounded
+    pool (see :mod:`minicog.server.connections`), each parsed and answered by a
+    :class:`Handler` kept per connection."""
 
     def __init__(self, address: tuple[str, int], app: App, settings: Settings):
         self.app = app
-        self.settings = settings
-        super().__init__(address, Handler)
-
-    def server_bind(self) -> None:
-        # http.server's server_bind does a reverse DNS lookup (getfqdn) - slow, and unused.
-        import socketserver
-        socketserver.TCPServer.server_bind(self)
+        super().__init__(address, settings, self._handle_connection)
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), port
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.exception("unhandled error on the connection from %s", client_address)
+    def _handle_connection(self, conn: Connection) -> None:
+        handler = conn.handler
+        if handler is None:
+            handler = conn.handler = Handler(conn, self)
+        handler.rfile = RequestReader(conn.sock, conn.buf)
+        handler.run()
 
 
 _ROUTES = {
@@ -378,7 +414,12 @@ _ROUTES = {
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """One connection; requests are handled one after another on its thread."""
+    """One connection's requests, each run on a pool thread by :meth:`run`.
+
+    Built without :class:`socketserver.BaseRequestHandler`'s constructor (which would
+    serve the whole connection on the calling thread); ``rfile`` is set per request
+    to the bytes the selector buffered.
+    """
 
     protocol_version = "HTTP/1.1"
     # Never answer in HTTP/0.9 (a bare body without status line): even a garbled
@@ -392,11 +433,31 @@ class Handler(http.server.BaseHTTPRequestHandler):
     server: HTTPServer
 
     # ------------------------------------------------------------- plumbing
-    def setup(self) -> None:
-        self.timeout = self.server.settings.read_timeout
-        super().setup()
+    def __init__(self, conn: Connection, server: HTTPServer):
+        self.conn = conn
+        self.server = server
+        self.request = self.connection = conn.sock
+        self.client_address = conn.address
+        self.timeout = server.settings.read_timeout
+        self.wfile = SocketWriter(conn.sock)
+        self.rfile = RequestReader(conn.sock, conn.buf)
+        self.close_connection = True
         self._responded = False
         self._peek_ok = True
+        self._parked = False
+
+    def run(self) -> None:
+        """Answer the request in the buffer, then hand the connection back (or park it)."""
+        self._responded = False
+        self._peek_ok = True
+        self._parked = False
+        self.close_connection = True
+        self.handle_one_request()
+        if not self._parked:
+            self._finish_request()
+
+    def _finish_request(self) -> None:
+        self.server.done(self.conn, not self.close_connection, self.rfile.remaining())
 
     def version_string(self) -> str:
         return self.server_version  # http.server appends sys_version after a space, even when empty
@@ -474,19 +535,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return False
             if number >= (1, 1) and self.protocol_version >= "HTTP/1.1":
                 self.close_connection = False
-            if number >= (2, 0):
+            if number >= (2, 0) or number < (1, 0):
+                # HTTP/0.9 has no status line and no headers to carry a JSON error; the
+                # answer is in HTTP/1.0 framing, which any client can read.
+                self.close_connection = True
                 self.send_error(505, f"Invalid HTTP version ({version})")
                 return False
             self.request_version = version
-        if not 2 <= len(words) <= 3:
-            self.send_error(400, f"Bad request syntax ({requestline!r})")
+        if len(words) == 2:
+            # An HTTP/0.9 request line ("GET /"): answered as HTTP/1.0, never as 0.9.
+            self.send_error(400, f"Bad request syntax ({requestline[:100]!r}): HTTP/0.9 requests are not supported")
+            return False
+        if len(words) != 3:
+            self.send_error(400, f"Bad request syntax ({requestline[:100]!r})")
             return False
         command, path = words[:2]
-        if len(words) == 2:
-            self.close_connection = True
-            if command != "GET":
-                self.send_error(400, f"Bad HTTP/0.9 request type ({command!r})")
-                return False
         if path.startswith("//"):
             path = "/" + path.lstrip("/")  # never let '//host/x' look like a network path
         self.command, self.path = command, path
@@ -725,6 +788,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         # fast model could otherwise end and release its files before we retain them);
         # an existing one may have been released already.
         held = created or pred.retain()
+        parked = False
         try:
             if sse:
                 self._stream(pred, held)
@@ -735,8 +799,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._send_json(202, {"id": pred.id, "status": "starting"}, {"Preference-Applied": "respond-async"})
             else:
                 self._respond_sync(pred)
+                parked = True  # the reference goes with the wait and is released after the answer
         finally:
-            if held:
+            if held and not parked:
                 pred.release()
 
     def _send_snapshot(self, status: int, pred: Any, held: bool, *, with_input: bool = False) -> None:
@@ -748,34 +813,48 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------- waiting
     def _client_gone(self) -> bool:
-        """True if the peer closed its end (only checked while we wait for a result)."""
+        """True if the peer closed its end (checked while an SSE stream waits for events)."""
         if not self._peek_ok:
             return False
-        sock = self.connection
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if not readable:
-                return False
-            data = sock.recv(1, socket.MSG_PEEK)
-        except (OSError, ValueError):
-            return True
-        if data:
+        state = peer_state(self.connection)
+        if state == "data":
             # The client already sent its next request (pipelining); it is still there,
             # and we stop peeking so the bytes stay for the next request.
             self._peek_ok = False
             return False
-        return True
+        return state == "closed"
 
     def _respond_sync(self, pred: Any) -> None:
-        """Wait for *pred* (the caller holds a reference on its files) and answer it."""
-        interval = self.server.settings.disconnect_poll_interval
-        while not pred.wait(interval):
-            if self._client_gone():
-                log.info("client of %s %s disconnected; canceling", pred.kind, pred.id)
-                self.server.app.cancel(pred.id)
+        """Answer *pred* when it ends, without holding a thread meanwhile.
+
+        The caller's reference on its files comes with the wait and is released once
+        the answer is written.  The connection is parked: the selector watches it (a
+        hang-up cancels the prediction) and the prediction's end queues the answer at
+        the front of the pool's queue.
+        """
+        server = self.server
+
+        def on_done() -> None:
+            try:
+                if self.conn.gone:
+                    self.close_connection = True
+                else:
+                    self._send_json(200, pred.snapshot())
+            except (ConnectionError, TimeoutError, socket.timeout):
                 self.close_connection = True
-                return
-        self._send_json(200, pred.snapshot())
+            except Exception:
+                log.exception("answering %s %s failed", pred.kind, pred.id)
+                self.close_connection = True
+            finally:
+                pred.release()
+            self._finish_request()
+
+        def on_gone() -> None:
+            log.info("client of %s %s disconnected; canceling", pred.kind, pred.id)
+            server.app.cancel(pred.id)
+
+        self._parked = True
+        pred.add_done_callback(server.park(self.conn, on_done, on_gone))
 
     def _write_events(self, events: list) -> None:
         """Write *events* as few HTTP chunks as possible (one per ~64 KiB of text)."""
@@ -815,6 +894,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             last_id = None
         sub = pred.events.subscribe(last_event_id=last_id)
+        # A stream lives as long as the prediction: its thread leaves the pool, so streams
+        # never use up the threads that answer other requests.
+        self.server.pool.detach()
         gone = False
         try:
             self.send_response(200)

@@ -32,11 +32,13 @@ Output wrapping at the end follows Cog: the output is a list when the schema's
 Output is an array (``stream_output``) or the worker says it streamed; otherwise
 no item → ``null``, one item → that item, several → a list.
 
-Metrics merge follows Cog: ``replace`` (``None`` deletes), ``increment``
-(missing starts at 0, non-numeric values ignored), ``append`` (missing → ``[]``,
-a scalar ``x`` → ``[x, v]``); dotted names nest (``timing.pre`` →
-``{"timing": {"pre": ...}}``), replacing non-object intermediates.
-``predict_time`` (seconds since the record was created) is added at the end.
+Metrics merge and output wrapping are :mod:`minicog.engine.rules` (shared with
+the embedding API).  ``predict_time`` (seconds since the record was created) is
+added at the end.
+
+Cancels.  The record's cancel flag is its :class:`~minicog.engine.run.Run`'s
+(``self.run``, the handle the engine's ``submit`` returned; a detached one
+until then), so there is one flag per run.
 
 Input.  ``input`` is the input as it may be echoed (the PUT-in-flight answer,
 ``snapshot(with_input=True)``): the service gives the record the form
@@ -63,6 +65,8 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from minicog.engine.rules import TERMINAL_STATUSES, merge_metric, shape_output
+from minicog.engine.run import Run
 from minicog.server.outputs import FileOutput
 from minicog.server.sse import EventStream
 from minicog.settings import Settings
@@ -71,53 +75,12 @@ __all__ = ["Prediction", "merge_metric", "utc_now", "TERMINAL_STATUSES"]
 
 log = logging.getLogger("minicog.prediction")
 
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
-
 _PENDING = object()  # an output item whose upload has not finished
 
 
 def utc_now() -> str:
     """The current time as ISO 8601 UTC with microseconds (``2024-05-01T12:00:00.123456+00:00``)."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def merge_metric(metrics: dict, name: str, value: Any, mode: str) -> None:
-    """Apply one recorded metric operation to *metrics* in place (Cog's parent-side merge)."""
-    parts = name.split(".")
-    node = metrics
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            if value is None and mode == "replace":
-                return  # deleting below a missing branch: nothing to do
-            child = {}
-            node[part] = child
-        node = child
-    leaf = parts[-1]
-    if mode in ("increment", "incr"):
-        if not _is_number(value):
-            return
-        current = node.get(leaf, 0)
-        if not _is_number(current):
-            return
-        node[leaf] = current + value
-    elif mode == "append":
-        current = node.get(leaf, _PENDING)
-        if current is _PENDING:
-            node[leaf] = [value]
-        elif isinstance(current, list):
-            current.append(value)
-        else:
-            node[leaf] = [current, value]
-    else:
-        if value is None:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
 
 
 def _plain_strings(value: Any) -> Any:
@@ -137,6 +100,8 @@ class Prediction:
                  on_terminal: Optional[Callable[["Prediction"], None]] = None,
                  on_release: Optional[Callable[["Prediction"], None]] = None):
         self.id = id
+        #: The engine's handle for this run (a detached one until :meth:`attach`).
+        self.run = Run(id, self)
         self.input = input
         self.kind = kind
         self.settings = settings or Settings()
@@ -153,6 +118,7 @@ class Prediction:
 
         self._lock = threading.Lock()
         self._done = threading.Event()
+        self._callbacks: list[Callable[["Prediction"], None]] = []
         self.status = "starting"
         self.created_at = utc_now()
         self.started_at: Optional[str] = None
@@ -169,11 +135,21 @@ class Prediction:
         self.error: Optional[str] = None
         self._output: Any = None
         self._has_output = False
-        self.cancel_requested = False
         self._refs = 1
         self._released = False
         #: Spooled data: URI inputs (minicog.server.spool) whose files this record owns.
         self.spooled: list = []
+
+    def attach(self, run: Run) -> None:
+        """Take the engine's handle for this run; a cancel asked for before carries over."""
+        early = self.run.cancel_requested
+        self.run = run
+        if early:
+            run.cancel()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self.run.cancel_requested
 
     # ------------------------------------------------------------------ queries
     @property
@@ -183,6 +159,18 @@ class Prediction:
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the record is terminal; True if it is."""
         return self._done.wait(timeout)
+
+    def add_done_callback(self, fn: Callable[["Prediction"], None]) -> None:
+        """Call ``fn(self)`` once the record is terminal (at once if it already is).
+
+        It runs on the thread that ends the record (the engine's I/O thread), so
+        it must not block: the HTTP layer only queues the answer there.
+        """
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        fn(self)
 
     @property
     def logs(self) -> str:
@@ -250,12 +238,14 @@ class Prediction:
 
     # ------------------------------------------------------------- requests
     def request_cancel(self) -> None:
-        """Remember that a cancel was asked (the caller tells the orchestrator)."""
+        """Cancel the run: the worker is told if it still runs; a record waiting only
+        for uploads ends ``canceled`` now."""
         with self._lock:
             if self.is_terminal:
                 return
-            self.cancel_requested = True
-            finalize = self._terminal_request is not None
+        self.run.cancel()
+        with self._lock:
+            finalize = self._terminal_request is not None and not self.is_terminal
         if finalize:
             # Waiting only for uploads: coglet's cancel token aborts them.
             self._finish("canceled")
@@ -356,14 +346,21 @@ class Prediction:
                 self._advance()
             ready = self._terminal_request is not None and not self._pending_uploads
             cancel_worker = error is not None and self._terminal_request is None
-        if cancel_worker and self.on_cancel is not None:
+        if cancel_worker:
             # The output is already lost: stop the model instead of letting it run on.
             try:
-                self.on_cancel()
+                self._cancel_worker()
             except Exception:
                 log.exception("canceling prediction %s after an upload failure failed", self.id)
         if ready:
             self._resolve_terminal()
+
+    def _cancel_worker(self) -> None:
+        """Stop the worker's run without marking a client cancel (our own cancel after an output failure)."""
+        if self.on_cancel is not None:
+            self.on_cancel()
+        elif self.run.proc is not None:
+            self.run._engine._stop_run(self.run)  # type: ignore[union-attr]
 
     def _fail_output(self, error: str) -> None:
         with self._lock:
@@ -372,8 +369,8 @@ class Prediction:
             if self._upload_error is None:
                 self._upload_error = error
             cancel_worker = self._terminal_request is None
-        if cancel_worker and self.on_cancel is not None:
-            self.on_cancel()
+        if cancel_worker:
+            self._cancel_worker()
 
     def _resolve_terminal(self) -> None:
         with self._lock:
@@ -396,15 +393,9 @@ class Prediction:
             elif status == "succeeded" and self.cancel_requested:
                 status = "canceled"
             items = [i for i in self._items if i is not _PENDING]
-            stream = self.stream_output or is_stream
             # A failed or canceled record shows output only if the model produced some.
             self._has_output = bool(items) or status == "succeeded"
-            if stream:
-                self._output = items
-            elif len(items) == 1:
-                self._output = items[0]
-            else:
-                self._output = items or None
+            self._output = shape_output(items, array=self.stream_output or is_stream)
             self.status = status
             self.error = error if status == "failed" else None
             self.completed_at = utc_now()
@@ -424,6 +415,13 @@ class Prediction:
         if log.isEnabledFor(level):
             log.log(level, "%s %s %s (%.3fs)%s", self.kind, self.id, status, self.metrics["predict_time"],
                     f": {error}" if status == "failed" and error else "")
+        with self._lock:
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            try:
+                fn(self)
+            except Exception:
+                log.exception("done callback of prediction %s failed", self.id)
         if self.on_terminal is not None:
             try:
                 self.on_terminal(self)

@@ -1,21 +1,23 @@
-"""The service: orchestrator + prediction records + HTTP server + probes + shutdown.
+"""The service: engine + prediction records + HTTP server + probes + shutdown.
 
-:class:`Service` owns one :class:`~minicog.server.orchestrator.Orchestrator`
-(the worker), one :class:`~minicog.server.http.HTTPServer` (its thread serves
-requests; each connection gets its own thread), the map of predictions in
-flight, the webhook dispatcher and the optional uploader.  It is what the HTTP
+:class:`Service` owns one :class:`~minicog.engine.Engine` (the workers), one
+:class:`~minicog.server.http.HTTPServer` (its selector thread holds the
+connections; a bounded pool of threads answers requests), the webhook
+dispatcher and the optional uploader.  It is what the HTTP
 handlers call (:class:`~minicog.server.http.App`), and what the embedding API
 runs in a thread (``Service(...).start()`` → port, ``.stop()``).  :func:`serve`
 is the command line's entry point: it adds logging set-up and signal handling.
 
 Predictions in flight
-    A record enters the map when it is submitted and leaves it at its terminal
-    transition, so the ids of finished predictions can be reused (Cog) and a
-    ``PUT`` (or a ``POST`` with a body ``id``) naming a prediction in flight gets
-    that prediction back instead of running it twice.  The check and the insert
-    happen under one lock, so two racing PUTs cannot both start it.  Files of a
-    record are released (``Orchestrator.release``) once the record says nobody
-    needs them any more (see :mod:`minicog.server.prediction`).
+    The service keeps no map of its own: the engine's runs are the one place
+    (each :class:`~minicog.engine.Run` carries its record as listener).  A record
+    is in flight from ``submit`` until its terminal transition, so the ids of
+    finished predictions can be reused (Cog) and a ``PUT`` (or a ``POST`` with a
+    body ``id``) naming a prediction in flight gets that prediction back instead
+    of running it twice; the engine checks and inserts under one lock
+    (:class:`~minicog.engine.DuplicateRun`), so two racing PUTs cannot both
+    start it.  A record's run is released (its folder removed) once the record
+    says nobody needs its files any more (see :mod:`minicog.server.prediction`).
 
 Health (``GET /health-check``)
     ``STARTING`` (setup running, also while a crashed worker is being set up
@@ -65,10 +67,9 @@ import traceback
 from typing import Any, Optional
 
 from minicog._version import COG_VERSION, __version__
-from minicog.config import concurrency_from_cog_yaml
+from minicog.engine import DuplicateRun, Engine, plan
 from minicog.errors import ServiceUnavailable, InputValidationError
 from minicog.server.http import HTTPServer, PredictionRequest
-from minicog.server.orchestrator import Orchestrator
 from minicog.server.outputs import Uploader
 from minicog.server.prediction import Prediction
 from minicog.server.sse import EventStream
@@ -114,25 +115,21 @@ class Service:
                  port: Optional[int] = None, upload_url: Optional[str] = None, mode: str = "predict",
                  max_concurrency: Optional[int] = None, await_explicit_shutdown: bool = False,
                  cwd: Optional[str] = None, env: Optional[dict[str, str]] = None,
-                 orchestrator: Optional[Orchestrator] = None):
+                 orchestrator: Optional[Engine] = None, workers: Any = None, gpus: Any = None):
         self.settings = settings if settings is not None else Settings.from_env()
-        if ref is None:
-            # Same fallback order as the command line (cog.yaml, the stub variables, the
-            # embedded model); imported here so the server never imports it otherwise.
-            from minicog.loader import resolve_ref
-            ref = resolve_ref(None, mode=mode, cwd=cwd or os.getcwd(), environ=os.environ if env is None else env)
-        self.ref = ref
-        self.mode = mode
+        if orchestrator is None:
+            # What to run and with how many slots/workers: the same rules as the command line.
+            orchestrator = plan(ref, mode=mode, cwd=cwd, settings=self.settings, max_concurrency=max_concurrency,
+                                workers=workers, gpus=gpus, env=env).engine()
+        # An engine may be handed in already started: the command line spawns the
+        # workers before importing the HTTP machinery, so the two start-ups overlap.
+        self.orchestrator = self.engine = orchestrator
+        self.ref = orchestrator.ref
+        self.mode = orchestrator.mode
         self.host = host if host is not None else self.settings.host
         self._requested_port = port if port is not None else self.settings.port
         self.upload_url = upload_url
         self.await_explicit_shutdown = await_explicit_shutdown
-        if max_concurrency is None:
-            max_concurrency = concurrency_from_cog_yaml(cwd or os.getcwd())
-        # An orchestrator may be handed in already started: the command line spawns the
-        # worker before importing the HTTP machinery, so the two start-ups overlap.
-        self.orchestrator = orchestrator if orchestrator is not None else Orchestrator(
-            ref, mode=mode, settings=self.settings, max_concurrency=max_concurrency, cwd=cwd, env=env)
         self.webhooks = WebhookDispatcher(self.settings)
         self.uploader = Uploader(upload_url, timeout=self.settings.upload_timeout) if upload_url else None
         self.port: Optional[int] = None
@@ -140,9 +137,8 @@ class Service:
         self._server: Optional[HTTPServer] = None
         self._thread: Optional[threading.Thread] = None
         self._monitor: Optional[threading.Thread] = None
+        # Notified at each record's terminal transition and release (the drain waits on it).
         self._lock = threading.Condition(threading.Lock())
-        self._inflight: dict[str, Prediction] = {}
-        self._holding: dict[int, Prediction] = {}  # terminal or not, files not yet released
         self._new_id = _IdSource()
         self._draining = False
         self._shutdown_requested = threading.Event()
@@ -264,8 +260,7 @@ class Service:
         deadline = time.monotonic() + grace
         self._draining = True
         self._sync_readiness(False)
-        with self._lock:
-            n = len(self._inflight)
+        n = len(self._unfinished())
         log.info("shutting down: %d prediction(s) in flight, grace period %.1fs", n, grace)
 
         def wait_for(predicate: Any, until: float) -> bool:
@@ -277,14 +272,13 @@ class Service:
                     self._lock.wait(min(left, 0.1))
                 return True
 
-        if not wait_for(lambda: not self._inflight, deadline):
-            with self._lock:
-                left = list(self._inflight)
+        if not wait_for(lambda: not self._unfinished(), deadline):
+            left = [p.id for p in self._unfinished()]
             log.warning("shutdown: canceling %d prediction(s) still running after the grace period: %s",
                         len(left), ", ".join(left))
             for pid in left:
                 self.cancel(pid)
-            wait_for(lambda: not self._inflight, time.monotonic() + min(self.settings.cancel_grace_period, 5.0))
+            wait_for(lambda: not self._unfinished(), time.monotonic() + min(self.settings.cancel_grace_period, 5.0))
         remaining = 0.0 if self.force_stop else max(0.0, deadline - time.monotonic())
         self.webhooks.flush(remaining)
         # Let responses and SSE readers of finished predictions write their last bytes.
@@ -293,7 +287,12 @@ class Service:
     def _writers_pending(self) -> bool:
         # Records still held only by webhook senders that flush() gave up on do not count.
         pending = {s.prediction_id for s in self.webhooks.pending()}
-        return any(p.id not in pending for p in self._holding.values())
+        return any(run.id not in pending for run in self.engine.open_runs())
+
+    def _unfinished(self) -> list[Prediction]:
+        """Records not terminal yet (running, or waiting for their uploads)."""
+        return [run.listener for run in self.engine.open_runs()
+                if isinstance(run.listener, Prediction) and not run.listener.is_terminal]
 
     # ------------------------------------------------------------------ App protocol
     def discovery(self) -> dict:
@@ -345,6 +344,8 @@ class Service:
             body["setup"] = block
         if status == "UNHEALTHY" and error:
             body["user_healthcheck_error"] = error
+        # minicog's addition: each worker's own state (several workers: --workers).
+        body["workers"] = orch.worker_states()
         body["version"] = {"minicog": __version__, "python_sdk": COG_VERSION, "python": platform.python_version()}
         return body
 
@@ -355,8 +356,15 @@ class Service:
         return kind == "prediction" and bool(self.orchestrator.streaming)
 
     def find_inflight(self, prediction_id: str) -> Optional[Prediction]:
-        with self._lock:
-            return self._inflight.get(prediction_id)
+        """The record of the prediction in flight with this id (not terminal yet), or None."""
+        run = self.engine.find(prediction_id)
+        if run is not None and isinstance(run.listener, Prediction):
+            return run.listener
+        # The worker is done but the record still waits for its uploads.
+        for pred in self._unfinished():
+            if pred.id == prediction_id:
+                return pred
+        return None
 
     def _stream_output(self) -> bool:
         schema = self.orchestrator.schema or {}
@@ -441,20 +449,14 @@ class Service:
                                  max_subscribers=s.max_stream_subscribers)
         # The record keeps only the redacted input: every echo of it (PUT in flight,
         # webhooks, SSE, reads of a kept record) goes through this one point.
-        pred = Prediction(pid, redact_input(schema, value, component=component), kind=kind, settings=s, stream_output=self._stream_output(), events=events,
-                          uploader=self.uploader, on_cancel=lambda: self.orchestrator.cancel(pid),
-                          on_terminal=self._on_terminal, on_release=self._on_release)
+        pred = Prediction(pid, redact_input(schema, value, component=component), kind=kind, settings=s,
+                          stream_output=self._stream_output(), events=events,
+                          uploader=self.uploader, on_terminal=self._on_terminal, on_release=self._on_release)
         pred.cancel_on_disconnect = sse
         if req.webhook:
             pred.retain()  # the sender's reference, given back when the terminal webhook is done
             pred.webhook = self.webhooks.sender(req.webhook, pid, events_filter=req.events_filter, headers=headers,
                                                 on_finished=pred.release)
-        with self._lock:
-            existing = self._inflight.get(pid)
-            if existing is not None:
-                return existing, False
-            self._inflight[pid] = pred
-            self._holding[id(pred)] = pred
         pred.retain()  # the caller's reference (see the docstring)
         try:
             files = None
@@ -463,21 +465,19 @@ class Service:
 
                 pred.spooled = spool.spooled_in(value)  # deleted with the record (_on_release)
                 files = spool.input_files(value)
-            self.orchestrator.submit(pid, value, pred, context=req.context, **({"input_files": files} if files else {}))
+            pred.attach(self.engine.submit(pid, value, pred, context=req.context,
+                                           **({"input_files": files} if files else {})))
+        except DuplicateRun as exc:
+            # Another request started this id meanwhile (two racing PUTs): answer with that one.
+            if pred.webhook is not None:
+                pred.webhook.close()
+            if isinstance(exc.run.listener, Prediction):
+                return exc.run.listener, False
+            raise
         except BaseException:
-            with self._lock:
-                if self._inflight.get(pid) is pred:
-                    del self._inflight[pid]
-                self._holding.pop(id(pred), None)
             if pred.webhook is not None:
                 pred.webhook.close()
             raise
-        if pred.cancel_requested:
-            # A cancel that came after the record was registered but before submit() gave
-            # the prediction to the orchestrator found nothing to cancel there: deliver it
-            # now.  (cancel() sets the flag before calling the orchestrator, so one of the
-            # two always reaches it; no queue of early cancels is needed.)
-            self.orchestrator.cancel(pid)
         return pred, True
 
     def cancel(self, prediction_id: str) -> bool:
@@ -485,21 +485,16 @@ class Service:
         if pred is None:
             return False
         pred.request_cancel()
-        self.orchestrator.cancel(prediction_id)
         return True
 
     def _on_terminal(self, pred: Prediction) -> None:
         with self._lock:
-            if self._inflight.get(pred.id) is pred:
-                del self._inflight[pred.id]
             self._lock.notify_all()
 
     def _on_release(self, pred: Prediction) -> None:
+        pred.run.release()  # this run's folder only: an id may have been reused meanwhile
         with self._lock:
-            self._holding.pop(id(pred), None)
             self._lock.notify_all()
-        # By listener: an earlier run with the same id must not delete this run's folder.
-        self.orchestrator.release(pred.id, pred)
         if pred.spooled:
             from minicog.server import spool
 
@@ -547,13 +542,13 @@ def serve(ref: Optional[str] = None, *, host: Optional[str] = None, port: Option
           upload_url: Optional[str] = None, await_explicit_shutdown: bool = False, mode: str = "predict",
           max_concurrency: Optional[int] = None, log_format: str = "text", settings: Optional[Settings] = None,
           cwd: Optional[str] = None, env: Optional[dict[str, str]] = None,
-          orchestrator: Optional[Orchestrator] = None) -> int:
+          orchestrator: Optional[Engine] = None, workers: Any = None, gpus: Any = None) -> int:
     """Serve until shut down; returns the process exit code (see docs/architecture.rst)."""
     settings = settings if settings is not None else Settings.from_env()
     configure_logging(log_format, settings.log_level)
     service = Service(ref, settings=settings, host=host, port=port, upload_url=upload_url, mode=mode,
                       max_concurrency=max_concurrency, await_explicit_shutdown=await_explicit_shutdown,
-                      cwd=cwd, env=env, orchestrator=orchestrator)
+                      cwd=cwd, env=env, orchestrator=orchestrator, workers=workers, gpus=gpus)
     # Handlers first: the "listening" log line may be what a supervisor waits for before
     # signalling, and a signal must never meet the default disposition (KeyboardInterrupt).
     received: list[int] = []

@@ -1,0 +1,410 @@
+"""One worker process: spawn it, own its channels, run its I/O loop, decode its messages.
+
+The :class:`~minicog.engine.Engine` decides *what* happens (slots, states,
+restarts); a :class:`WorkerProcess` is one generation of one worker: the
+subprocess (``sys.executable -m minicog.worker``, never a fork of the server),
+its control and slot channels (inherited socketpairs), a wake-up pipe, a pidfd
+when the platform has one, and the I/O thread that waits on all of them.  The
+thread decodes each message and reports it to its owner, the way
+``concurrent.futures.process`` separates its manager thread from the executor.
+Contracts and the message catalogue: docs/architecture.rst and
+:mod:`minicog.protocol`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Pipe
+from typing import TYPE_CHECKING, Any, Optional
+
+from minicog import protocol
+
+if TYPE_CHECKING:
+    from .engine import Engine, _Seat
+
+__all__ = ["WorkerProcess", "describe_exit"]
+
+log = logging.getLogger("minicog.orchestrator")
+worker_log = logging.getLogger("minicog.worker")
+
+# How often the I/O thread checks the process when no pidfd is available (seconds).
+_POLL_INTERVAL = 0.5
+# Seconds to wait for a process whose control channel closed to finish exiting.
+_EXIT_WAIT = 5.0
+# Seconds spent reading what a dead worker managed to send (a child of the model may
+# still hold the channel open, so this is bounded).
+_DRAIN_TIME = 2.0
+
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+               "warn": logging.WARNING, "error": logging.ERROR}
+
+
+def describe_exit(code: Optional[int]) -> str:
+    """``exit code N`` / ``killed by signal SIGKILL`` (the texts of ``Worker crashed: ...``)."""
+    if code is None:
+        return "unknown exit status"
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def call_listener(listener: Any, method: str, *args: Any) -> None:
+    """Call a listener method; a listener bug is logged, never fatal to the I/O thread."""
+    fn = getattr(listener, method, None)
+    if fn is None:
+        return
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("prediction listener %s() raised", method)
+
+
+class WorkerProcess:
+    """One worker subprocess and its channels (a *generation* of a worker seat)."""
+
+    def __init__(self, owner: "Engine", seat: "_Seat", number: int):
+        self.owner = owner
+        self.seat = seat
+        self.number = number
+        self.popen: Optional[subprocess.Popen] = None
+        self.control: Optional[protocol.Channel] = None
+        self.slots: list[Optional[protocol.Channel]] = []
+        self.pidfd: Optional[int] = None
+        self.wake_r: Any = None
+        self.wake_w: Any = None
+        self.thread: Optional[threading.Thread] = None
+        self.ready = False
+        self.setup_deadline: Optional[float] = None
+        self.kill_reason: Optional[str] = None  # set when we kill it on purpose
+        self.fatal: Optional[str] = None
+        self.exited = False
+        self.rebuild = False  # the I/O thread must re-read the channel list
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.popen.pid if self.popen is not None and not self.exited else None
+
+    # -- life cycle -----------------------------------------------------------------------
+    def spawn(self, *, n_channels: int, cwd: str, env: dict[str, str], init: dict) -> Optional[str]:
+        """Start the process, send ``init`` and start the I/O thread; an error text if it could not start."""
+        control_parent, control_child = Pipe()
+        pairs = [Pipe() for _ in range(n_channels)]
+        child_conns = [control_child] + [child for _, child in pairs]
+        argv = [sys.executable, "-m", "minicog.worker", "--control", str(control_child.fileno()),
+                "--slots", ",".join(str(child.fileno()) for _, child in pairs)]
+        try:
+            self.popen = subprocess.Popen(argv, pass_fds=[c.fileno() for c in child_conns], cwd=cwd, env=env,
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        except OSError as exc:
+            for conn in [control_parent, *child_conns, *(p for p, _ in pairs)]:
+                conn.close()
+            self.exited = True
+            return f"cannot start the worker process: {exc}"
+        for conn in child_conns:
+            conn.close()
+        self.control = protocol.Channel(control_parent, "control")
+        self.slots = [protocol.Channel(p, f"slot {i}") for i, (p, _) in enumerate(pairs)]
+        try:
+            self.pidfd = os.pidfd_open(self.popen.pid)  # type: ignore[attr-defined]
+        except (AttributeError, OSError):
+            self.pidfd = None
+        self.wake_r, self.wake_w = Pipe(duplex=False)
+        try:
+            self.control.send(init)
+        except (OSError, ValueError) as exc:
+            log.error("cannot send init to the worker: %s", exc)  # its death is noticed by the I/O thread
+        self.thread = threading.Thread(target=self._io_main, name=f"minicog-worker-{self.seat.index}-{self.number}",
+                                       daemon=True)
+        self.thread.start()
+        return None
+
+    def wake(self) -> None:
+        """Make the I/O thread recompute its deadlines."""
+        try:
+            self.wake_w.send_bytes(b"")
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def send_control(self, msg: dict) -> None:
+        """Send on the control channel; a dead worker is noticed by the I/O thread."""
+        try:
+            if self.control is not None:
+                self.control.send(msg)
+        except (OSError, ValueError):
+            pass
+
+    def kill(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            try:
+                self.popen.kill()
+            except OSError:
+                pass
+
+    def shutdown(self, timeout: float) -> None:
+        """Send shutdown, kill after *timeout*, reap, and let the I/O thread finish."""
+        if not self.ready:
+            timeout = min(timeout, 1.0)  # setup is not interruptible: do not wait for it
+        if not self.exited:
+            self.send_control({"type": "shutdown"})
+        if self.popen is not None:
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("worker %d did not exit within %.1fs of shutdown; killing it", self.popen.pid, timeout)
+                self.popen.kill()
+                self.popen.wait()
+        self.wake()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(5.0)
+
+    def close_slots_from(self, n: int) -> None:
+        """(owner's lock held) Close the slot channels the worker will not serve."""
+        for chan in self.slots[n:]:
+            if chan is not None:
+                chan.close()
+        del self.slots[n:]
+        self.rebuild = True
+
+    def close_slot(self, index: int) -> None:
+        """(owner's lock held) Close one broken slot channel for good."""
+        if index < len(self.slots) and self.slots[index] is not None:
+            self.slots[index].close()  # type: ignore[union-attr]
+            self.slots[index] = None
+            self.rebuild = True
+
+    def _close(self) -> None:
+        for chan in [self.control, *self.slots]:
+            if chan is not None:
+                chan.close()
+        for conn in (self.wake_r, self.wake_w):
+            try:
+                if conn is not None:
+                    conn.close()
+            except OSError:
+                pass
+        if self.pidfd is not None:
+            try:
+                os.close(self.pidfd)
+            except OSError:
+                pass
+            self.pidfd = None
+
+    def _reap(self) -> str:
+        """Wait for the process (killing it if it lingers); the exit as ``Worker crashed: ...`` text."""
+        assert self.popen is not None
+        try:
+            code = self.popen.wait(_EXIT_WAIT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self.popen.wait()
+        self.exited = True
+        desc = describe_exit(code)
+        if self.fatal:
+            desc += f" ({self.fatal})"
+        return desc
+
+    def _exits_soon(self) -> bool:
+        assert self.popen is not None
+        try:
+            self.popen.wait(0.5)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    # -- the I/O thread -------------------------------------------------------------------
+    def _io_main(self) -> None:
+        try:
+            self._io_loop()
+        except Exception:
+            log.exception("engine I/O thread crashed; killing worker %s", self.popen.pid if self.popen else None)
+            self.kill_reason = self.kill_reason or "the orchestrator's I/O thread crashed"
+            self.kill()
+            self.owner._worker_exited(self, self._reap())
+        finally:
+            self._close()
+
+    def _io_loop(self) -> None:
+        assert self.control is not None and self.popen is not None
+        owner = self.owner
+        conns: dict[Any, int] = {}
+        by_fd: dict[int, Any] = {}
+        gone: set[int] = set()  # indexes whose channel reached EOF
+        # One poll object for the process's life: multiprocessing's wait() builds a
+        # selector on every call, which dominated the cost of a streamed item.
+        poller = select.poll()
+        mask = select.POLLIN | select.POLLHUP | select.POLLERR
+
+        def rebuild() -> None:
+            for fd in by_fd:
+                poller.unregister(fd)
+            by_fd.clear()
+            conns.clear()
+            with owner._lock:
+                self.rebuild = False
+                if -1 not in gone:
+                    conns[self.control.conn] = -1  # type: ignore[union-attr]
+                if -2 not in gone:
+                    conns[self.wake_r] = -2
+                if self.pidfd is not None:
+                    conns[self.pidfd] = -3
+                for i, chan in enumerate(self.slots):
+                    if chan is not None and i not in gone:
+                        conns[chan.conn] = i
+            for obj in conns:
+                fd = obj if isinstance(obj, int) else obj.fileno()
+                by_fd[fd] = obj
+                poller.register(fd, mask)
+
+        rebuild()
+        while True:
+            if self.rebuild:
+                rebuild()
+            timeout = owner._next_deadline(self)
+            if self.pidfd is None:
+                timeout = _POLL_INTERVAL if timeout is None else min(timeout, _POLL_INTERVAL)
+            events = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
+            ready = [by_fd[fd] for fd, _ in events if fd in by_fd]
+            dead = False
+            for obj in ready:
+                index = conns.get(obj)
+                if index is None or getattr(obj, "closed", False):
+                    continue  # closed by the owner (ready, poisoned) after poll() returned
+                if index == -2:
+                    try:
+                        while obj.poll():
+                            obj.recv_bytes()
+                    except (EOFError, OSError):
+                        gone.add(-2)
+                        self.rebuild = True
+                    continue
+                if index == -3:
+                    dead = True
+                    continue
+                try:
+                    msg = protocol.recv(obj)
+                except (EOFError, OSError, protocol.ProtocolError) as exc:
+                    gone.add(index)
+                    self.rebuild = True
+                    if index == -1:
+                        dead = True
+                    elif not self.ready:
+                        pass  # the worker closes the channels it will not serve before ready
+                    elif self._exits_soon():
+                        dead = True  # the worker is exiting: its fds close before it is reaped
+                    else:
+                        owner._poison(self, index, f"Slot channel broken: {describe(exc)}")
+                    continue
+                if index == -1:
+                    self._on_control(msg)
+                else:
+                    self._on_slot(index, msg)
+            if not dead and self.pidfd is None and self.popen.poll() is not None:
+                dead = True
+            if dead:
+                # Read what the worker managed to send before it went away (its last log lines).
+                drain_until = time.monotonic() + _DRAIN_TIME
+                for obj, index in list(conns.items()):
+                    if index < -1:
+                        continue
+                    try:
+                        while time.monotonic() < drain_until and obj.poll():
+                            msg = protocol.recv(obj)
+                            if index == -1:
+                                self._on_control(msg)
+                            else:
+                                self._on_slot(index, msg)
+                    except (EOFError, OSError, protocol.ProtocolError):
+                        pass
+                owner._worker_exited(self, self._reap())
+                return
+            owner._check_deadlines(self)
+            if owner._stopping(self) and (self.exited or self.popen.poll() is not None):
+                owner._worker_exited(self, self._reap())
+                return
+
+    # -- message decoding -----------------------------------------------------------------
+    def _on_control(self, msg: dict) -> None:
+        kind = msg["type"]
+        owner = self.owner
+        if kind == "log":
+            source, data = str(msg.get("source", "stdout")), str(msg.get("data", ""))
+            if not owner._setup_output(self, source, data):
+                for line in data.splitlines():
+                    if line.strip():
+                        worker_log.warning("orphan %s: %s", source, line)
+        elif kind == "worker_log":
+            message = str(msg.get("message", ""))
+            worker_log.log(_LOG_LEVELS.get(str(msg.get("level")), logging.INFO), "%s", message)
+            owner._setup_output(self, "minicog", f"[minicog] {message}\n")
+        elif kind == "ready":
+            owner._worker_ready(self, msg)
+        elif kind == "setup_failed":
+            owner._worker_setup_failed(self, str(msg.get("error") or "setup failed"))
+        elif kind == "healthcheck_result":
+            healthy = msg.get("status") == "healthy"
+            owner._healthcheck_result(self, msg.get("id"),
+                                      (True, None) if healthy else (False, str(msg.get("error") or "unhealthy")))
+        elif kind == "dropped_logs":
+            worker_log.warning("Log production exceeds consumption rate. %s logs dropped", msg.get("count"))
+        elif kind == "fatal":
+            self.fatal = str(msg.get("reason") or "")
+            worker_log.error("worker fatal: %s", self.fatal)
+        elif kind == "shutting_down":
+            pass  # the process exit itself is what the I/O thread acts on
+        else:
+            log.warning("unexpected control message %r from the worker", kind)
+
+    def _on_slot(self, index: int, msg: dict) -> None:
+        kind = msg["type"]
+        run = self.owner._run_on(self, index)
+        if run is None:
+            log.warning("message %r on idle slot %d ignored", kind, index)
+            return
+        listener = run.listener
+        if kind == "log":
+            call_listener(listener, "log", str(msg.get("source", "stdout")), str(msg.get("data", "")))
+        elif kind == "output":
+            call_listener(listener, "output", int(msg.get("index", 0)), msg.get("value"))
+        elif kind == "output_file":
+            path = str(msg.get("path"))
+            try:
+                with open(path, "rb") as f:
+                    value = json.loads(f.read())
+            except (OSError, ValueError) as exc:
+                run.error = run.error or f"Failed to read spilled output: {exc}"
+            else:
+                call_listener(listener, "output", int(msg.get("index", 0)), value)
+            finally:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        elif kind == "file":
+            call_listener(listener, "file_output", int(msg.get("index", 0)), str(msg.get("path")), msg.get("mime"))
+        elif kind == "metric":
+            call_listener(listener, "metric", str(msg.get("name")), msg.get("value"), str(msg.get("mode") or "replace"))
+        elif kind in protocol.TERMINAL:
+            if kind == "canceled":
+                outcome: tuple = ("canceled",)
+            elif kind == "failed":
+                outcome = ("failed", str(msg.get("error") or "Prediction failed"))
+            else:
+                outcome = ("succeeded", bool(msg.get("is_stream")))
+            self.owner._run_ended(self, index, run, outcome)
+        else:
+            log.warning("unexpected slot message %r ignored", kind)

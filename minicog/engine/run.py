@@ -1,0 +1,92 @@
+"""The run handle that :meth:`Engine.submit` returns, as an executor returns a future.
+
+A :class:`Run` is the one owner of everything the engine knows about one
+prediction: its id, its listener, its slot, its temporary folder, its cancel
+flag and whether it was released.  The caller keeps it and calls
+:meth:`Run.cancel` / :meth:`Run.release`; the engine finds it by id only while it
+is in flight.  Contracts: docs/architecture.rst.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from .engine import Engine, _Seat
+    from .process import WorkerProcess
+
+__all__ = ["Run"]
+
+
+class Run:
+    """One prediction handed to the engine (a future-like handle).
+
+    ``id``, ``listener``, ``folder`` (the per-run temporary folder, created lazily
+    by whoever writes into it first), ``cancel_requested`` (the only cancel flag),
+    ``worker`` (index of the worker it runs on).  :meth:`cancel` and
+    :meth:`release` may be called from any thread, any number of times, before or
+    after the end: the folder is removed exactly once, after both the end and the
+    first ``release()``.
+    """
+
+    __slots__ = ("id", "listener", "folder", "cancel_requested", "_engine", "seat", "proc", "slot",
+                 "cancel_deadline", "error", "sent", "finished", "released", "_done")
+
+    def __init__(self, run_id: str, listener: Any, *, folder: Optional[str] = None,
+                 engine: Optional["Engine"] = None) -> None:
+        self.id = run_id
+        self.listener = listener
+        self.folder = folder
+        self.cancel_requested = False
+        self._engine = engine
+        self.seat: Optional["_Seat"] = None
+        self.proc: Optional["WorkerProcess"] = None
+        self.slot = -1
+        self.cancel_deadline: Optional[float] = None
+        self.error: Optional[str] = None  # a parent-side problem that turns "done" into "failed"
+        self.sent = False  # the predict request is on its slot channel (cancels may follow it)
+        self.finished = False  # the listener got its terminal call
+        self.released = False
+        self._done = threading.Event()
+
+    @property
+    def worker(self) -> Optional[int]:
+        """Index of the worker the run was given to (None for a detached run)."""
+        return self.seat.index if self.seat is not None else None
+
+    def done(self) -> bool:
+        """True once the listener got its terminal call."""
+        return self.finished
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the terminal call; True if it happened."""
+        return self._done.wait(timeout)
+
+    def cancel(self) -> bool:
+        """Ask for the run to be canceled; False if it was no longer in flight.
+
+        The flag is set at once (even after the end: an owner still finishing the
+        run, say waiting for uploads, reads it); the worker gets the cancel as soon as the request
+        is on its slot channel.  A run still running ``Settings.cancel_grace_period``
+        seconds later gets its worker killed and respawned.
+        """
+        if self._engine is None:  # detached (a record used without an engine)
+            self.cancel_requested = True
+            return not self.finished
+        return self._engine._cancel_run(self)
+
+    def release(self) -> None:
+        """The caller no longer needs the run's files: remove its folder (once, after the end)."""
+        if self._engine is None:
+            self.released = True
+            return
+        self._engine._release_run(self)
+
+    def _mark_finished(self) -> None:
+        self.finished = True
+        self._done.set()
+
+    def __repr__(self) -> str:
+        state = "done" if self.finished else "running"
+        return f"<Run {self.id!r} {state} worker={self.worker} slot={self.slot}>"

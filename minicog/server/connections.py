@@ -1,0 +1,651 @@
+"""Connections wait in a selector; requests run on a bounded pool of threads.
+
+:class:`ConnectionServer` is the connection layer under :mod:`minicog.server.http`.
+A thread per connection (``ThreadingHTTPServer``) costs a thread for every idle
+keep-alive client and for every slow client trickling in its request, and the
+threads answering ``409`` in a tight loop starve the one that completes
+predictions.  Here instead:
+
+* **One selector thread** (``selectors.DefaultSelector``: epoll on Linux, so any
+  descriptor number works) accepts connections and reads requests without
+  blocking.  A connection costs a thread only once a whole request is buffered:
+  the head (bounded by ``Settings.max_header_bytes``) and the body its
+  ``Content-Length`` or chunked framing announces (bounded by
+  ``Settings.max_body_bytes``).  What cannot be judged complete (``Expect:
+  100-continue``, a head or body over its limit, malformed framing) is handed
+  over at once, so the handler gives the usual answer (100, 431, 413, 400).
+* **Timeouts without threads.**  An idle keep-alive connection is closed after
+  ``Settings.read_timeout`` seconds of silence; a request head must arrive
+  within ``Settings.header_timeout`` seconds of its first byte (a slow-loris
+  client that sends one byte every few seconds is cut then), and a body may not
+  stall for more than ``read_timeout``.  The selector sweeps its connections
+  for these deadlines; no thread waits on them.
+* **A bounded pool** of ``Settings.http_threads`` threads parses and answers the
+  buffered requests with :mod:`http.server`'s handler machinery.  Threads are
+  started on demand and leave after ``Settings.http_thread_idle_timeout``
+  seconds without work.  A job that is the *completion* of a waiting
+  prediction goes to the front of the queue, so a flood of requests answered
+  ``409`` cannot delay the answers of the predictions that hold the slots.
+* **Waiting costs no thread.**  A sync request parks its connection
+  (:meth:`ConnectionServer.park`): the selector watches the socket for the
+  client hanging up (which cancels the prediction) and the prediction's
+  completion queues the response on the pool.
+* A long-lived response (an SSE stream) calls :meth:`Pool.detach`: the thread
+  leaves the pool for the stream's lifetime, so streams never use up the
+  threads that answer other requests.
+
+Ownership: a connection is owned by exactly one of the selector thread (reading
+or watching), a pool job, or a parked waiter; other threads hand it back to the
+selector through :meth:`ConnectionServer.post`, never by touching the selector.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import select
+import selectors
+import socket
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from minicog.settings import Settings
+
+__all__ = ["ConnectionServer", "Connection", "Pool", "RequestReader", "SocketWriter", "request_ready", "peer_state"]
+
+log = logging.getLogger("minicog.http")
+
+# Bytes asked of the kernel per recv on a readable connection.
+_RECV_BYTES = 256 * 1024
+# Connections accepted per readiness event of the listening socket (fairness with reads).
+_ACCEPT_BATCH = 256
+# Seconds between two sweeps of the connection deadlines.
+_SWEEP_INTERVAL = 0.1
+# Seconds the listening socket is left alone after accept() ran out of descriptors.
+_EMFILE_PAUSE = 0.1
+# Longest chunk-size line read by the handler (its readline limit); longer → hand over.
+_CHUNK_LINE = 1024
+
+
+class Pool:
+    """At most *size* threads running queued jobs; urgent jobs jump the queue.
+
+    Threads start when jobs wait and no thread is idle, and exit after
+    *idle_timeout* seconds without a job, so an idle server keeps none.
+    """
+
+    def __init__(self, size: int, idle_timeout: float, name: str = "minicog-http"):
+        self.size = max(1, size)
+        self.idle_timeout = idle_timeout
+        self.name = name
+        self._jobs: collections.deque = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._threads = 0
+        self._idle = 0
+        self._stopping = False
+        self._local = threading.local()
+        self._seq = 0
+
+    @property
+    def threads(self) -> int:
+        """Threads currently in the pool (detached ones not counted)."""
+        return self._threads
+
+    def submit(self, fn: Callable[[], None], *, urgent: bool = False) -> None:
+        with self._cond:
+            if self._stopping:
+                return
+            if urgent:
+                self._jobs.appendleft(fn)
+            else:
+                self._jobs.append(fn)
+            self._spawn_if_needed()
+            self._cond.notify()
+
+    def _spawn_if_needed(self) -> None:
+        # Called with the lock held.  Idle threads that were notified still count as
+        # idle until they wake, so this never starts more threads than jobs need.
+        if len(self._jobs) > self._idle and self._threads < self.size:
+            self._threads += 1
+            self._seq += 1
+            threading.Thread(target=self._run, name=f"{self.name}-{self._seq}", daemon=True).start()
+
+    def detach(self) -> None:
+        """The calling pool thread leaves the pool (for a long-lived job); it ends with its job."""
+        if getattr(self._local, "detached", True):
+            return  # not a pool thread, or already detached
+        with self._cond:
+            self._local.detached = True
+            self._threads -= 1
+            self._spawn_if_needed()
+
+    def _run(self) -> None:
+        self._local.detached = False
+        while True:
+            with self._cond:
+                while not self._jobs:
+                    if self._stopping:
+                        self._threads -= 1
+                        return
+                    self._idle += 1
+                    woke = self._cond.wait(self.idle_timeout)
+                    self._idle -= 1
+                    if not woke and not self._jobs:
+                        self._threads -= 1
+                        return
+                job = self._jobs.popleft()
+            try:
+                job()
+            except Exception:
+                log.exception("error in an HTTP job")
+            if self._local.detached:
+                return
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._jobs.clear()
+            self._cond.notify_all()
+
+
+class RequestReader:
+    """``rfile`` of a connection: the bytes the selector buffered, then the socket.
+
+    Only what :mod:`http.server`'s handler uses (``readline``, ``read``).  Reads
+    from the socket block up to its timeout (``Settings.read_timeout``).
+    """
+
+    def __init__(self, sock: socket.socket, buf: bytearray):
+        self.sock = sock
+        self.buf = buf
+        self.pos = 0
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(_RECV_BYTES)
+        if not data:
+            return False
+        if self.pos:
+            del self.buf[:self.pos]
+            self.pos = 0
+        self.buf += data
+        return True
+
+    def readline(self, limit: int = -1) -> bytes:
+        while True:
+            end = len(self.buf) if limit < 0 else min(len(self.buf), self.pos + limit)
+            i = self.buf.find(b"\n", self.pos, end)
+            if i >= 0:
+                n = i + 1 - self.pos
+                break
+            if limit >= 0 and len(self.buf) - self.pos >= limit:
+                n = limit
+                break
+            if not self._fill():
+                n = len(self.buf) - self.pos
+                break
+        out = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
+        return out
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            while self._fill():
+                pass
+            size = len(self.buf) - self.pos
+        while len(self.buf) - self.pos < size:
+            if not self._fill():
+                break
+        out = bytes(self.buf[self.pos:self.pos + size])
+        self.pos += len(out)
+        return out
+
+    def remaining(self) -> bytearray:
+        """Bytes read past the current request (a pipelined next request)."""
+        return bytearray(self.buf[self.pos:])
+
+
+class SocketWriter:
+    """``wfile`` of a connection: unbuffered, every write is one ``sendall``."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def write(self, data: Any) -> int:
+        self.sock.sendall(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True
+
+
+class Connection:
+    """One client connection and the state of the request being buffered."""
+
+    __slots__ = ("sock", "fd", "address", "buf", "mode", "deadline", "head_end", "need", "chunk_pos",
+                 "chunk_total", "gone", "handler", "waiter", "registered")
+
+    def __init__(self, sock: socket.socket, address: Any):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.address = address
+        self.buf = bytearray()
+        #: "read" (selector buffers a request), "busy" (a job owns it), "watch" (parked,
+        #: watched for a hang-up), "wait" (parked, not watched), "closed".
+        self.mode = "busy"
+        self.deadline = 0.0
+        self.gone = False
+        self.handler: Any = None
+        self.waiter: Optional[tuple[Callable[[], None], Callable[[], None]]] = None
+        self.registered = False
+        self.reset_scan()
+
+    def reset_scan(self) -> None:
+        self.head_end = -1     # index just past the blank line ending the head, once found
+        self.need = -1         # total bytes of head + body when Content-Length framed
+        self.chunk_pos = -1    # next chunk-size line when chunked framed
+        self.chunk_total = 0
+
+
+def _head_end(buf: bytearray, limit: int) -> int:
+    """Index just past the head's terminating blank line, or -1 if not (yet) there."""
+    window = min(len(buf), limit + 4)
+    a = buf.find(b"\n\r\n", 0, window)
+    b = buf.find(b"\n\n", 0, window)
+    ends = [i + 3 for i in (a,) if i >= 0] + [i + 2 for i in (b,) if i >= 0]
+    return min(ends) if ends else -1
+
+
+def _framing(head: bytes) -> tuple[Optional[bytes], Optional[bytes], bool]:
+    """(Content-Length, Transfer-Encoding, Expect 100-continue) as the raw head states them."""
+    length = coding = None
+    expect = False
+    for line in head.split(b"\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            continue
+        name = name.strip().lower()
+        if name == b"content-length":
+            value = value.strip()
+            if length is not None and length != value:
+                return b"conflict", coding, expect  # repeated and different: the handler answers 400
+            length = value
+        elif name == b"transfer-encoding":
+            coding = value.strip().lower()
+        elif name == b"expect" and value.strip().lower() == b"100-continue":
+            expect = True
+    return length, coding, expect
+
+
+def request_ready(conn: Connection, settings: Settings) -> bool:
+    """True when *conn*'s buffer holds a whole request, or enough to answer an error."""
+    buf = conn.buf
+    if not buf:
+        return False
+    if conn.head_end < 0:
+        if buf[:1] in (b"\n", b"\r") and (buf[:2] == b"\r\n" or buf[:1] == b"\n"):
+            return True  # an empty request line: the handler decides
+        end = _head_end(buf, settings.max_header_bytes)
+        if end < 0:
+            return len(buf) > settings.max_header_bytes  # → 431
+        conn.head_end = end
+        if end > settings.max_header_bytes:
+            return True
+        length, coding, expect = _framing(bytes(buf[:end]))
+        if expect:
+            return True  # the client waits for "100 Continue" before sending the body
+        if coding is not None:
+            if coding.rsplit(b",", 1)[-1].strip() != b"chunked":
+                return True  # → 400
+            conn.chunk_pos = end
+        elif length is not None:
+            if not (length.isdigit() and len(length) < 20):
+                return True  # → 400
+            n = int(length)
+            if n > settings.max_body_bytes:
+                return True  # → 413, answered before the body is read
+            conn.need = end + n
+        else:
+            return True  # no body
+    if conn.need >= 0:
+        return len(buf) >= conn.need
+    if conn.chunk_pos >= 0:
+        return _chunked_ready(conn, settings)
+    return True
+
+
+def _chunked_ready(conn: Connection, settings: Settings) -> bool:
+    buf = conn.buf
+    while True:
+        pos = conn.chunk_pos
+        nl = buf.find(b"\n", pos, pos + _CHUNK_LINE)
+        if nl < 0:
+            return len(buf) - pos >= _CHUNK_LINE  # an overlong size line: the handler answers 400
+        digits = bytes(buf[pos:nl]).split(b";", 1)[0].strip()
+        if not digits or digits.lstrip(b"0123456789abcdefABCDEF") or len(digits) > 16:
+            return True  # malformed: the handler answers 400
+        size = int(digits, 16)
+        if size == 0:
+            # Trailer lines up to a blank one.
+            p = nl + 1
+            while True:
+                q = buf.find(b"\n", p)
+                if q < 0:
+                    return False
+                if buf[p:q + 1] in (b"\r\n", b"\n"):
+                    return True
+                p = q + 1
+        conn.chunk_total += size
+        if conn.chunk_total > settings.max_body_bytes:
+            return True  # → 413
+        data_end = nl + 1 + size
+        if len(buf) <= data_end:
+            conn.chunk_total -= size
+            return False
+        after = buf.find(b"\n", data_end, data_end + _CHUNK_LINE)
+        if after < 0:
+            conn.chunk_total -= size
+            return len(buf) - data_end >= _CHUNK_LINE
+        conn.chunk_pos = after + 1
+
+
+def peer_state(sock: socket.socket) -> str:
+    """"open", "closed" or "data" (the client sent more: it is there) for a connected socket.
+
+    Never blocks, whatever the socket's timeout, and works for any descriptor number
+    (``poll``, not ``select``; the peek runs only once the socket is readable, since a
+    socket with a timeout would otherwise wait for data).
+    """
+    poller = select.poll()
+    try:
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        if not poller.poll(0):
+            return "open"
+        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return "open"
+    except (OSError, ValueError):
+        return "closed"
+    return "data" if data else "closed"
+
+
+class ConnectionServer:
+    """Listening socket + selector thread + pool; see the module docstring.
+
+    *handle* is called on a pool thread with a :class:`Connection` whose buffer
+    holds a request; it must end by calling :meth:`done` (keep-alive or close) or
+    :meth:`park`.
+    """
+
+    def __init__(self, address: tuple[str, int], settings: Settings, handle: Callable[[Connection], None]):
+        self.settings = settings
+        self._handle = handle
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind(address)
+            self.socket.listen(settings.listen_backlog)
+            self.socket.setblocking(False)
+        except BaseException:
+            self.socket.close()
+            raise
+        self.server_address = self.socket.getsockname()
+        self.pool = Pool(settings.http_threads, settings.http_thread_idle_timeout)
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._incoming: collections.deque = collections.deque()
+        self._conns: dict[int, Connection] = {}
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._listening_paused_until = 0.0
+        self._closed = False
+
+    # ---------------------------------------------------------------- public
+    @property
+    def connection_count(self) -> int:
+        return len(self._conns)
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Run the selector loop until :meth:`shutdown`."""
+        self._stopped.clear()
+        try:
+            self._sel.register(self.socket, selectors.EVENT_READ, "listen")
+            self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+            next_sweep = 0.0
+            while not self._stop.is_set():
+                events = self._sel.select(min(poll_interval, _SWEEP_INTERVAL))
+                for key, _ in events:
+                    if key.data == "listen":
+                        self._accept()
+                    elif key.data == "wake":
+                        self._drain_wake()
+                    else:
+                        self._readable(key.data)
+                self._take_incoming()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + _SWEEP_INTERVAL
+        finally:
+            for fileobj in ([self.socket] if not self._listening_paused_until else []) + [self._wake_r]:
+                try:
+                    self._sel.unregister(fileobj)
+                except (KeyError, ValueError):
+                    pass
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop the selector loop and wait for it (as ``socketserver``'s ``shutdown``)."""
+        self._stop.set()
+        self._wake()
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        """Close the listening socket, every connection and the pool."""
+        if self._closed:
+            return
+        self._closed = True
+        self.socket.close()
+        self.pool.stop()
+        for conn in list(self._conns.values()):
+            self._close(conn)
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def post(self, action: str, conn: Connection) -> None:
+        """Hand *conn* to the selector thread: "read", "watch", "done" or "close"."""
+        self._incoming.append((action, conn))
+        self._wake()
+
+    def done(self, conn: Connection, keep_alive: bool, leftover: bytearray) -> None:
+        """A job finished with *conn*: wait for its next request, or close it."""
+        if keep_alive and not self._stop.is_set():
+            conn.buf = leftover
+            self.post("read", conn)
+        else:
+            self.post("close", conn)
+
+    def park(self, conn: Connection, on_done: Callable[[], None], on_gone: Callable[[], None]) -> Callable[..., None]:
+        """Leave *conn* waiting without a thread; returns the callback that ends the wait.
+
+        The selector watches the socket: if the client hangs up, *on_gone* runs on
+        the pool.  Calling the returned callback (from any thread; it does not
+        block) queues *on_done* at the front of the pool's queue; *on_done* must
+        end with :meth:`done`.
+        """
+        conn.waiter = (on_done, on_gone)
+        self.post("watch", conn)
+
+        def finish(*_: Any) -> None:
+            self.post("finish", conn)
+        return finish
+
+    # ---------------------------------------------------------------- loop
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already awake (buffer full) or closing
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _accept(self) -> None:
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: the pending client waits in the backlog until one frees.
+                    log.warning("cannot accept a connection: %s", exc)
+                    self._listening_paused_until = time.monotonic() + _EMFILE_PAUSE
+                    self._sel.unregister(self.socket)  # the sweep registers it again
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # not TCP (tests may use other families)
+            sock.setblocking(False)
+            conn = Connection(sock, address)
+            self._conns[conn.fd] = conn
+            self._start_reading(conn, time.monotonic())
+
+    def _start_reading(self, conn: Connection, now: float) -> None:
+        conn.mode = "read"
+        conn.reset_scan()
+        conn.deadline = now + (self.settings.header_timeout if conn.buf else self.settings.read_timeout)
+        if request_ready(conn, self.settings):
+            self._dispatch(conn)
+            return
+        self._register(conn)
+
+    def _register(self, conn: Connection) -> None:
+        if not conn.registered:
+            conn.sock.setblocking(False)
+            self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+            conn.registered = True
+
+    def _unregister(self, conn: Connection) -> None:
+        if conn.registered:
+            try:
+                self._sel.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
+            conn.registered = False
+
+    def _readable(self, conn: Connection) -> None:
+        if conn.mode == "read":
+            try:
+                data = conn.sock.recv(_RECV_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._close(conn)
+                return
+            if not data:
+                self._close(conn)
+                return
+            now = time.monotonic()
+            if not conn.buf:
+                conn.deadline = now + self.settings.header_timeout  # a request has begun
+            conn.buf += data
+            if request_ready(conn, self.settings):
+                self._dispatch(conn)
+            elif conn.head_end >= 0:
+                conn.deadline = now + self.settings.read_timeout  # the body may not stall longer
+        elif conn.mode == "watch":
+            state = peer_state(conn.sock)
+            if state == "open":
+                return
+            self._unregister(conn)
+            if state == "data":
+                conn.mode = "wait"  # pipelining: the client is there; its bytes wait in the socket
+                return
+            conn.gone = True
+            conn.mode = "wait"
+            if conn.waiter is not None:
+                self.pool.submit(conn.waiter[1])
+        else:
+            self._unregister(conn)
+
+    def _dispatch(self, conn: Connection) -> None:
+        self._unregister(conn)
+        conn.mode = "busy"
+        self.pool.submit(lambda: self._run_handler(conn))
+
+    def _run_handler(self, conn: Connection) -> None:
+        try:
+            conn.sock.settimeout(self.settings.read_timeout)
+            self._handle(conn)
+        except Exception:
+            log.exception("error on the connection from %s", conn.address)
+            self.post("close", conn)
+
+    def _run_waiter(self, conn: Connection, on_done: Callable[[], None]) -> None:
+        try:
+            conn.sock.settimeout(self.settings.read_timeout)
+            on_done()
+        except Exception:
+            log.exception("error answering on the connection from %s", conn.address)
+            self.post("close", conn)
+
+    def _take_incoming(self) -> None:
+        now = time.monotonic()
+        while self._incoming:
+            action, conn = self._incoming.popleft()
+            if conn.mode == "closed":
+                continue
+            if action == "read":
+                self._start_reading(conn, now)
+            elif action == "watch":
+                if conn.mode == "busy":
+                    conn.mode = "watch"
+                    self._register(conn)
+            elif action == "finish":
+                self._unregister(conn)
+                conn.mode = "busy"
+                waiter, conn.waiter = conn.waiter, None
+                if waiter is not None:
+                    self.pool.submit(lambda w=waiter[0], c=conn: self._run_waiter(c, w), urgent=True)
+            elif action == "close":
+                self._close(conn)
+
+    def _sweep(self, now: float) -> None:
+        if self._listening_paused_until and now >= self._listening_paused_until:
+            self._listening_paused_until = 0.0
+            self._sel.register(self.socket, selectors.EVENT_READ, "listen")
+        for conn in list(self._conns.values()):
+            if conn.mode == "read" and now >= conn.deadline:
+                if conn.buf:
+                    log.info("closing the connection from %s: request not received within the time limit",
+                             conn.address)
+                self._close(conn)
+
+    def _close(self, conn: Connection) -> None:
+        if conn.mode == "closed":
+            return
+        self._unregister(conn)
+        conn.mode = "closed"
+        self._conns.pop(conn.fd, None)
+        try:
+            conn.sock.close()
+        except OSError:
+            pass

@@ -1,0 +1,197 @@
+"""The connection layer: idle and slow clients cost no thread, waits park, defects at the edge."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import resource
+import socket
+import threading
+import time
+
+import pytest
+
+from http_helpers import call, running, wait_until
+from minicog.server.connections import Pool
+
+IDLE_CONNECTIONS = 1100
+
+
+def _raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.fail(f"RLIMIT_NOFILE hard limit {hard} is below the {needed} descriptors this test needs")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def _open_idle(port: int, n: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        socks.append(s)
+    return socks
+
+
+def _sse_names(resp: http.client.HTTPResponse) -> list[str]:
+    names = []
+    for raw in resp:
+        line = raw.decode().rstrip("\r\n")
+        if line.startswith("event:"):
+            names.append(line.split(":", 1)[1].strip())
+            if names[-1] == "completed":
+                break
+    return names
+
+
+def test_1100_idle_connections_cost_no_thread_and_sync_and_sse_complete():
+    # Both ends of every connection live in this process: two descriptors each.
+    _raise_fd_limit(2 * IDLE_CONNECTIONS + 512)
+    with running("http_stream.py", settings={"read_timeout": 120.0}) as svc:
+        threads_before = threading.active_count()
+        socks = _open_idle(svc.port, IDLE_CONNECTIONS)
+        try:
+            # Every idle connection has been accepted once one opened after them is answered.
+            probe = _open_idle(svc.port, 1)[0]
+            socks.append(probe)
+            probe.sendall(b"GET /health-check HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert probe.recv(65536).startswith(b"HTTP/1.1 200")
+            # Idle connections wait in the selector: no thread each.
+            assert threading.active_count() - threads_before < 20, threading.active_count()
+            # These connections get descriptors above 1024 on the server side, where
+            # select.select() used to fail and was taken for a client disconnect.
+            r = call(svc, "POST", "/predictions", {"input": {"n": 3, "gap": 0.05}}, timeout=30)
+            assert r.status == 200 and r.json()["status"] == "succeeded" and r.json()["output"] == ["tok0", "tok1", "tok2"]
+            conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=30)
+            try:
+                body = json.dumps({"input": {"n": 4, "gap": 0.05}})
+                conn.request("POST", "/predictions", body=body,
+                             headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+                resp = conn.getresponse()
+                assert resp.status == 200
+                names = _sse_names(resp)
+            finally:
+                conn.close()
+            assert names[0] == "start" and names[-1] == "completed" and names.count("output") == 4, names
+            # The idle connections are all still open and usable.
+            s = socks[-1]
+            s.sendall(b"GET /health-check HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+            assert threading.active_count() - threads_before < 40, threading.active_count()
+        finally:
+            for s in socks:
+                s.close()
+
+
+def test_slow_loris_clients_are_cut_after_header_timeout_without_a_thread_each():
+    with running("http_echo.py", settings={"header_timeout": 1.0, "read_timeout": 30.0}) as svc:
+        threads_before = threading.active_count()
+        socks = _open_idle(svc.port, 200)
+        for s in socks:
+            s.sendall(b"POST /predictions HTTP/1.1\r\n")
+        t0 = time.monotonic()
+        try:
+            # Each client trickles one header byte every 0.2 s, never silent for long.
+            closed: set[int] = set()
+            while len(closed) < len(socks) and time.monotonic() - t0 < 15:
+                for i, s in enumerate(socks):
+                    if i in closed:
+                        continue
+                    try:
+                        s.sendall(b"X")
+                    except OSError:
+                        closed.add(i)
+                assert threading.active_count() - threads_before < 20
+                r = call(svc, "GET", "/health-check", timeout=5)  # others are served meanwhile
+                assert r.status == 200
+                time.sleep(0.2)  # the trickle's pace (the clients' behaviour, not a wait for the server)
+            assert len(closed) == len(socks)
+            assert time.monotonic() - t0 < 10
+        finally:
+            for s in socks:
+                s.close()
+
+
+def test_sync_wait_holds_no_thread_and_hang_up_cancels():
+    with running("http_echo.py", max_concurrency=None) as svc:
+        s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        body = json.dumps({"input": {"sleep": 30}, "id": "parked-1"}).encode()
+        s.sendall(b"PUT /predictions/parked-1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        pred = wait_until(lambda: svc.find_inflight("parked-1"), timeout=10, message="prediction started")
+        # The waiting request is parked: no pool thread is busy with it.
+        wait_until(lambda: svc._server.pool._idle == svc._server.pool.threads, timeout=10,
+                   message="every pool thread idle while the sync request waits")
+        s.close()
+        assert pred.wait(20) and pred.status == "canceled"
+
+
+def test_pool_runs_urgent_jobs_first_and_is_bounded():
+    pool = Pool(2, idle_timeout=0.5, name="test-pool")
+    gate = threading.Event()
+    order: list[str] = []
+    done = threading.Event()
+    try:
+        pool.submit(gate.wait)
+        pool.submit(gate.wait)
+        for i in range(5):
+            pool.submit(lambda i=i: order.append(f"n{i}"))
+        pool.submit(lambda: order.append("urgent"), urgent=True)
+        pool.submit(done.set)
+        assert pool.threads == 2
+        gate.set()
+        assert done.wait(10)
+        assert order[0] == "urgent" and sorted(order[1:]) == [f"n{i}" for i in range(5)]
+        wait_until(lambda: pool.threads == 0, timeout=10, message="idle pool threads exit")
+    finally:
+        gate.set()
+        pool.stop()
+
+
+@pytest.mark.parametrize("doc,field", [
+    ('{"input": {}, "id": "\\ud800"}', "id"),
+    ('{"input": {}, "context": {"k": "a\\udfffb"}}', "context.k"),
+    ('{"input": {"text": "\\udc00"}}', "input.text"),
+])
+def test_lone_surrogate_is_400_naming_the_field_and_frees_nothing(doc, field):
+    with running("http_echo.py") as svc:
+        r = call(svc, "POST", "/predictions", raw=doc.encode(), headers={"Content-Type": "application/json"})
+        assert r.status == 400, r
+        assert field in r.json()["error"] and "surrogate" in r.json()["error"]
+        assert call(svc, "GET", "/health-check").json()["status"] == "READY"
+        r = call(svc, "POST", "/predictions", {"input": {"text": "ok"}})
+        assert r.status == 200 and r.json()["output"] == "ok"
+
+
+def test_paired_surrogate_escape_is_a_normal_character():
+    with running("http_echo.py") as svc:
+        r = call(svc, "POST", "/predictions", raw=b'{"input": {"text": "\\ud83d\\ude00"}}',
+                 headers={"Content-Type": "application/json"})
+        assert r.status == 200 and r.json()["output"] == "\U0001F600"
+
+
+def test_50000_unknown_input_keys_log_a_bounded_line():
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("minicog")
+    handler = Keep(logging.DEBUG)
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        with running("http_echo.py") as svc:
+            doc = {"input": {f"unknown_input_key_{i}": i for i in range(50_000)}}
+            r = call(svc, "POST", "/predictions", doc, timeout=60)
+            assert r.status == 200 and r.json()["status"] == "succeeded"
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    stripped = [line for line in lines if "unknown input" in line]
+    assert stripped, lines[-10:]
+    assert max(len(line) for line in lines) < 4096
+    assert "49980 more" in stripped[0]
