@@ -429,3 +429,22 @@ def test_secrets_are_redacted_in_every_echo_of_a_prediction(tmp_path):
         assert final["output"] == secret[::-1] + "+other"
         assert all(secret.encode() not in r.body for r in rx.requests)
         assert secret.encode() not in again.body and secret.encode() not in first.body
+
+
+def test_a_spooled_data_uri_input_is_echoed_as_sent(tmp_path):
+    # A large data: URI input is decoded to a file while the body is parsed; the
+    # PUT-in-flight echo writes it back from that file, identical to what was sent.
+    import base64
+    import os
+
+    gate = tmp_path / "gate"
+    uri = "data:image/png;base64," + base64.b64encode(os.urandom(300_000)).decode()
+    body = {"input": {"api_key": "k", "gate": str(gate), "attachment": uri}}
+    with running("secrets_echo.py", settings={"data_uri_spool_chars": 64 * 1024}) as svc:
+        assert call(svc, "PUT", "/predictions/big", body, headers={"Prefer": "respond-async"}).status == 202
+        wait_until(lambda: svc.find_inflight("big") is not None and "holding" in svc.find_inflight("big").logs, 10)
+        again = call(svc, "PUT", "/predictions/big", {"input": {}})
+        assert again.status == 202
+        assert again.json()["input"] == {"api_key": "**********", "gate": str(gate), "attachment": uri}
+        gate.write_text("open")
+        wait_until(lambda: svc.find_inflight("big") is None, 20, message="the prediction to end")
