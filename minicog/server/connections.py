@@ -197,8 +197,15 @@ class RequestReader:
         while len(self.buf) - self.pos < size:
             if not self._fill():
                 break
-        out = bytes(self.buf[self.pos:self.pos + size])
-        self.pos += len(out)
+        end = min(len(self.buf), self.pos + size)
+        with memoryview(self.buf) as view:
+            out = bytes(view[self.pos:end])  # one copy: a bytearray slice would make a second
+        self.pos = end
+        if self.pos == len(self.buf):
+            # All consumed: free the buffer now rather than hold a large body twice
+            # for as long as its request is handled.
+            self.buf.clear()
+            self.pos = 0
         return out
 
     def remaining(self) -> bytearray:
