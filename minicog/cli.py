@@ -6,6 +6,7 @@ Subcommands::
     predict  run one prediction and print / write its output (``cog predict``)
     train    the same for a train reference (``cog train``)
     schema   print the predictor's OpenAPI document
+    bundle   write minicog as one executable file (minicog.pyz) for images without pip
 
 Every subcommand names its predictor the same way: ``--predictor REF`` (``serve``
 also takes REF as its first positional argument); without it, ``cog.yaml`` in
@@ -149,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_env_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("ref", nargs="?", metavar="REF", help=_REF_HELP)
     serve.add_argument("--predictor", metavar="REF", help="the same as REF (takes precedence)")
-    serve.add_argument("--host", default=None, help="address to listen on (default 0.0.0.0)")
+    serve.add_argument("--host", default=None,
+                       help="address to listen on (default: $HOST, else 127.0.0.1, reachable from this machine "
+                            "only; 0.0.0.0 listens on every interface, as a container needs)")
     serve.add_argument("--port", type=_port, default=None,
                        help="TCP port to listen on (default: $PORT, else 5000; 0 picks a free port)")
     serve.add_argument("--upload-url", metavar="URL", default=None,
@@ -200,7 +203,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--predictor", metavar="REF", help=_REF_HELP)
     s.add_argument("--x-mode", choices=("predict", "train"), default="predict",
                    help="predict (default) or train: which reference to resolve when --predictor is not given")
+
+    # bundle -----------------------------------------------------------------------------
+    b = sub.add_parser("bundle", help="write minicog as one executable file (minicog.pyz)",
+                       description="Write minicog as one executable zip file: 'python3 -I -S minicog.pyz serve "
+                                   "--predictor predict.py' then works where minicog is not installed "
+                                   "(workers and the default model included).",
+                       epilog=_BUNDLE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("-o", "--output", metavar="PATH", default="minicog.pyz",
+                   help="the file to write (default: minicog.pyz)")
+    b.add_argument("--python", metavar="INTERPRETER", default=None,
+                   help="the #! line's interpreter (default: /usr/bin/env python3)")
+    b.add_argument("--no-compile", action="store_true",
+                   help="leave out the .pyc files (smaller; each start compiles the sources)")
     return parser
+
+
+_BUNDLE_EPILOG = """\
+examples:
+  python -m minicog bundle -o minicog.pyz
+  python3 -I -S minicog.pyz serve --predictor predict.py --port 5000
+  python3 minicog.pyz predict --predictor predict.py -i text=hello
+"""
 
 
 _PREDICT_EPILOG = """\
@@ -605,14 +629,21 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from .console import configure_logging
     from .engine import plan
+    from .loader import choose_predictor
 
-    explicit = args.predictor or args.ref
     settings = _settings(args)
-    # Resolved here so that "nothing to serve" is a one-line error before any start-up;
-    # the plan is the one the server and the embedding API use too (cog.yaml included).
+    configure_logging(args.log_format, settings.log_level)
+    explicit = args.predictor or args.ref
+    # Chosen here so that a wrong cog.yaml or "nothing to serve" is a one-line error
+    # before any start-up, and so the operator reads what is served and why; the plan
+    # is the one the server and the embedding API use too (cog.yaml included).
+    choice = choose_predictor(explicit, mode=args.x_mode, cwd=os.getcwd(), environ=os.environ)
+    for note in choice.notes:
+        log.info("%s", note)
     try:
-        what = plan(explicit, mode=args.x_mode, cwd=os.getcwd(), settings=settings, workers=args.workers,
+        what = plan(choice.ref, mode=args.x_mode, cwd=os.getcwd(), settings=settings, workers=args.workers,
                     gpus=args.gpus)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -644,6 +675,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace, mode: str) -> int:
     from .embed import Model
+    from .loader import choose_predictor
 
     # Everything that can be checked without the model is checked before it starts.
     for pair in args.input:
@@ -652,7 +684,13 @@ def _cmd_predict(args: argparse.Namespace, mode: str) -> int:
     json_inputs = read_json_inputs(args.json, sys.stdin)
     settings = _settings(args)
     _configure_logging(settings)
-    model = Model(args.predictor, mode=mode, settings=settings, max_concurrency=args.max_concurrency,
+    choice = choose_predictor(args.predictor, mode=mode, cwd=os.getcwd(), environ=os.environ)
+    for note in choice.notes:  # cog.yaml's ignored keys: shown with COG_LOG_LEVEL=info
+        log.info("%s", note)
+    if choice.source == "default":
+        # Always said (stderr is the log here; stdout stays the output alone).
+        print(f"minicog: {choice.notes[-1]}", file=sys.stderr, flush=True)
+    model = Model(choice.ref, mode=mode, settings=settings, max_concurrency=args.max_concurrency,
                   on_setup_log=_stderr_log)
     handle = None
     try:
@@ -703,6 +741,21 @@ def _cmd_predict(args: argparse.Namespace, mode: str) -> int:
         model.close()
 
 
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from .bundle import DEFAULT_INTERPRETER, build_bundle
+
+    try:
+        count = build_bundle(args.output, interpreter=args.python or DEFAULT_INTERPRETER,
+                             compile=not args.no_compile)
+    except OSError as exc:
+        print(f"error: cannot write {args.output}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    size = os.path.getsize(args.output)
+    print(f"Wrote {args.output} ({count} files, {size / 1024:.0f} KiB); run it with: "
+          f"python3 {args.output} serve --predictor predict.py", file=sys.stderr)
+    return EXIT_OK
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -715,6 +768,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _cmd_serve(args)
         if args.command == "schema":
             return _cmd_schema(args)
+        if args.command == "bundle":
+            return _cmd_bundle(args)
         return _cmd_predict(args, args.command)
     except UsageError as exc:
         for line in exc.problems:

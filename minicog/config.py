@@ -29,12 +29,14 @@ Scalar typing follows YAML 1.2's core schema, as Cog's Go reader does (so
 ``train``, ``concurrency.max`` (an integer ≥ 1) and ``environment``
 (``KEY=VALUE`` strings).  ``build``, ``image``, ``model`` and ``weights``
 describe the Docker image Cog builds; minicog runs in the current Python
-environment, so it records a note that they are ignored.
+environment, so it records a note that they are ignored (logged at start-up).
+Any other top-level key is an error naming its line, as Cog's schema refuses it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -710,5 +712,10 @@ def load_cog_yaml(path: str) -> CogConfig:
                                 "minicog runs in the current Python environment)" if key == "build"
                                 else f"'{key}' is ignored by minicog")
         elif key not in _KNOWN_KEYS:
-            config.notes.append(f"unknown key '{key}' ignored")
+            # Cog's schema has additionalProperties: false, so Cog refuses the file; a
+            # typo such as 'predictor:' must not leave minicog serving something else.
+            close = difflib.get_close_matches(str(key), _KNOWN_KEYS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown top-level key '{key}'{hint}; Cog refuses it. The keys cog.yaml may have "
+                              f"are: {', '.join(sorted(_KNOWN_KEYS))}", path=path, line=parser.key_lines.get((key,)))
     return config

@@ -26,7 +26,7 @@ Where minicog differs: in **train mode** a class only needs ``train()``
 (Cog validates every class as a runner, so a ``Trainer`` with only
 ``train()`` fails to load there with ``run or predict method not found``).
 
-:func:`resolve_ref` decides *which* reference to load when none is given:
+:func:`choose_predictor` (and :func:`resolve_ref`) decide *which* reference to load when none is given:
 explicit → ``cog.yaml`` in ``cwd`` (``run:``/``predict:``, or ``train:``) →
 ``COG_PREDICT_TYPE_STUB`` / ``COG_TRAIN_TYPE_STUB`` → the embedded default
 model (:data:`minicog.models.DEFAULT_REF`, predict mode only).
@@ -36,6 +36,11 @@ image as ``ENV``; :func:`load_predictor` puts it into ``os.environ`` before it
 imports the model, so module-level ``os.getenv`` sees it too.  A variable the
 process already has wins, as ``docker run -e`` wins over the image's ``ENV``:
 it is the local way to override one value without editing cog.yaml.
+
+A reference may name a file inside a zip archive (``/app/minicog.pyz/minicog/
+models/textgen.py``): that is how the embedded default model is found when
+minicog runs as one ``.pyz`` file (``minicog bundle``); such files are imported
+with :mod:`zipimport` instead of from the file system.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ import inspect
 import os
 import sys
 import warnings
+import zipfile
+import zipimport
 from types import ModuleType
 from typing import Any, Callable, Mapping, Optional, Tuple
 
@@ -54,7 +61,8 @@ from .config import load_cog_yaml
 from .errors import ConfigError, LoadError
 from .sdk.predictor import validate_runner_class
 
-__all__ = ["LoadedPredictor", "parse_ref", "load_predictor", "resolve_ref", "apply_cog_yaml_environment", "MODES"]
+__all__ = ["LoadedPredictor", "Choice", "parse_ref", "load_predictor", "choose_predictor", "resolve_ref",
+           "apply_cog_yaml_environment", "MODES"]
 
 MODES = ("predict", "train")
 
@@ -104,11 +112,42 @@ def parse_ref(ref: str) -> Tuple[str, Optional[str]]:
     return path, (name if sep else None)
 
 
+def _zip_member(path: str) -> Optional[Tuple[str, str]]:
+    """(archive, path inside it) when *path* lies inside a zip archive such as minicog.pyz."""
+    head = path
+    for _ in range(64):  # bounded: one step per path component
+        parent = os.path.dirname(head)
+        if parent == head:
+            return None
+        if os.path.isfile(parent):
+            if not zipfile.is_zipfile(parent):
+                return None
+            inner = os.path.relpath(path, parent).replace(os.sep, "/")
+            try:
+                with zipfile.ZipFile(parent) as archive:
+                    archive.getinfo(inner)
+            except (KeyError, OSError, zipfile.BadZipFile):
+                return None
+            return parent, inner
+        head = parent
+    return None
+
+
+def _spec_for(path: str, module_name: str) -> Any:
+    member = _zip_member(path) if not os.path.exists(path) else None
+    if member is None:
+        return importlib.util.spec_from_file_location(module_name, path)
+    archive, inner = member
+    folder = os.path.dirname(inner)
+    importer = zipimport.zipimporter(os.path.join(archive, folder) if folder else archive)
+    return importer.find_spec(module_name)
+
+
 def _import_file(path: str, ref: str) -> ModuleType:
     module_name = os.path.basename(path)
     if module_name.endswith(".py"):
         module_name = module_name[:-3]
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    spec = _spec_for(path, module_name)
     if spec is None or spec.loader is None:
         raise LoadError(f"cannot import {path} (from {ref!r}): not a Python source file; use a .py file")
     module = importlib.util.module_from_spec(spec)
@@ -211,7 +250,7 @@ def load_predictor(ref: str, *, mode: str = "predict", cwd: Optional[str] = None
     rel_path, name = parse_ref(ref)
     base = os.path.abspath(cwd) if cwd else os.getcwd()
     path = os.path.normpath(os.path.join(base, os.path.expanduser(rel_path)))
-    if not os.path.exists(path):
+    if not os.path.exists(path) and _zip_member(path) is None:
         raise LoadError(f"predictor file not found: {path} (from reference {ref!r}); check the path, "
                         "which is relative to the project directory")
     if os.path.isdir(path):
@@ -280,44 +319,77 @@ def _describe(*, ref: str, module: ModuleType, instance: Any, fn: Callable[..., 
     )
 
 
-def resolve_ref(explicit: Optional[str], *, mode: str = "predict", cwd: Optional[str] = None,
-                environ: Optional[Mapping[str, str]] = None) -> str:
+@dataclasses.dataclass
+class Choice:
+    """Which predictor reference to load, where it came from, and what to tell the operator."""
+
+    ref: str
+    #: ``argument``, ``cog.yaml``, ``COG_PREDICT_TYPE_STUB``, ``COG_TRAIN_TYPE_STUB`` or ``default``.
+    source: str
+    #: One-line remarks for the start-up log: cog.yaml's ignored keys, the demo model.
+    notes: list = dataclasses.field(default_factory=list)
+
+
+def choose_predictor(explicit: Optional[str], *, mode: str = "predict", cwd: Optional[str] = None,
+                     environ: Optional[Mapping[str, str]] = None) -> Choice:
     """Pick the reference to serve: explicit → cog.yaml → environment → default model.
 
-    References taken from cog.yaml are made absolute (relative to the file's
-    folder); others are returned as given.
+    A ``cog.yaml`` in *cwd* is read even when a reference is given, so a file Cog
+    would refuse (unknown top-level keys, bad YAML, unreadable) stops the command
+    before anything starts; one that names no predictor (no ``run:``/``predict:``,
+    or no ``train:`` in train mode) is an error too unless a reference comes from
+    the command line or the ``*_TYPE_STUB`` variables - never the demo model, which
+    would hide a typo such as ``predictor:``.  Errors are :class:`LoadError`s whose
+    text names the file, the line and the key.  References taken from cog.yaml are
+    made absolute (relative to the file's folder); others are returned as given.
     """
     if mode not in MODES:
         raise LoadError(f"unknown mode {mode!r}; use 'predict' or 'train'")
-    if explicit:
-        return explicit
     base = os.path.abspath(cwd) if cwd else os.getcwd()
     env = os.environ if environ is None else environ
     yaml_path = os.path.join(base, "cog.yaml")
-    if os.path.isfile(yaml_path):
+    config = None
+    notes: list = []
+    if os.path.lexists(yaml_path):  # a directory or a dangling link is "cannot be read", not "absent"
         try:
             config = load_cog_yaml(yaml_path)
         except ConfigError as exc:
             raise LoadError(str(exc)) from exc
+        notes.extend(f"{yaml_path}: {note}" for note in config.notes)
+    if explicit:
+        return Choice(explicit, "argument", notes)
+    if config is not None:
         from_yaml = config.train if mode == "train" else config.predict
         if from_yaml:
             path, name = parse_ref(from_yaml)
-            return os.path.join(config.directory, path) + (f":{name}" if name else "")
-    if mode == "train":
-        stub = env.get("COG_TRAIN_TYPE_STUB") or env.get("COG_PREDICT_TYPE_STUB")
-    else:
-        stub = env.get("COG_PREDICT_TYPE_STUB")
-    if stub:
-        return stub
+            return Choice(os.path.join(config.directory, path) + (f":{name}" if name else ""), "cog.yaml", notes)
+    stub_names = ("COG_TRAIN_TYPE_STUB", "COG_PREDICT_TYPE_STUB") if mode == "train" else ("COG_PREDICT_TYPE_STUB",)
+    for stub_name in stub_names:
+        if env.get(stub_name):
+            return Choice(env[stub_name], stub_name, notes)
+    if config is not None:
+        if mode == "train":
+            raise LoadError(f"{yaml_path}: no 'train:' key names the training function, so there is nothing to "
+                            "train; add a line such as 'train: \"train.py:train\"', or pass --predictor REF")
+        raise LoadError(f"{yaml_path}: no 'run:' (or 'predict:') key names the predictor, so there is nothing to "
+                        "serve; add a line such as 'run: \"predict.py:Runner\"', or pass a reference "
+                        "(minicog serve predict.py:Runner)")
     if mode == "predict":
         try:
             from .models import DEFAULT_REF
         except ImportError:
             DEFAULT_REF = None
         if DEFAULT_REF:
-            return DEFAULT_REF
-    what = "training function" if mode == "train" else "predictor"
-    key = "train" if mode == "train" else "run"
-    env_name = "COG_TRAIN_TYPE_STUB" if mode == "train" else "COG_PREDICT_TYPE_STUB"
-    raise LoadError(f"no {what} was named: pass a reference such as 'predict.py:Predictor', "
-                    f"add '{key}:' to cog.yaml in {base}, or set {env_name}")
+            notes.append(f"no model was named (no reference given, no cog.yaml in {base}, no COG_PREDICT_TYPE_STUB): "
+                         "using minicog's built-in demo model, a small text generator. To use yours, name it: "
+                         "'minicog serve predict.py:Runner' (or --predictor predict.py:Runner), or put "
+                         "'run: \"predict.py:Runner\"' in a cog.yaml in this folder")
+            return Choice(DEFAULT_REF, "default", notes)
+    raise LoadError("no training function was named: pass a reference such as 'train.py:train', "
+                    f"add 'train:' to a cog.yaml in {base}, or set COG_TRAIN_TYPE_STUB")
+
+
+def resolve_ref(explicit: Optional[str], *, mode: str = "predict", cwd: Optional[str] = None,
+                environ: Optional[Mapping[str, str]] = None) -> str:
+    """The reference :func:`choose_predictor` picks (see there for the rules)."""
+    return choose_predictor(explicit, mode=mode, cwd=cwd, environ=environ).ref

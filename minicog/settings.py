@@ -40,10 +40,27 @@ def _bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
+def _webhook_secret(text: str) -> str:
+    """A Standard Webhooks secret: ``whsec_`` (optional) + non-empty base64; ValueError otherwise."""
+    import base64
+    import binascii
+    body = text.strip()
+    body = body[len("whsec_"):] if body.startswith("whsec_") else body
+    try:
+        if not base64.b64decode(body, validate=True):
+            raise ValueError("empty key")
+    except binascii.Error:
+        raise ValueError("not whsec_ followed by base64") from None
+    return text.strip()
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     # --- HTTP front-end -------------------------------------------------------------
-    host: str = "0.0.0.0"
+    #: Address to listen on.  Loopback by default, as ``cog serve`` binds, so a model is not
+    #: exposed to the network by accident; ``--host 0.0.0.0`` or HOST=0.0.0.0 exposes it
+    #: (needed in a container or pod).
+    host: str = dataclasses.field(default="127.0.0.1", metadata=_env("HOST", check=lambda v: bool(v.strip())))
     #: TCP port to listen on.  Cog reads PORT.
     port: int = dataclasses.field(default=5000, metadata=_env("PORT", cast=int, check=lambda v: 0 <= v < 65536))
     #: Largest request body accepted, in bytes (axum's default, as coglet): larger → 413.
@@ -140,15 +157,36 @@ class Settings:
     #: Seconds one webhook attempt may take.
     webhook_timeout: float = 30.0
     #: Retries of the terminal webhook after the first attempt (Cog: 12).
-    webhook_max_retries: int = 12
+    webhook_max_retries: int = dataclasses.field(default=12, metadata=_env("MINICOG_WEBHOOK_MAX_RETRIES", cast=int, check=lambda v: v >= 0))
     #: Backoff before retry k is webhook_backoff_base * 2 ** min(k, webhook_backoff_max_exponent) seconds.
-    webhook_backoff_base: float = 0.1
+    webhook_backoff_base: float = dataclasses.field(default=0.1, metadata=_env("MINICOG_WEBHOOK_BACKOFF_BASE", cast=float, check=lambda v: v >= 0))
     webhook_backoff_max_exponent: int = 10
     #: Non-terminal webhooks waiting for a slow receiver, per prediction; beyond it the
     #: oldest is dropped (each carries a full snapshot, so only intermediate states go).
     webhook_queue_limit: int = 100
     #: Bytes of a receiver's answer read before the connection is dropped (only the status counts).
     webhook_max_response_bytes: int = 64 * KiB
+    #: Threads delivering webhooks (all predictions share them; a retry waiting for its
+    #: backoff holds no thread).  A receiver that stalls holds one for up to webhook_timeout.
+    webhook_workers: int = dataclasses.field(default=8, metadata=_env("MINICOG_WEBHOOK_WORKERS", cast=int, check=lambda v: v >= 1))
+    #: Threads writing terminal webhooks to the outbox when no waiting request thread does.
+    webhook_outbox_writers: int = 2
+    #: Bytes after which the outbox starts a new segment file; a segment is deleted once
+    #: every webhook in it is delivered or given up.
+    webhook_outbox_segment_bytes: int = 64 * MiB
+    #: Seconds a webhook or outbox thread stays idle before it ends (new ones start on demand).
+    webhook_pool_idle_timeout: float = 30.0
+    #: Standard Webhooks signing secret, ``whsec_`` + base64 of the key (Replicate's form).  When
+    #: set, every webhook carries ``webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">``.
+    #: None = unsigned (``webhook-id`` and ``webhook-timestamp`` are sent anyway).
+    webhook_secret: Optional[str] = dataclasses.field(default=None, repr=False, metadata={**_env("MINICOG_WEBHOOK_SECRET", cast=_webhook_secret), "secret": True})
+    #: Directory where terminal webhooks wait (fsynced) until delivered, so they survive a crash
+    #: or restart; None = in memory only.  One directory per server process.
+    webhook_outbox: Optional[str] = dataclasses.field(default=None, metadata=_env("MINICOG_WEBHOOK_OUTBOX", check=lambda v: bool(v.strip())))
+
+    # --- Metrics --------------------------------------------------------------------
+    #: Serve Prometheus metrics at GET /metrics; off → 404 (for servers that must not expose it).
+    metrics_enabled: bool = dataclasses.field(default=True, metadata=_env("MINICOG_METRICS", cast=_bool))
 
     # --- Files ----------------------------------------------------------------------
     #: User-Agent sent when fetching URL inputs.
@@ -194,7 +232,9 @@ class Settings:
                 if not meta["check"](value):
                     raise ValueError("out of range")
             except (TypeError, ValueError):
-                log.warning("Invalid %s value %r, using the default %r", name, raw, field.default)
+                # Never echo a secret into the log.
+                shown = "(value hidden)" if meta.get("secret") else repr(raw)
+                log.warning("Invalid %s value %s, using the default %r", name, shown, field.default)
                 continue
             values[field.name] = value
         values.update(overrides)

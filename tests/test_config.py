@@ -239,11 +239,16 @@ def test_environment(tmp_path):
         load_cog_yaml(write(tmp_path, "environment:\n  - A=1\n  - A=2\n"))
 
 
-def test_top_level_must_be_mapping_and_unknown_keys_noted(tmp_path):
+def test_top_level_must_be_mapping_and_unknown_keys_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_cog_yaml(write(tmp_path, "- a\n"))
-    config = load_cog_yaml(write(tmp_path, "surprise: 1\n"))
-    assert config.predict is None and "unknown key 'surprise' ignored" in config.notes
+    path = write(tmp_path, "build:\n  gpu: false\npredictor: predict.py:Runner\n")
+    with pytest.raises(ConfigError) as exc:
+        load_cog_yaml(path)
+    assert str(exc.value).startswith(f"{path}, line 3: unknown top-level key 'predictor' (did you mean 'predict'?)")
+    assert exc.value.line == 3
+    with pytest.raises(ConfigError, match="unknown top-level key 'surprise'; Cog refuses it"):
+        load_cog_yaml(write(tmp_path, "surprise: 1\n"))
     assert load_cog_yaml(write(tmp_path, "")).predict is None
 
 

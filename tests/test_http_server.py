@@ -306,7 +306,9 @@ def test_put_id_mismatch_is_422(echo):
 
 
 def test_cancel_route(echo):
-    assert call(echo, "POST", "/predictions/unknown/cancel").status == 404
+    r = call(echo, "POST", "/predictions/unknown/cancel")
+    assert r.status == 404 and r.headers["content-type"] == "application/json"
+    assert r.json() == {"error": "No prediction with id 'unknown' is running: it is unknown or already finished"}
     r = call(echo, "PUT", "/predictions/c-1", {"input": {"sleep": 20}}, headers={"Prefer": "respond-async"})
     assert r.status == 202
     r = call(echo, "POST", "/predictions/c-1/cancel")

@@ -21,7 +21,7 @@ from support import ROOT, Receiver, predictor, wait_until
 
 def test_defaults_match_cog():
     s = Settings.from_env({})
-    assert (s.port, s.host, s.max_body_bytes) == (5000, "0.0.0.0", 100 * 1024 * 1024)
+    assert (s.port, s.host, s.max_body_bytes) == (5000, "127.0.0.1", 100 * 1024 * 1024)
     assert (s.stream_history_capacity, s.throttle_response_interval, s.sse_keepalive_interval) == (1024, 0.5, 15.0)
     assert (s.webhook_max_retries, s.webhook_timeout, s.upload_timeout) == (12, 30.0, 25.0)
     # Cog's retry schedule: 0.1 s * 2**min(k, 10) -> 0.2 s first, 102.4 s cap.

@@ -6,7 +6,7 @@ import pytest
 
 from minicog.server.webhooks import USER_AGENT, WebhookDispatcher
 from minicog.settings import Settings
-from support import Receiver
+from support import Receiver, wait_until
 
 FAST = dict(webhook_backoff_base=0.01, webhook_timeout=2.0, throttle_response_interval=0.5)
 
@@ -108,6 +108,7 @@ def test_connection_refused_is_retried_and_flush_reports_undelivered(caplog):
         left = d.flush(0.2)
     assert left == [s]
     assert "p-dead" in caplog.text and "not delivered" in caplog.text
+    d.close()
 
 
 def test_terminal_drops_queued_non_terminal_backlog():
@@ -215,3 +216,43 @@ def test_a_slow_receiver_cannot_grow_the_queue_beyond_the_limit():
         assert len(rx.requests) == 6
         assert [len(r.json()["output"]) for r in rx.requests] == [1, 46, 47, 48, 49, 50]
         s.close()
+
+
+def test_pending_retries_hold_no_thread_each():
+    # 300 terminal webhooks to a dead receiver, all waiting for their next retry: they wait
+    # in the pool's timer heap, so the threads stay within the pool's bound.
+    import threading
+    with Receiver() as rx:
+        dead = rx.url
+    before = threading.active_count()
+    d = WebhookDispatcher(Settings(**{**FAST, "webhook_backoff_base": 5.0, "webhook_workers": 4}))
+    senders = [d.sender(dead, f"p{i}") for i in range(300)]
+    for s in senders:
+        s.send("start", snap())
+        s.send("completed", snap("succeeded"))
+    wait_until(lambda: len(d.pool) == 300, message="every webhook waiting for its first retry")
+    assert len(d.pending()) == 300
+    assert d.pool.threads <= 4
+    assert threading.active_count() - before <= 4
+    d.close()
+    wait_until(lambda: d.pool.threads == 0, message="the pool threads to end after close")
+
+
+def test_pool_threads_end_when_idle_and_come_back_on_demand():
+    from minicog.server.webhooks import TimerPool
+    import threading
+    pool = TimerPool("t", 3, idle_timeout=0.2)
+    ran = []
+    gate = threading.Event()
+    for i in range(6):
+        pool.call_soon(lambda i=i: (gate.wait(5), ran.append(i)))
+    wait_until(lambda: pool.threads == 3, message="the pool to grow to its bound on a burst")
+    gate.set()
+    wait_until(lambda: len(ran) == 6, message="every task")
+    wait_until(lambda: pool.threads == 0, message="idle threads to end")
+    import time
+    t0 = time.monotonic()
+    pool.call_at(t0 + 0.1, lambda: ran.append(time.monotonic() - t0))
+    wait_until(lambda: len(ran) == 7, message="a timed task")
+    assert ran[-1] >= 0.09
+    pool.close()

@@ -169,6 +169,9 @@ class Engine:
         self._dir_counter = 0
         self._started = False
         self._stopped = False
+        #: Workers replaced, by cause: ``crash`` (died by itself), ``cancel_timeout`` (killed:
+        #: a canceled prediction did not stop in time), ``recycle`` (replaced after a limit).
+        self.restarts: dict[str, int] = {"crash": 0, "cancel_timeout": 0, "recycle": 0}
 
     # -- public properties ----------------------------------------------------------------
     @property
@@ -804,6 +807,8 @@ class Engine:
             elif respawn:
                 log.warning("worker %d killed (%s): %s; restarting it", seat.index, desc, proc.kill_reason)
             if respawn:
+                cause = "crash" if counted else "recycle" if proc.recycling else "cancel_timeout"
+                self.restarts[cause] = self.restarts.get(cause, 0) + 1
                 self._spawn(seat)
             stopped = self._stopped
         if hc is not None:

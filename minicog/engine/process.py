@@ -91,6 +91,7 @@ class WorkerProcess:
         self.ready = False
         self.setup_deadline: Optional[float] = None
         self.kill_reason: Optional[str] = None  # set when we kill it on purpose
+        self.recycling = False  # being replaced after reaching a recycling limit (not a crash)
         self.fatal: Optional[str] = None
         self.exited = False
         self.rebuild = False  # the I/O thread must re-read the channel list

@@ -40,6 +40,15 @@ MAX_ORDER = 8
 _CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus.txt")
 
 
+def _read_corpus() -> str:
+    """The corpus, read through this module's loader so it is found inside a .pyz archive too."""
+    get_data = getattr(globals().get("__loader__"), "get_data", None)
+    if get_data is None:
+        with open(_CORPUS, encoding="utf-8") as f:
+            return f.read()
+    return get_data(_CORPUS).decode("utf-8")
+
+
 class NGramModel:
     """Character n-gram counts of one text, for contexts of length 0 to *max_order*."""
 
@@ -93,8 +102,7 @@ def words(chars: Iterator[str]) -> Iterator[str]:
 class Runner(BaseRunner):
     def setup(self) -> None:
         started = time.monotonic()
-        with open(_CORPUS, encoding="utf-8") as f:
-            text = f.read()
+        text = _read_corpus()
         self.model = NGramModel(text, MAX_ORDER)
         contexts = sum(len(t) for t in self.model.tables)
         print(f"textgen: learned {contexts} contexts of up to {MAX_ORDER} characters "

@@ -65,6 +65,7 @@ from minicog._version import __version__
 from minicog.errors import (AtCapacity, HeaderTooLarge, InputValidationError, MinicogError, NotAcceptable,
                             PayloadTooLarge, RequestError, ServiceUnavailable, UnsupportedMediaType)
 from minicog.server.connections import Connection, ConnectionServer, RequestReader, SocketWriter, peer_state
+from minicog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from minicog.server.outputs import Body, render_json
 from minicog.server.sse import KEEPALIVE, encode_event
 from minicog.settings import Settings
@@ -320,6 +321,7 @@ class App(Protocol):
     def discovery(self) -> dict: ...
     def health(self) -> dict: ...
     def openapi(self) -> Optional[dict]: ...
+    def metrics_text(self) -> Optional[str]: ...
     def request_shutdown(self) -> None: ...
     def streaming_supported(self, kind: str) -> bool: ...
     def find_inflight(self, prediction_id: str) -> Any: ...
@@ -407,6 +409,7 @@ _ROUTES = {
     "/": {"GET": "root"},
     "/health-check": {"GET": "health"},
     "/openapi.json": {"GET": "openapi"},
+    "/metrics": {"GET": "metrics"},
     "/shutdown": {"POST": "shutdown"},
     "/predictions": {"POST": "create"},
     "/trainings": {"POST": "create"},
@@ -755,6 +758,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._send_json(200, doc)
 
+    def _do_metrics(self, params: dict, body: bytes) -> None:
+        text = self.server.app.metrics_text()
+        if text is None:
+            self._send_json(404, {"error": "Not found: /metrics (metrics are turned off)"})
+        else:
+            self._send_body(200, Body([text.encode("utf-8")]), METRICS_CONTENT_TYPE)
+
     def _do_shutdown(self, params: dict, body: bytes) -> None:
         self._send_json(200, {})
         self.server.app.request_shutdown()
@@ -764,7 +774,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.server.app.cancel(pid):
             self._send_json(200, {})
         else:
-            self._send_json(404, {})
+            # Cog answers 404 with {}; the status stays, the body says why (every error is JSON
+            # with a reason).  Finished predictions cannot be canceled either.
+            self._send_json(404, {"error": f"No {params['kind']} with id {pid!r} is running: "
+                                           "it is unknown or already finished"})
 
     def _do_create(self, params: dict, body: bytes) -> None:
         app, settings = self.server.app, self.server.settings

@@ -124,6 +124,9 @@ class Prediction:
         self.started_at: Optional[str] = None
         self.completed_at: Optional[str] = None
         self._t0 = time.monotonic()
+        #: time.monotonic() at creation and when the run started (for the duration metrics).
+        self.created_mono = self._t0
+        self.started_mono: Optional[float] = None
         self._logs: list[str] = []
         self._logs_text = ""
         self._items: list[Any] = []
@@ -157,8 +160,17 @@ class Prediction:
         return self.status in TERMINAL_STATUSES
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Block until the record is terminal; True if it is."""
-        return self._done.wait(timeout)
+        """Block until the record is terminal; True if it is.
+
+        With a webhook outbox, also until the terminal webhook is written there (the
+        waiting thread writes it itself if no writer thread has started on it), so a
+        sync response never shows a result whose webhook a killed process could lose.
+        """
+        if not self._done.wait(timeout):
+            return False
+        if self.webhook is not None:
+            self.webhook.wait_durable()
+        return True
 
     def add_done_callback(self, fn: Callable[["Prediction"], None]) -> None:
         """Call ``fn(self)`` once the record is terminal (at once if it already is).
@@ -257,6 +269,7 @@ class Prediction:
                 return
             self.status = "processing"
             self.started_at = utc_now()
+            self.started_mono = time.monotonic()
             if self.events is not None:
                 self.events.publish("start", {"id": self.id, "status": "processing"})
             if self.webhook is not None:
@@ -404,11 +417,14 @@ class Prediction:
             if self.events is not None:
                 self.events.publish("completed", snap)
                 self.events.close()
-            self._done.set()
+            if self.webhook is None:
+                self._done.set()
         if self.webhook is not None:
             # Outside the lock: a sender that has nothing to send releases its reference
-            # on this record right away (which takes the lock).
+            # on this record right away (which takes the lock).  _done is set after the
+            # terminal webhook is queued, so wait() can make sure it is in the outbox.
             self.webhook.send("completed", snap)
+            self._done.set()
         # Failures and cancels are worth a line at INFO; a line per success would be an
         # access log costing ~8 % of a null prediction's server time, so it is DEBUG.
         level = logging.DEBUG if status == "succeeded" else logging.INFO

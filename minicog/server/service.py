@@ -55,21 +55,20 @@ Shutdown (:meth:`Service.stop`)
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import platform
 import signal
-import sys
 import threading
 import time
-import traceback
 from typing import Any, Optional
 
 from minicog._version import COG_VERSION, __version__
+from minicog.console import JSONFormatter, configure_logging
 from minicog.engine import DuplicateRun, Engine, plan
 from minicog.errors import ServiceUnavailable, InputValidationError
 from minicog.server.http import HTTPServer, PredictionRequest
+from minicog.server.metrics import Metrics
 from minicog.server.outputs import Uploader
 from minicog.server.prediction import Prediction
 from minicog.server.sse import EventStream
@@ -130,7 +129,9 @@ class Service:
         self._requested_port = port if port is not None else self.settings.port
         self.upload_url = upload_url
         self.await_explicit_shutdown = await_explicit_shutdown
-        self.webhooks = WebhookDispatcher(self.settings)
+        #: Counters and histograms for GET /metrics (recorded even when the route is off: it is cheap).
+        self.metrics = Metrics()
+        self.webhooks = WebhookDispatcher(self.settings, on_attempt=self.metrics.webhook_attempt)
         self.uploader = Uploader(upload_url, timeout=self.settings.upload_timeout) if upload_url else None
         self.port: Optional[int] = None
         self.url: Optional[str] = None
@@ -160,6 +161,8 @@ class Service:
         self._thread.start()
         if not self.orchestrator.started:
             self.orchestrator.start()
+        # Terminal webhooks a previous process left in the outbox go out again now.
+        self.webhooks.start()
         self._monitor = threading.Thread(target=self._watch, name="minicog-monitor", daemon=True)
         self._monitor.start()
         threading.Thread(target=self._await_shutdown_request, name="minicog-shutdown", daemon=True).start()
@@ -250,6 +253,7 @@ class Service:
                 self._server.shutdown()
                 self._server.server_close()
             self.orchestrator.stop()
+            self.webhooks.close()
             if self.uploader is not None:
                 self.uploader.close()
             self._sync_readiness(False)
@@ -348,6 +352,20 @@ class Service:
         body["workers"] = orch.worker_states()
         body["version"] = {"minicog": __version__, "python_sdk": COG_VERSION, "python": platform.python_version()}
         return body
+
+    def metrics_text(self) -> Optional[str]:
+        """The Prometheus exposition text for GET /metrics, or None when metrics are off."""
+        if not self.settings.metrics_enabled:
+            return None
+        orch = self.orchestrator
+        setup = orch.setup
+        setup_seconds = None
+        if setup.started_at is not None and setup.completed_at is not None:
+            setup_seconds = (setup.completed_at - setup.started_at).total_seconds()
+        in_flight = len(self._unfinished())
+        return self.metrics.render(in_flight=in_flight, slots=orch.num_slots or 0, free_slots=orch.free_slots,
+                                   webhooks_pending=len(self.webhooks.pending()), setup_seconds=setup_seconds,
+                                   restarts=getattr(orch, "restarts", None))
 
     def openapi(self) -> Optional[dict]:
         return self.orchestrator.schema
@@ -488,6 +506,9 @@ class Service:
         return True
 
     def _on_terminal(self, pred: Prediction) -> None:
+        started = pred.started_mono
+        self.metrics.prediction_finished(pred.status, None if started is None else started - pred.created_mono,
+                                         None if started is None else time.monotonic() - started)
         with self._lock:
             self._lock.notify_all()
 
@@ -500,41 +521,6 @@ class Service:
 
             spool.release(pred.spooled)
             pred.forget_spooled()
-
-
-# ---------------------------------------------------------------------- logging
-class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time (ISO 8601 UTC), level, logger, message[, exception]."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            doc["exception"] = "".join(traceback.format_exception(*record.exc_info))
-        return json.dumps(doc, ensure_ascii=False)
-
-
-def configure_logging(log_format: str = "text", level: str = "info", stream: Any = None) -> logging.Handler:
-    """Send the ``minicog`` loggers to *stream* (stderr) as text or JSON lines; returns the handler."""
-    logger = logging.getLogger("minicog")
-    for h in list(logger.handlers):
-        if getattr(h, "_minicog", False):
-            logger.removeHandler(h)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler._minicog = True  # type: ignore[attr-defined]
-    if log_format == "json":
-        handler.setFormatter(JSONFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.propagate = False
-    name = {"warn": "WARNING"}.get(level.lower(), level.upper())
-    logger.setLevel(getattr(logging, name, logging.INFO))
-    return handler
 
 
 # ---------------------------------------------------------------------- serve()

@@ -546,7 +546,7 @@ class Worker:
             return {"type": "failed", "error": f"{self._prefix()}: {exc}"}
         tb = exc.__traceback__
         # Drop the worker's own frame so the traceback starts in the model's code.
-        if tb is not None and tb.tb_frame.f_code.co_filename == __file__ and tb.tb_next is not None:
+        if tb is not None and tb.tb_frame.f_globals.get("__name__") == __name__ and tb.tb_next is not None:
             tb = tb.tb_next
         owner.write("stderr", "".join(traceback.format_exception(type(exc), exc, tb)))
         return {"type": "failed", "error": f"{self._prefix()}: {describe_exception(exc)}"}
