@@ -163,6 +163,9 @@ def test_readme_curl_examples_against_a_served_clone(clone):
         pytest.skip("curl is not installed")
     curls = [c for c in _readme_commands() if c.startswith("curl ")]
     assert len(curls) >= 8, curls
+    # Stable sort: the shutdown example runs last wherever the README shows it (later
+    # sections show curl examples of their own features).
+    curls.sort(key=lambda c: "/shutdown" in c)
     with Receiver() as hook:
         server = subprocess.Popen([sys.executable, "-m", "minicog", "serve", "--port", "0"], cwd=clone,
                                   env={**_env(clone), "MINICOG_SHUTDOWN_GRACE_PERIOD": "5"},
@@ -199,6 +202,9 @@ def test_readme_curl_examples_against_a_served_clone(clone):
             for command, out in outputs:
                 if "text/event-stream" in command:
                     assert "event: completed" in out, (command, out)
+                    continue
+                if "/metrics" in command:
+                    assert "# TYPE minicog_predictions_total counter" in out, (command, out)
                     continue
                 body = json.loads(out)
                 if isinstance(body, dict):
