@@ -63,6 +63,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -193,6 +194,13 @@ COMPARISON: list[tuple[str, str, str, Optional[tuple[str, float]]]] = [
     ("datauri.peak_over_input", "70 MB data: URI input: peak / input size", "x", None),
     ("logs.time_s", "50 MB of logs in one prediction: time", "s", ("le", 1.0)),
     ("logs.peak_mb", "50 MB of logs in one prediction: peak tree memory", "MB", None),
+    ("overload.c8.throughput_rps", "8 slots, 8 clients: successes", "req/s", None),
+    ("overload.c32.throughput_rps", "8 slots, 32 clients: successes", "req/s", ("ge", 1.0)),
+    ("overload.c32.p99_ms", "8 slots, 32 clients: p99 of successes", "ms", None),
+    ("overload.c32.count_409", "8 slots, 32 clients: 409 answers", "", None),
+    ("overload.c32_over_c8", "8 slots: 32-client / 8-client successes", "", None),
+    ("idleconn.threads", "2,000 idle/slow connections: threads", "", None),
+    ("idleconn.rss_growth_mb", "2,000 idle/slow connections: RSS growth", "MB", None),
     ("cold.median_s", "cold start to READY (median)", "s", ("lt", 1.0)),
     ("idle.rss_mb", "idle tree memory (RSS)", "MB", ("lt", 1.0)),
     ("idle.pss_mb", "idle tree memory (PSS)", "MB", None),
@@ -471,8 +479,66 @@ def run_logs(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str
     }
 
 
+def run_overload(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
+    """8 slots (the async predictor) under 8, then 32 closed-loop clients, each for a fixed
+    time: successful predictions per second, and how much of its 8-client figure a server
+    keeps when three clients in four are answered 409 and retry at once."""
+    with Server(kind, "async", args).start() as server:
+        server.wait_ready(args.ready_timeout)
+        loadgen.run_load(HOST, server.port, concurrency=8, requests=p["warmup"], duration=10)
+        c8 = loadgen.run_load(HOST, server.port, concurrency=8, requests=10**9, duration=p["overload_s"])
+        c32 = loadgen.run_load(HOST, server.port, concurrency=32, requests=10**9, duration=p["overload_s"])
+    ratio = None
+    if c8.get("throughput_rps") and c32.get("throughput_rps") is not None:
+        ratio = round(c32["throughput_rps"] / c8["throughput_rps"], 3)
+    return {"c8": c8, "c32": c32, "c32_over_c8": ratio}
+
+
+def _threads(pid: int) -> Optional[int]:
+    return loadgen.read_status_kb(pid, "Threads")  # a plain count, read like the kB fields
+
+
+def run_idle_connections(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
+    """Threads and memory of the server's tree with N connections open and doing nothing:
+    half never send a byte (idle keep-alive clients), half sent the start of a request
+    head and stall (slow clients).  A prediction must still succeed meanwhile."""
+    n = p["idle_connections"]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n + 256
+    if soft < want and (hard == resource.RLIM_INFINITY or hard >= want):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    with Server(kind, "null", args).start() as server:
+        server.wait_ready(args.ready_timeout)
+        time.sleep(p["settle_s"])  # start-up garbage settles before the baseline
+        before = loadgen.tree_memory(server.pid)
+        threads_before = _threads(server.pid)
+        socks: list[socket.socket] = []
+        try:
+            for i in range(n):
+                s = socket.create_connection((HOST, server.port), timeout=10)
+                socks.append(s)
+                if i % 2:
+                    s.sendall(b"POST /predictions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            time.sleep(2.0)  # the server accepts them and spawns whatever it spawns per connection
+            held = loadgen.tree_memory(server.pid)
+            threads_held = _threads(server.pid)
+            check = loadgen.run_load(HOST, server.port, concurrency=1, requests=5, duration=30)
+        finally:
+            for s in socks:
+                s.close()
+    return {
+        "connections": n,
+        "threads_before": threads_before,
+        "threads": threads_held,
+        "rss_before_mb": _mb(before["rss_kb"]),
+        "rss_mb": _mb(held["rss_kb"]),
+        "rss_growth_mb": _mb(held["rss_kb"] - before["rss_kb"]),
+        "prediction_ok": check.get("succeeded") == 5,
+    }
+
+
 STEPS = [("cold+null", run_cold_and_null), ("async", run_async), ("sse", run_sse), ("file", run_file),
-         ("datauri", run_data_uri), ("logs", run_logs)]
+         ("datauri", run_data_uri), ("logs", run_logs), ("overload", run_overload), ("idleconn", run_idle_connections)]
 
 
 def bench_all(kinds: list[str], args: argparse.Namespace, p: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -613,7 +679,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark minicog's HTTP server against coglet 0.23.1 on 127.0.0.1.")
     parser.add_argument("--quick", action="store_true", help="small counts; finishes in well under a minute")
     parser.add_argument("--servers", default="minicog,coglet", help="comma-separated: minicog, coglet (default both)")
-    parser.add_argument("--only", default="", help="comma-separated scenarios to run: cold, null, async, sse, file, datauri, logs (default all)")
+    parser.add_argument("--only", default="", help="comma-separated scenarios to run: cold, null, async, sse, file, datauri, logs, overload, idleconn (default all)")
     parser.add_argument("--coglet-venv", default=os.environ.get("COGLET_VENV") or os.path.join(os.path.dirname(REPO), ".venv-coglet"),
                         help="virtual environment holding cog==0.23.1 and coglet==0.23.1 (env COGLET_VENV; default ../.venv-coglet)")
     parser.add_argument("--install-coglet", action="store_true", help="create --coglet-venv with pip first if it does not exist")
@@ -660,10 +726,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.minicog_python = make_minicog_venv(args.minicog_venv)
     if args.quick:
         p = {"cold_starts": 2, "settle_s": 0.3, "warmup": 10, "null_requests": 300, "async_requests": 400,
-             "duration_s": 5.0, "sse_runs": 1, "file_runs": 1, "datauri_runs": 1, "logs_runs": 1}
+             "duration_s": 5.0, "sse_runs": 1, "file_runs": 1, "datauri_runs": 1, "logs_runs": 1, "overload_s": 3.0,
+             "idle_connections": 2000}
     else:
         p = {"cold_starts": 5, "settle_s": 1.0, "warmup": 50, "null_requests": 3000, "async_requests": 4000,
-             "duration_s": 20.0, "sse_runs": 3, "file_runs": 2, "datauri_runs": 2, "logs_runs": 2}
+             "duration_s": 20.0, "sse_runs": 3, "file_runs": 2, "datauri_runs": 2, "logs_runs": 2, "overload_s": 10.0,
+             "idle_connections": 2000}
     started = time.monotonic()
     git_sha = _git_sha()  # the checkout may move while the benchmark runs: record what was started
     results = bench_all(args.servers, args, p)

@@ -83,12 +83,17 @@ class Settings:
     #: still arriving cost none, and neither do sync requests waiting for their prediction).
     #: More lets more slow readers of large responses be served at once; fewer keeps the GIL
     #: for the threads that complete predictions when clients flood a busy server.
-    http_threads: int = dataclasses.field(default=16, metadata=_env("MINICOG_HTTP_THREADS", cast=int, check=lambda v: v >= 1))
+    http_threads: int = dataclasses.field(default=4, metadata=_env("MINICOG_HTTP_THREADS", cast=int, check=lambda v: v >= 1))
     #: Seconds an idle thread of that pool waits for work before it exits.
     http_thread_idle_timeout: float = 5.0
     #: Connections the kernel may queue before the server accepts them (listen backlog;
     #: the kernel caps it at net.core.somaxconn).
     listen_backlog: int = 1024
+    #: Seconds a request that finds every slot busy may wait (without a thread) for one to
+    #: free before it is answered 409; each prediction's end lets the oldest waiter in.
+    #: 0 answers 409 at once, as Cog does.  Without a wait, clients that retry at once
+    #: turn the spare CPU into 409s and the running predictions slow down.
+    slot_wait: float = dataclasses.field(default=0.5, metadata=_env("MINICOG_SLOT_WAIT", cast=float, check=lambda v: v >= 0))
     #: Seconds sent in Retry-After with 409 (all slots busy) and 503 (not ready).
     retry_after: int = 1
     #: Seconds between checks that a client waiting on a sync or SSE response is still

@@ -195,3 +195,56 @@ def test_50000_unknown_input_keys_log_a_bounded_line():
     assert stripped, lines[-10:]
     assert max(len(line) for line in lines) < 4096
     assert "49980 more" in stripped[0]
+
+
+def test_request_finding_all_slots_busy_waits_for_one_then_runs():
+    with running("http_echo.py", settings={"slot_wait": 10.0}) as svc:
+        r = call(svc, "PUT", "/predictions/holder", {"input": {"sleep": 0.5}}, headers={"Prefer": "respond-async"})
+        assert r.status == 202
+        threads_before = threading.active_count()
+        results: list = []
+        clients = [threading.Thread(target=lambda i=i: results.append(call(svc, "POST", "/predictions", {"input": {"text": f"w{i}"}})))
+                   for i in range(5)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(30)
+        # Five requests queued behind one busy slot: each ran when the one before ended.
+        assert sorted(r.status for r in results) == [200] * 5, results
+        assert sorted(r.json()["output"] for r in results) == [f"w{i}" for i in range(5)]
+        assert threading.active_count() - threads_before < 10
+
+
+def test_request_waits_at_most_slot_wait_then_409():
+    with running("http_echo.py", settings={"slot_wait": 0.3}) as svc:
+        assert call(svc, "PUT", "/predictions/holder", {"input": {"sleep": 20}}, headers={"Prefer": "respond-async"}).status == 202
+        try:
+            t0 = time.monotonic()
+            r = call(svc, "POST", "/predictions", {"input": {}})
+            waited = time.monotonic() - t0
+            assert r.status == 409 and r.headers["retry-after"] == "1"
+            assert 0.3 <= waited < 10
+        finally:
+            call(svc, "POST", "/predictions/holder/cancel")
+
+
+def test_slot_wait_zero_answers_409_at_once_and_a_waiter_that_hangs_up_is_dropped():
+    with running("http_echo.py", settings={"slot_wait": 0.0}) as svc:
+        assert call(svc, "PUT", "/predictions/holder", {"input": {"sleep": 20}}, headers={"Prefer": "respond-async"}).status == 202
+        try:
+            assert call(svc, "POST", "/predictions", {"input": {}}).status == 409
+        finally:
+            call(svc, "POST", "/predictions/holder/cancel")
+    with running("http_echo.py", settings={"slot_wait": 30.0}) as svc:
+        assert call(svc, "PUT", "/predictions/holder", {"input": {"sleep": 1.0}}, headers={"Prefer": "respond-async"}).status == 202
+        s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        body = b'{"input": {}, "id": "gave-up"}'
+        s.sendall(b"POST /predictions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        wait_until(lambda: len(svc._server._slot_waiters) == 1, timeout=10, message="request queued for a slot")
+        s.close()
+        wait_until(lambda: not svc._server._slot_waiters, timeout=10, message="the waiter left with its client")
+        # The slot, once free, goes to nobody: the request that hung up never ran.
+        r = call(svc, "PUT", "/predictions/after", {"input": {"text": "next"}})
+        assert r.status == 200 and r.json()["output"] == "next"
+        assert svc.find_inflight("gave-up") is None

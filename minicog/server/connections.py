@@ -35,8 +35,9 @@ predictions.  Here instead:
   threads that answer other requests.
 
 Ownership: a connection is owned by exactly one of the selector thread (reading
-or watching), a pool job, or a parked waiter; other threads hand it back to the
-selector through :meth:`ConnectionServer.post`, never by touching the selector.
+or watching), a pool job, or a parked waiter.  Interest in the poller is
+one-shot (``EPOLLONESHOT`` on Linux, emulated with ``selectors`` elsewhere), so
+an event disarms the connection and only its owner re-arms it.
 """
 
 from __future__ import annotations
@@ -234,7 +235,7 @@ class Connection:
     """One client connection and the state of the request being buffered."""
 
     __slots__ = ("sock", "fd", "address", "buf", "mode", "deadline", "head_end", "need", "chunk_pos",
-                 "chunk_total", "gone", "handler", "waiter", "registered")
+                 "chunk_total", "gone", "handler", "waiter", "registered", "lock")
 
     def __init__(self, sock: socket.socket, address: Any):
         self.sock = sock
@@ -249,6 +250,7 @@ class Connection:
         self.handler: Any = None
         self.waiter: Optional[tuple[Callable[[], None], Callable[[], None]]] = None
         self.registered = False
+        self.lock = threading.Lock()  # the hang-up check against the end of a parked wait
         self.reset_scan()
 
     def reset_scan(self) -> None:
@@ -380,12 +382,119 @@ def peer_state(sock: socket.socket) -> str:
     return "data" if data else "closed"
 
 
+class _EpollPoller:
+    """Linux: one-shot interest in epoll.  Arming from any thread is safe (``epoll_ctl`` is),
+    so a pool thread re-arms a connection without waking the selector thread."""
+
+    threadsafe = True
+
+    def __init__(self, conns: dict[int, Connection]):
+        self._ep = select.epoll()
+        self._conns = conns
+        self._fixed: dict[int, str] = {}
+
+    def add_fixed(self, sock: socket.socket, tag: str) -> None:
+        self._ep.register(sock.fileno(), select.EPOLLIN)
+        self._fixed[sock.fileno()] = tag
+
+    def remove_fixed(self, sock: socket.socket) -> None:
+        try:
+            self._ep.unregister(sock.fileno())
+        except (OSError, ValueError):
+            pass
+        self._fixed.pop(sock.fileno(), None)
+
+    def arm(self, conn: Connection) -> None:
+        flags = select.EPOLLIN | select.EPOLLONESHOT
+        try:
+            if conn.registered:
+                self._ep.modify(conn.fd, flags)
+            else:
+                self._ep.register(conn.fd, flags)
+                conn.registered = True
+        except (OSError, ValueError):
+            pass  # closed meanwhile (the sweep or shutdown got there first)
+
+    def forget(self, conn: Connection) -> None:
+        if conn.registered:
+            conn.registered = False
+            try:
+                self._ep.unregister(conn.fd)
+            except (OSError, ValueError):
+                pass
+
+    def poll(self, timeout: float) -> list:
+        out = []
+        for fd, _ in self._ep.poll(timeout):
+            tag = self._fixed.get(fd)
+            if tag is None:
+                tag = self._conns.get(fd)
+            if tag is not None:
+                out.append(tag)
+        return out
+
+    def close(self) -> None:
+        self._ep.close()
+
+
+class _SelectorPoller:
+    """Elsewhere: ``selectors`` with one-shot emulated (a connection is unregistered when it
+    fires); only the selector thread may arm, other threads queue the request for it."""
+
+    threadsafe = False
+
+    def __init__(self, conns: dict[int, Connection]):
+        self._sel = selectors.DefaultSelector()
+
+    def add_fixed(self, sock: socket.socket, tag: str) -> None:
+        self._sel.register(sock, selectors.EVENT_READ, tag)
+
+    def remove_fixed(self, sock: socket.socket) -> None:
+        try:
+            self._sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    def arm(self, conn: Connection) -> None:
+        if not conn.registered:
+            try:
+                self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+                conn.registered = True
+            except (KeyError, ValueError, OSError):
+                pass
+
+    def forget(self, conn: Connection) -> None:
+        if conn.registered:
+            conn.registered = False
+            try:
+                self._sel.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
+
+    def poll(self, timeout: float) -> list:
+        out = []
+        for key, _ in self._sel.select(timeout):
+            if isinstance(key.data, Connection):
+                self.forget(key.data)
+            out.append(key.data)
+        return out
+
+    def close(self) -> None:
+        self._sel.close()
+
+
 class ConnectionServer:
     """Listening socket + selector thread + pool; see the module docstring.
 
     *handle* is called on a pool thread with a :class:`Connection` whose buffer
     holds a request; it must end by calling :meth:`done` (keep-alive or close) or
     :meth:`park`.
+
+    Interest is one-shot: a connection is watched (armed) only while it waits for
+    bytes or for a hang-up, and an event disarms it, so exactly one thread acts on
+    it.  On Linux the thread that finishes with a connection re-arms it itself
+    (``epoll_ctl`` is thread-safe): a keep-alive request costs one hand-over, from
+    the selector thread to the pool.
     """
 
     def __init__(self, address: tuple[str, int], settings: Settings, handle: Callable[[Connection], None]):
@@ -403,12 +512,13 @@ class ConnectionServer:
             raise
         self.server_address = self.socket.getsockname()
         self.pool = Pool(settings.http_threads, settings.http_thread_idle_timeout)
-        self._sel = selectors.DefaultSelector()
+        self._conns: dict[int, Connection] = {}
+        self._poller: Any = _EpollPoller(self._conns) if hasattr(select, "epoll") else _SelectorPoller(self._conns)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._incoming: collections.deque = collections.deque()
-        self._conns: dict[int, Connection] = {}
+        self._loop_thread: Optional[int] = None
         self._stop = threading.Event()
         self._stopped = threading.Event()
         self._stopped.set()
@@ -423,30 +533,29 @@ class ConnectionServer:
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Run the selector loop until :meth:`shutdown`."""
         self._stopped.clear()
+        self._loop_thread = threading.get_ident()
         try:
-            self._sel.register(self.socket, selectors.EVENT_READ, "listen")
-            self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+            self._poller.add_fixed(self.socket, "listen")
+            self._poller.add_fixed(self._wake_r, "wake")
             next_sweep = 0.0
             while not self._stop.is_set():
-                events = self._sel.select(min(poll_interval, _SWEEP_INTERVAL))
-                for key, _ in events:
-                    if key.data == "listen":
+                for item in self._poller.poll(min(poll_interval, _SWEEP_INTERVAL)):
+                    if item == "listen":
                         self._accept()
-                    elif key.data == "wake":
+                    elif item == "wake":
                         self._drain_wake()
-                    else:
-                        self._readable(key.data)
+                    elif isinstance(item, Connection):
+                        self._readable(item)
                 self._take_incoming()
                 now = time.monotonic()
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + _SWEEP_INTERVAL
         finally:
-            for fileobj in ([self.socket] if not self._listening_paused_until else []) + [self._wake_r]:
-                try:
-                    self._sel.unregister(fileobj)
-                except (KeyError, ValueError):
-                    pass
+            if not self._listening_paused_until:
+                self._poller.remove_fixed(self.socket)
+            self._poller.remove_fixed(self._wake_r)
+            self._loop_thread = None
             self._stopped.set()
 
     def shutdown(self) -> None:
@@ -464,22 +573,29 @@ class ConnectionServer:
         self.pool.stop()
         for conn in list(self._conns.values()):
             self._close(conn)
-        self._sel.close()
+        self._poller.close()
         self._wake_r.close()
         self._wake_w.close()
 
-    def post(self, action: str, conn: Connection) -> None:
-        """Hand *conn* to the selector thread: "read", "watch", "done" or "close"."""
-        self._incoming.append((action, conn))
-        self._wake()
-
     def done(self, conn: Connection, keep_alive: bool, leftover: bytearray) -> None:
         """A job finished with *conn*: wait for its next request, or close it."""
-        if keep_alive and not self._stop.is_set():
-            conn.buf = leftover
-            self.post("read", conn)
-        else:
-            self.post("close", conn)
+        if not keep_alive or self._stop.is_set():
+            self._close_from_job(conn)
+            return
+        conn.buf = leftover
+        conn.reset_scan()
+        now = time.monotonic()
+        conn.deadline = now + (self.settings.header_timeout if leftover else self.settings.read_timeout)
+        if leftover and request_ready(conn, self.settings):
+            conn.mode = "busy"
+            self.pool.submit(lambda: self._run_handler(conn))  # pipelined: the next one is here
+            return
+        conn.mode = "read"
+        try:
+            conn.sock.setblocking(False)  # the selector thread's recv must never wait
+        except OSError:
+            pass
+        self._arm(conn)
 
     def park(self, conn: Connection, on_done: Callable[[], None], on_gone: Callable[[], None]) -> Callable[..., None]:
         """Leave *conn* waiting without a thread; returns the callback that ends the wait.
@@ -489,12 +605,34 @@ class ConnectionServer:
         block) queues *on_done* at the front of the pool's queue; *on_done* must
         end with :meth:`done`.
         """
-        conn.waiter = (on_done, on_gone)
-        self.post("watch", conn)
+        with conn.lock:
+            conn.waiter = (on_done, on_gone)
+            conn.mode = "watch"
+        self._arm(conn)
 
         def finish(*_: Any) -> None:
-            self.post("finish", conn)
+            with conn.lock:
+                waiter, conn.waiter = conn.waiter, None
+                if conn.mode in ("watch", "wait"):
+                    conn.mode = "busy"
+            if waiter is not None:
+                self.pool.submit(lambda: self._run_waiter(conn, waiter[0]), urgent=True)
         return finish
+
+    # ---------------------------------------------------------------- arming
+    def _arm(self, conn: Connection) -> None:
+        if self._poller.threadsafe or threading.get_ident() == self._loop_thread:
+            self._poller.arm(conn)
+        else:
+            self._incoming.append(("arm", conn))
+            self._wake()
+
+    def _close_from_job(self, conn: Connection) -> None:
+        if self._poller.threadsafe:
+            self._close(conn)
+        else:
+            self._incoming.append(("close", conn))
+            self._wake()
 
     # ---------------------------------------------------------------- loop
     def _wake(self) -> None:
@@ -521,7 +659,7 @@ class ConnectionServer:
                     # Out of descriptors: the pending client waits in the backlog until one frees.
                     log.warning("cannot accept a connection: %s", exc)
                     self._listening_paused_until = time.monotonic() + _EMFILE_PAUSE
-                    self._sel.unregister(self.socket)  # the sweep registers it again
+                    self._poller.remove_fixed(self.socket)  # the sweep adds it again
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
@@ -529,40 +667,21 @@ class ConnectionServer:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
-                pass  # not TCP (tests may use other families)
+                pass  # not TCP
             sock.setblocking(False)
             conn = Connection(sock, address)
+            conn.mode = "read"
+            conn.deadline = time.monotonic() + self.settings.read_timeout
             self._conns[conn.fd] = conn
-            self._start_reading(conn, time.monotonic())
-
-    def _start_reading(self, conn: Connection, now: float) -> None:
-        conn.mode = "read"
-        conn.reset_scan()
-        conn.deadline = now + (self.settings.header_timeout if conn.buf else self.settings.read_timeout)
-        if request_ready(conn, self.settings):
-            self._dispatch(conn)
-            return
-        self._register(conn)
-
-    def _register(self, conn: Connection) -> None:
-        if not conn.registered:
-            conn.sock.setblocking(False)
-            self._sel.register(conn.sock, selectors.EVENT_READ, conn)
-            conn.registered = True
-
-    def _unregister(self, conn: Connection) -> None:
-        if conn.registered:
-            try:
-                self._sel.unregister(conn.sock)
-            except (KeyError, ValueError):
-                pass
-            conn.registered = False
+            self._poller.arm(conn)
 
     def _readable(self, conn: Connection) -> None:
-        if conn.mode == "read":
+        mode = conn.mode
+        if mode == "read":
             try:
                 data = conn.sock.recv(_RECV_BYTES)
             except (BlockingIOError, InterruptedError):
+                self._poller.arm(conn)  # a stale event (the descriptor was reused)
                 return
             except OSError:
                 self._close(conn)
@@ -575,28 +694,28 @@ class ConnectionServer:
                 conn.deadline = now + self.settings.header_timeout  # a request has begun
             conn.buf += data
             if request_ready(conn, self.settings):
-                self._dispatch(conn)
-            elif conn.head_end >= 0:
+                conn.mode = "busy"
+                self.pool.submit(lambda: self._run_handler(conn))
+                return
+            if conn.head_end >= 0:
                 conn.deadline = now + self.settings.read_timeout  # the body may not stall longer
-        elif conn.mode == "watch":
-            state = peer_state(conn.sock)
-            if state == "open":
-                return
-            self._unregister(conn)
-            if state == "data":
-                conn.mode = "wait"  # pipelining: the client is there; its bytes wait in the socket
-                return
-            conn.gone = True
-            conn.mode = "wait"
-            if conn.waiter is not None:
-                self.pool.submit(conn.waiter[1])
-        else:
-            self._unregister(conn)
-
-    def _dispatch(self, conn: Connection) -> None:
-        self._unregister(conn)
-        conn.mode = "busy"
-        self.pool.submit(lambda: self._run_handler(conn))
+            self._poller.arm(conn)
+        elif mode == "watch":
+            with conn.lock:
+                if conn.mode != "watch":
+                    return  # the prediction ended meanwhile: its answer owns the connection
+                state = peer_state(conn.sock)
+                if state == "open":
+                    self._poller.arm(conn)
+                    return
+                # "data": pipelining, the client is there and its bytes wait in the socket.
+                conn.mode = "wait"
+                waiter = conn.waiter
+                if state == "closed":
+                    conn.gone = True
+            if state == "closed" and waiter is not None:
+                self.pool.submit(waiter[1])
+        # Any other mode: a job owns the connection; the one-shot event is simply dropped.
 
     def _run_handler(self, conn: Connection) -> None:
         try:
@@ -604,7 +723,7 @@ class ConnectionServer:
             self._handle(conn)
         except Exception:
             log.exception("error on the connection from %s", conn.address)
-            self.post("close", conn)
+            self._close_from_job(conn)
 
     def _run_waiter(self, conn: Connection, on_done: Callable[[], None]) -> None:
         try:
@@ -612,33 +731,30 @@ class ConnectionServer:
             on_done()
         except Exception:
             log.exception("error answering on the connection from %s", conn.address)
-            self.post("close", conn)
+            self._close_from_job(conn)
 
     def _take_incoming(self) -> None:
-        now = time.monotonic()
         while self._incoming:
             action, conn = self._incoming.popleft()
             if conn.mode == "closed":
                 continue
-            if action == "read":
-                self._start_reading(conn, now)
-            elif action == "watch":
-                if conn.mode == "busy":
-                    conn.mode = "watch"
-                    self._register(conn)
-            elif action == "finish":
-                self._unregister(conn)
-                conn.mode = "busy"
-                waiter, conn.waiter = conn.waiter, None
-                if waiter is not None:
-                    self.pool.submit(lambda w=waiter[0], c=conn: self._run_waiter(c, w), urgent=True)
+            if action == "arm":
+                if conn.mode in ("read", "watch"):
+                    self._poller.arm(conn)
             elif action == "close":
                 self._close(conn)
 
+    def on_sweep(self, now: float) -> None:
+        """Called on the selector thread at every sweep (subclasses add their own deadlines)."""
+
     def _sweep(self, now: float) -> None:
+        try:
+            self.on_sweep(now)
+        except Exception:
+            log.exception("error in a periodic HTTP check")
         if self._listening_paused_until and now >= self._listening_paused_until:
             self._listening_paused_until = 0.0
-            self._sel.register(self.socket, selectors.EVENT_READ, "listen")
+            self._poller.add_fixed(self.socket, "listen")
         for conn in list(self._conns.values()):
             if conn.mode == "read" and now >= conn.deadline:
                 if conn.buf:
@@ -649,8 +765,8 @@ class ConnectionServer:
     def _close(self, conn: Connection) -> None:
         if conn.mode == "closed":
             return
-        self._unregister(conn)
         conn.mode = "closed"
+        self._poller.forget(conn)
         self._conns.pop(conn.fd, None)
         try:
             conn.sock.close()

@@ -33,6 +33,11 @@ standard library, and why:
   must be 1..``Settings.max_prediction_id_chars`` characters without ``/``,
   whitespace or control characters (they end up in file names and headers);
   others → 400.
+* **Busy slots.**  A request that finds every slot busy waits for one, parked
+  without a thread, up to ``Settings.slot_wait`` seconds (each prediction's end
+  lets the oldest waiter in), then is answered 409 as in Cog.  Clients that
+  retry a 409 at once would otherwise turn all spare CPU into 409s and starve
+  the running predictions.
 * **Modes.**  Sync by default (the connection is parked until the record ends,
   with no thread: the selector watches the socket, and a client that hangs up
   cancels its prediction); ``Prefer: respond-async`` (parsed as RFC 7240, so
@@ -53,10 +58,12 @@ owns state; this module only speaks HTTP.  The app's methods are listed in
 
 from __future__ import annotations
 
+import collections
 import http.server
 import json
 import logging
 import socket
+import threading
 import time
 import urllib.parse
 from typing import Any, Optional, Protocol
@@ -393,9 +400,47 @@ class HTTPServer(ConnectionServer):
 
     def __init__(self, address: tuple[str, int], app: App, settings: Settings):
         self.app = app
+        self._slot_waiters: collections.deque = collections.deque()
+        self._waiters_lock = threading.Lock()
         super().__init__(address, settings, self._handle_connection)
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), port
+
+    # ------------------------------------------------------------- waiting for a slot
+    def add_slot_waiter(self, waiter: tuple, *, front: bool = False) -> None:
+        """Queue a request parked for a slot: (deadline, callback that resumes it)."""
+        with self._waiters_lock:
+            if front:
+                self._slot_waiters.appendleft(waiter)
+            else:
+                self._slot_waiters.append(waiter)
+
+    def drop_slot_waiter(self, waiter: tuple) -> None:
+        with self._waiters_lock:
+            try:
+                self._slot_waiters.remove(waiter)
+            except ValueError:
+                return  # already resumed
+        waiter[1]()  # its connection is gone: the resumed request just closes it
+
+    def slot_freed(self, *_: Any) -> None:
+        """A prediction ended (its slot is free): resume the oldest request waiting for one."""
+        with self._waiters_lock:
+            waiter = self._slot_waiters.popleft() if self._slot_waiters else None
+        if waiter is not None:
+            waiter[1]()
+
+    def on_sweep(self, now: float) -> None:
+        # Requests past their deadline resume (and are answered 409).  The oldest one is
+        # also retried once per sweep, in case a slot freed just before it was queued.
+        with self._waiters_lock:
+            due = [w for w in self._slot_waiters if w[0] <= now]
+            for w in due:
+                self._slot_waiters.remove(w)
+            if not due and self._slot_waiters:
+                due.append(self._slot_waiters.popleft())
+        for w in due:
+            w[1]()
 
     def _handle_connection(self, conn: Connection) -> None:
         handler = conn.handler
@@ -454,6 +499,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._responded = False
         self._peek_ok = True
         self._parked = False
+        self._slot_deadline: Optional[float] = None
         self.close_connection = True
         self.handle_one_request()
         if not self._parked:
@@ -796,7 +842,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             req.id = url_id
         prefer = parse_prefer(self._header_values("Prefer"))
         forwarded = {k: v for k in ("traceparent", "tracestate") if (v := self.headers.get(k))}
-        pred, created = app.create(kind, req, sse=sse, headers=forwarded, put=url_id is not None)
+        try:
+            pred, created = app.create(kind, req, sse=sse, headers=forwarded, put=url_id is not None)
+        except AtCapacity:
+            if self._wait_for_slot(params, body):
+                return
+            raise
+        if created:
+            # Whatever way it is answered, its end frees a slot a waiting request may take.
+            pred.add_done_callback(self.server.slot_freed)
         # A new record comes with a reference taken for us before it was submitted (a
         # fast model could otherwise end and release its files before we retain them);
         # an existing one may have been released already.
@@ -816,6 +870,62 @@ class Handler(http.server.BaseHTTPRequestHandler):
         finally:
             if held and not parked:
                 pred.release()
+
+    def _wait_for_slot(self, params: dict, body: bytes) -> bool:
+        """All slots busy: park this request for a slot (True), or let it be answered 409 (False).
+
+        The request waits, without a thread, up to ``Settings.slot_wait`` seconds in all;
+        each prediction's end retries the oldest waiter.  A client flooding a busy
+        server with requests would otherwise get 409s as fast as it can send, and both
+        sides' work on them takes the CPU the running predictions need.
+        """
+        wait = self.server.settings.slot_wait
+        now = time.monotonic()
+        if wait <= 0:
+            return False
+        first = self._slot_deadline is None
+        if first:
+            self._slot_deadline = now + wait
+        elif now >= self._slot_deadline:
+            return False
+        server = self.server
+        waiter: list = []
+
+        def on_done() -> None:
+            if self.conn.gone:
+                self.close_connection = True
+                self._finish_request()
+                return
+            self._parked = False
+            self._answer_errors(lambda: self._do_create(params, body))
+            if not self._parked:
+                self._finish_request()
+
+        def on_gone() -> None:
+            server.drop_slot_waiter(waiter[0])
+
+        self._parked = True
+        finish = server.park(self.conn, on_done, on_gone)
+        waiter.append((self._slot_deadline, finish))
+        server.add_slot_waiter(waiter[0], front=not first)
+        return True
+
+    def _answer_errors(self, fn: Any) -> None:
+        """Run *fn* (a route, resumed after a wait) and answer its errors as :meth:`_dispatch` does."""
+        try:
+            fn()
+        except MinicogError as exc:
+            if self._responded:
+                self.close_connection = True
+                return
+            self._error(exc)
+        except (ConnectionError, TimeoutError, socket.timeout):
+            self.close_connection = True
+        except Exception:
+            log.exception("error handling %s %s", self.command, self.path)
+            self.close_connection = True
+            if not self._responded:
+                self._send_json(500, {"error": "Internal server error (see the server log)"})
 
     def _send_snapshot(self, status: int, pred: Any, held: bool, *, with_input: bool = False) -> None:
         snap = pred.snapshot(with_input=with_input)
