@@ -148,6 +148,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             streaming=True,
         ),
     },
+    "cpu": {
+        "predictor": "bench_cpu.py:Runner",
+        "coglet_env": {},
+        "schema": _cog_schema({}, {"type": "integer"}),
+    },
     "file": {
         "predictor": "bench_file_output.py:Runner",
         "coglet_env": {},
@@ -187,6 +192,8 @@ COMPARISON: list[tuple[str, str, str, Optional[tuple[str, float]]]] = [
     ("async.count_409", "async sleep(0) c=8 409 answers", "", ("zero", 0)),
     ("sse.tokens_per_s", "SSE 10k tokens: tokens/s", "tok/s", ("ge", 1.0)),
     ("sse.ttft_ms", "SSE 10k tokens: time to 1st token", "ms", None),
+    ("cpu.throughput_rps", "CPU 20 ms sync c=2, 1 worker: throughput", "req/s", None),
+    ("cpu2.throughput_rps", "CPU 20 ms sync c=2, 2 workers: throughput", "req/s", None),
     ("file.time_s", "100 MB file output: time", "s", None),
     ("file.peak_mb", "100 MB file output: peak tree memory", "MB", ("le", 0.5)),
     ("datauri.time_s", "70 MB data: URI input: time", "s", None),
@@ -225,7 +232,8 @@ def _clean_env() -> dict[str, str]:
 class Server:
     """One server process (minicog or coglet) serving one scenario's predictor."""
 
-    def __init__(self, kind: str, scenario: str, args: argparse.Namespace):
+    def __init__(self, kind: str, scenario: str, args: argparse.Namespace, extra: Optional[list[str]] = None):
+        self.extra = list(extra or [])  # more minicog serve flags (e.g. --workers 2)
         self.kind = kind
         self.scenario = scenario
         self.args = args
@@ -243,7 +251,7 @@ class Server:
         if self.kind == "minicog":
             env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
             argv = [self.args.minicog_python, "-m", "minicog", "serve", "--predictor", ref,
-                    "--host", HOST, "--port", str(self.port)]
+                    "--host", HOST, "--port", str(self.port), *self.extra]
             return argv, env
         venv_bin = os.path.join(self.args.coglet_venv, "bin")
         env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
@@ -479,6 +487,22 @@ def run_logs(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str
     }
 
 
+def run_cpu(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
+    """~20 ms of pure-Python work per sync prediction, 2 clients: 1 worker, and for
+    minicog also 2 workers (coglet has one worker; its second client gets 409s)."""
+    out: dict[str, Any] = {}
+    variants = [("cpu", [])] + ([("cpu2", ["--workers", "2"])] if kind == "minicog" else [])
+    for name, extra in variants:
+        with Server(kind, "cpu", args, extra).start() as server:
+            server.wait_ready(args.ready_timeout)
+            loadgen.run_load(HOST, server.port, concurrency=2, requests=p["warmup"], duration=10)
+            out[name] = loadgen.run_load(HOST, server.port, concurrency=2, requests=p["cpu_requests"],
+                                         duration=p["duration_s"])
+    if "cpu2" in out and out["cpu"].get("throughput_rps"):
+        out["cpu2"]["scaling"] = round(out["cpu2"]["throughput_rps"] / out["cpu"]["throughput_rps"], 3)
+    return out
+
+
 def run_overload(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
     """8 slots (the async predictor) under 8, then 32 closed-loop clients, each for a fixed
     time: successful predictions per second, and how much of its 8-client figure a server
@@ -537,8 +561,9 @@ def run_idle_connections(kind: str, args: argparse.Namespace, p: dict[str, Any])
     }
 
 
-STEPS = [("cold+null", run_cold_and_null), ("async", run_async), ("sse", run_sse), ("file", run_file),
-         ("datauri", run_data_uri), ("logs", run_logs), ("overload", run_overload), ("idleconn", run_idle_connections)]
+STEPS = [("cold+null", run_cold_and_null), ("async", run_async), ("sse", run_sse), ("cpu", run_cpu),
+         ("file", run_file), ("datauri", run_data_uri), ("logs", run_logs), ("overload", run_overload),
+         ("idleconn", run_idle_connections)]
 
 
 def bench_all(kinds: list[str], args: argparse.Namespace, p: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -560,7 +585,7 @@ def bench_all(kinds: list[str], args: argparse.Namespace, p: dict[str, Any]) -> 
                 result.setdefault("failures", {})[name] = f"{type(exc).__name__}: {exc}"[:4000]
                 continue
             print(f" done in {time.monotonic() - t0:.1f}s", flush=True)
-            if name == "cold+null":
+            if name in ("cold+null", "cpu"):
                 result.update(out)
             else:
                 result[name] = out
@@ -679,7 +704,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark minicog's HTTP server against coglet 0.23.1 on 127.0.0.1.")
     parser.add_argument("--quick", action="store_true", help="small counts; finishes in well under a minute")
     parser.add_argument("--servers", default="minicog,coglet", help="comma-separated: minicog, coglet (default both)")
-    parser.add_argument("--only", default="", help="comma-separated scenarios to run: cold, null, async, sse, file, datauri, logs, overload, idleconn (default all)")
+    parser.add_argument("--only", default="", help="comma-separated scenarios to run: cold, null, async, sse, cpu, file, datauri, logs, overload, idleconn (default all)")
     parser.add_argument("--coglet-venv", default=os.environ.get("COGLET_VENV") or os.path.join(os.path.dirname(REPO), ".venv-coglet"),
                         help="virtual environment holding cog==0.23.1 and coglet==0.23.1 (env COGLET_VENV; default ../.venv-coglet)")
     parser.add_argument("--install-coglet", action="store_true", help="create --coglet-venv with pip first if it does not exist")
@@ -727,17 +752,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.quick:
         p = {"cold_starts": 2, "settle_s": 0.3, "warmup": 10, "null_requests": 300, "async_requests": 400,
              "duration_s": 5.0, "sse_runs": 1, "file_runs": 1, "datauri_runs": 1, "logs_runs": 1, "overload_s": 3.0,
-             "idle_connections": 2000}
+             "idle_connections": 2000, "cpu_requests": 100}
     else:
         p = {"cold_starts": 5, "settle_s": 1.0, "warmup": 50, "null_requests": 3000, "async_requests": 4000,
              "duration_s": 20.0, "sse_runs": 3, "file_runs": 2, "datauri_runs": 2, "logs_runs": 2, "overload_s": 10.0,
-             "idle_connections": 2000}
+             "idle_connections": 2000, "cpu_requests": 400}
     started = time.monotonic()
     git_sha = _git_sha()  # the checkout may move while the benchmark runs: record what was started
     results = bench_all(args.servers, args, p)
     rows = compare(results)
     print()
     print(format_table(rows))
+    cpu2 = results.get("minicog", {}).get("cpu2", {})
+    if cpu2.get("scaling") is not None:
+        print(f"\nminicog CPU-bound, 2 workers / 1 worker throughput: {cpu2['scaling']:.2f} (goal >= 1.7)")
     trouble = problems(results)
     if trouble:
         print("\nproblems:")

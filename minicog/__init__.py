@@ -7,7 +7,7 @@ catches, and - loaded lazily, on first use - the embedding API
 
 Keeping the embedding API lazy matters: ``import minicog`` happens inside the
 worker process for every model (via the ``cog`` alias) and must not pull in
-the HTTP server, the orchestrator or ``multiprocessing``.
+the HTTP server, the engine or ``multiprocessing``.
 """
 
 from __future__ import annotations

@@ -633,7 +633,7 @@ def concurrency_from_cog_yaml(directory: str) -> Optional[int]:
 
     Cog bakes this value into the image as ``COG_MAX_CONCURRENCY``, so it beats
     ``@concurrent(max=...)`` and loses to the environment variable; callers pass it
-    to the orchestrator as ``max_concurrency``, which has exactly that rank.
+    to the engine as ``max_concurrency``, which has exactly that rank.
     """
     path = find_cog_yaml(directory)
     return load_cog_yaml(path).concurrency_max if path else None

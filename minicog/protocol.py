@@ -1,4 +1,4 @@
-"""Frames and messages between the parent (orchestrator) and the worker subprocess.
+"""Frames and messages between the parent (the engine) and the worker subprocess.
 
 Transport
 ---------
@@ -60,6 +60,10 @@ Slot channel, parent → worker:
               ``context`` (dict[str, str]), ``tmp_dir`` (the prediction's folder,
               owned by the parent; the worker writes downloads into ``inputs/`` and
               file outputs into ``outputs/``).
+``cancel``    ``id``: a copy of the run's first control ``cancel``, sent right after
+              it.  A sync worker's main thread reads its slot itself, so this copy
+              reaches it even when the I/O thread read the control cancel before the
+              prediction was registered; a copy for a finished prediction is ignored.
 
 Slot channel, worker → parent (for the prediction running on that slot):
 

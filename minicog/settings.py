@@ -99,6 +99,10 @@ class Settings:
     #: Seconds between checks that a client waiting on a sync or SSE response is still
     #: connected (a disconnect cancels its prediction).
     disconnect_poll_interval: float = 0.1
+    #: Seconds a request thread waits for a sync prediction itself (reading the worker's
+    #: answer on its own thread) before parking the connection: a fast prediction then
+    #: skips three thread hand-offs; a slower one holds a pool thread at most this long.
+    sync_inline_wait: float = 0.005
     #: Longest prediction id accepted (URL or body); longer → 400.
     max_prediction_id_chars: int = 256
 
@@ -109,7 +113,7 @@ class Settings:
     #: Worker processes serving the model, each with its own slots: a number, or "auto"
     #: (one per device when CUDA_VISIBLE_DEVICES lists several, else one per CPU core).
     workers: str = dataclasses.field(default="1", metadata=_env("MINICOG_WORKERS", check=lambda v: v == "auto" or (v.isdigit() and int(v) >= 1)))
-    #: Slot channels the orchestrator opens when only ``@concurrent(max=N)`` can tell the slot
+    #: Slot channels the engine opens when only ``@concurrent(max=N)`` can tell the slot
     #: count (no COG_MAX_CONCURRENCY, no cog.yaml value); a larger N is capped to this.
     slot_channel_limit: int = 64
     #: Seconds setup() may take before health says SETUP_FAILED; None = unbounded (Cog's default).

@@ -106,3 +106,74 @@ def test_train_mode_with_nothing_to_train_exits_1(tmp_path):
                           cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 1
     assert "COG_TRAIN_TYPE_STUB" in proc.stderr and "Traceback" not in proc.stderr
+
+
+_GATED_ASYNC = '''\
+import asyncio
+import os
+import time
+
+from cog import BasePredictor
+
+
+class Predictor(BasePredictor):
+    async def predict(self, gate: str) -> str:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return "opened"
+'''
+
+
+def test_cog_yaml_concurrency_gives_the_command_line_server_its_slots(serve_proc, tmp_path):
+    """cog.yaml ``concurrency: {max: 4}`` for an async predictor: ``serve`` runs four at once
+    (it used to serve one slot: five of six concurrent requests got 409)."""
+    import threading
+
+    (tmp_path / "predict.py").write_text(_GATED_ASYNC)
+    (tmp_path / "cog.yaml").write_text('predict: "predict.py:Predictor"\nconcurrency:\n  max: 4\n')
+    gate = tmp_path / "gate"
+    server = serve_proc(cwd=str(tmp_path), env={"COG_PREDICT_TYPE_STUB": "", "COG_MAX_CONCURRENCY": ""})
+    server.wait_ready()
+    results: list = []
+
+    def one():
+        results.append(server.request("POST", "/predictions", {"input": {"gate": str(gate)}}))
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    # Two are refused at once; four hold their slots until the gate opens.
+    wait_until(lambda: len(results) >= 2, TIMEOUT, message="two refusals")
+    wait_until(lambda: server.request("GET", "/health-check")[1]["status"] == "BUSY", TIMEOUT,
+               message="every slot busy")
+    assert sorted(status for status, _ in results) == [409, 409]
+    gate.write_text("open")
+    for t in threads:
+        t.join(TIMEOUT)
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200, 200, 200, 200, 409, 409]
+    assert all(body["output"] == "opened" for status, body in results if status == 200)
+    health = server.request("GET", "/health-check")[1]
+    assert health["workers"][0]["slots"] == 4
+
+
+def test_workers_and_gpus_flags_start_one_worker_per_device(serve_proc):
+    server = serve_proc(predictor("workers_identity.py"), "--gpus", "0,1")
+    server.wait_ready()
+    wait_until(lambda: [w["status"] for w in server.request("GET", "/health-check")[1]["workers"]] == ["READY"] * 2,
+               TIMEOUT, message="both workers ready")
+    workers = server.request("GET", "/health-check")[1]["workers"]
+    assert [w["device"] for w in workers] == ["0", "1"] and len({w["pid"] for w in workers}) == 2
+    status, body = server.request("POST", "/predictions", {"input": {}})
+    assert status == 200 and body["output"]["device"] in ("0", "1")
+
+
+def test_minicog_workers_sets_the_worker_count_and_a_bad_flag_is_a_usage_error(serve_proc):
+    server = serve_proc(predictor("workers_identity.py"), env={"MINICOG_WORKERS": "2"})
+    server.wait_ready()
+    wait_until(lambda: len(server.request("GET", "/health-check")[1]["workers"]) == 2, TIMEOUT,
+               message="two workers")
+    out = subprocess.run([sys.executable, "-m", "minicog", "serve", "--workers", "0", predictor("workers_identity.py")],
+                         capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT)
+    assert out.returncode == 2 and "--workers" in out.stderr

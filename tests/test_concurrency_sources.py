@@ -9,7 +9,7 @@ from minicog.settings import Settings
 
 from support import predictor
 
-ASYNC_REF = predictor("w_async.py") + ":Predictor"
+ASYNC_REF = predictor("async_slots.py") + ":Predictor"
 
 
 def _slots(tmp_path, settings, max_concurrency=None):

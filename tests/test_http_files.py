@@ -98,7 +98,7 @@ def test_url_and_data_inputs_are_fetched_then_removed_and_a_failed_fetch_names_t
         return 404, {}, b"no such file"
 
     with Receiver(responder) as rx:
-        with running("w_files.py") as svc:
+        with running("file_io.py") as svc:
             b = call(svc, "POST", "/predictions", {"input": {"mode": "input", "image": rx.url + "/pics/hello.txt"}}).json()
             assert b["status"] == "succeeded", b
             assert b["output"]["data"] == "hello over http" and b["output"]["exists"] is True

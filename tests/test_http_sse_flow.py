@@ -24,7 +24,7 @@ def _open(port, method, path, body, timeout=30):
 
 def test_fast_reader_gets_all_10000_tokens_in_order():
     # Default lag limit (Settings.stream_subscriber_queue): a reader that keeps reading is never cut off.
-    with running("h7_sse_tokens.py") as svc:
+    with running("sse_tokens.py") as svc:
         conn, resp = _open(svc.port, "POST", "/predictions", {"input": {"n": 10000}})
         try:
             assert resp.status == 200
@@ -57,8 +57,8 @@ def _dechunk(raw: bytes) -> bytes:
 @pytest.mark.slow
 def test_reader_that_stops_reading_is_dropped_while_prediction_and_others_go_on():
     n, size = 4000, 4000  # ~16 MB of events: far more than the socket buffers hold
-    with running("h7_sse_tokens.py", settings={"read_timeout": 30.0}) as svc:
-        conn, resp = _open(svc.port, "PUT", "/predictions/h7-slow", {"input": {"n": n, "size": size, "wait_first": 0.5}})
+    with running("sse_tokens.py", settings={"read_timeout": 30.0}) as svc:
+        conn, resp = _open(svc.port, "PUT", "/predictions/slow-reader", {"input": {"n": n, "size": size, "wait_first": 0.5}})
         assert resp.status == 200
         first = next(sse_events(resp))
         assert first["event"] == "start"
@@ -68,9 +68,9 @@ def test_reader_that_stops_reading_is_dropped_while_prediction_and_others_go_on(
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.settimeout(30)
         slow.connect(("127.0.0.1", svc.port))
-        slow.sendall(b"PUT /predictions/h7-slow HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
+        slow.sendall(b"PUT /predictions/slow-reader HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
                      b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-        pred = svc.find_inflight("h7-slow")
+        pred = svc.find_inflight("slow-reader")
         assert pred is not None
         wait_until(lambda: pred.events.subscriber_count == 2, 10, message="the second reader")
 
@@ -106,13 +106,13 @@ def test_reader_that_stops_reading_is_dropped_while_prediction_and_others_go_on(
 
 def test_fast_prediction_never_ends_before_its_stream_holds_it():
     """A prediction that ends between create() and the SSE writer taking its reference
-    used to answer 503 "Prediction stream unavailable" though it had succeeded (H10)."""
+    used to answer 503 "Prediction stream unavailable" though it had succeeded."""
     import collections
     import threading
 
     from http_helpers import call
 
-    with running("h7_sse_tokens.py") as svc:
+    with running("sse_tokens.py") as svc:
         outcomes = collections.Counter()
         bad = []
 

@@ -216,7 +216,7 @@ def test_histogram_bounds_are_inclusive_and_label_values_are_escaped():
 
 
 def test_a_worker_crash_is_counted_by_cause():
-    with running("w_exit.py") as svc:
+    with running("dies_mid_prediction.py") as svc:
         r = call(svc, "POST", "/predictions", {"input": {"how": "exit"}})
         assert r.json()["status"] == "failed"
         wait_until(lambda: svc.orchestrator.state == "READY", timeout=30, message="the respawned worker")

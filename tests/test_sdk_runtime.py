@@ -1,4 +1,4 @@
-"""minicog.sdk.runtime: active() is False wherever the model is merely imported (True in a worker: test_orchestrator_failures)."""
+"""minicog.sdk.runtime: active() is False wherever the model is merely imported (True in a worker: test_engine_failures)."""
 
 import os
 import subprocess

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from minicog.server.outputs import FileOutput, Uploader, render_json
-from minicog.server.prediction import Prediction, merge_metric
+from minicog.server.prediction import Prediction
 from minicog.server.sse import EventStream
 from minicog.server.webhooks import WebhookDispatcher
 from minicog.settings import Settings
@@ -97,25 +97,6 @@ def test_nonterminal_snapshot_output_is_items_so_far():
     p.started()
     p.output(0, "a")
     assert p.snapshot()["output"] == ["a"]
-
-
-def test_metrics_merge_rules():
-    m = {}
-    merge_metric(m, "tokens", 2, "increment")
-    merge_metric(m, "tokens", 3, "increment")
-    merge_metric(m, "tokens", "x", "increment")  # non-numeric: ignored
-    merge_metric(m, "lst", 1, "append")
-    merge_metric(m, "lst", 2, "append")
-    merge_metric(m, "s", "x", "replace")
-    merge_metric(m, "s", "y", "append")
-    merge_metric(m, "timing.pre", 0.25, "replace")
-    merge_metric(m, "gone", 1, "replace")
-    merge_metric(m, "gone", None, "replace")
-    merge_metric(m, "s2", 1, "replace")
-    merge_metric(m, "s2.inner", 1, "replace")  # non-object intermediate replaced by {}
-    merge_metric(m, "f", 0.5, "increment")
-    assert m == {"tokens": 5, "lst": [1, 2], "s": ["x", "y"], "timing": {"pre": 0.25},
-                 "s2": {"inner": 1}, "f": 0.5}
 
 
 def test_file_output_is_lazy_and_released_after_consumers(tmp_path):

@@ -85,7 +85,7 @@ def test_unhealthy_wins_over_busy(tmp_path):
 
 
 def test_worker_crash_fails_prediction_then_defunct():
-    with running("w_exit.py", settings={"max_worker_restarts": 0}) as svc:
+    with running("dies_mid_prediction.py", settings={"max_worker_restarts": 0}) as svc:
         b = call(svc, "POST", "/predictions", {"input": {"how": "exit"}}).json()
         assert b["status"] == "failed" and "Worker crashed" in b["error"] and "about to die" in b["logs"]
         wait_until(lambda: svc.orchestrator.state == "DEFUNCT", 20)
@@ -94,7 +94,7 @@ def test_worker_crash_fails_prediction_then_defunct():
 
 
 def test_worker_crash_respawns_starting_then_ready():
-    with running("w_exit.py", settings={"max_worker_restarts": 3}) as svc:
+    with running("dies_mid_prediction.py", settings={"max_worker_restarts": 3}) as svc:
         b = call(svc, "POST", "/predictions", {"input": {"how": "kill"}}).json()
         assert b["status"] == "failed"
         assert svc.wait_ready(20)

@@ -4,11 +4,11 @@ import time
 
 import pytest
 
-from orchestrator_support import Gate, Recorder, predict, running
+from engine_support import Gate, Recorder, predict, running
 
 
 def test_cancel_interrupts_time_sleep_quickly():
-    with running("w_sleep.py") as orch:
+    with running("sleeps.py") as orch:
         rec = Recorder()
         orch.submit("s", {"seconds": 30}, rec)
         assert rec.first_log.wait(10)
@@ -24,7 +24,7 @@ def test_cancel_interrupts_time_sleep_quickly():
 @pytest.mark.parametrize("gap", [0.01, 0.0])
 def test_cancel_reaches_the_generator(tmp_path, gap):
     marker = tmp_path / "marker"
-    with running("w_stream.py") as orch:
+    with running("many_items.py") as orch:
         rec = Recorder()
         orch.submit("g", {"n": 10**7, "gap": gap, "marker": str(marker)}, rec)
         assert rec.first_output.wait(10)
@@ -37,7 +37,7 @@ def test_cancel_reaches_the_generator(tmp_path, gap):
 
 @pytest.mark.slow
 def test_swallowed_cancel_is_killed_after_grace_and_service_goes_on():
-    with running("w_sleep.py", cancel_grace_period=1.0) as orch:
+    with running("sleeps.py", cancel_grace_period=1.0) as orch:
         pid = orch.pid
         rec = Recorder()
         orch.submit("stubborn", {"seconds": 30, "swallow": True}, rec)
@@ -55,7 +55,7 @@ def test_swallowed_cancel_is_killed_after_grace_and_service_goes_on():
 
 
 def test_async_cancel_raises_cancelled_error_in_the_task():
-    with running("w_async.py", max_concurrency=2) as orch:
+    with running("async_slots.py", max_concurrency=2) as orch:
         rec = Recorder()
         orch.submit("a", {"name": "a", "seconds": 30}, rec)
         assert rec.first_log.wait(10)
@@ -66,7 +66,7 @@ def test_async_cancel_raises_cancelled_error_in_the_task():
 
 @pytest.mark.slow
 def test_flood_on_one_slot_does_not_delay_cancel_on_another():
-    with running("w_async.py", max_concurrency=2) as orch:
+    with running("async_slots.py", max_concurrency=2) as orch:
         flood, victim = Recorder(), Recorder()
         orch.submit("victim", {"name": "victim", "seconds": 60}, victim)
         assert victim.first_log.wait(10)
@@ -88,7 +88,7 @@ def test_a_cancel_that_crosses_the_end_does_not_cancel_a_reused_id():
 
     from support import wait_until
 
-    with running("w_sleep.py") as orch:
+    with running("sleeps.py") as orch:
         first = Gate(hold="output", timeout=20)
         orch.submit("again", {"seconds": 0}, first)
         assert first.first_output.wait(10)
@@ -120,7 +120,7 @@ def test_cancel_before_the_request_is_sent_is_delivered():
             assert self.orch.healthcheck() == (True, None)
 
     # A long grace period, so that only a delivered cancel can end it in time.
-    with running("w_sleep.py", cancel_grace_period=60.0) as orch:
+    with running("sleeps.py", cancel_grace_period=60.0) as orch:
         rec = CancelOnStart(orch)
         t0 = time.monotonic()
         orch.submit("first", {"seconds": 60}, rec)
@@ -133,7 +133,7 @@ def test_cancel_never_tears_minicogs_own_sends(big):
     """Cancels landing while the model prints and records metrics (minicog sending frames,
     big lines in several writes each) end each prediction canceled; no frame is torn, so
     the same worker serves on."""
-    with running("w9_chatty.py") as orch:
+    with running("chatty_metrics.py") as orch:
         pid = orch.pid
         for i in range(15):
             rec = Recorder()

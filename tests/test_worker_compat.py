@@ -1,6 +1,6 @@
 """In the worker, ``import cog`` is always minicog's alias, even when a real ``cog`` was imported first."""
 
-from orchestrator_support import predict, running
+from engine_support import predict, running
 
 
 def test_worker_alias_wins_over_a_real_cog_imported_at_start_up(tmp_path):
@@ -20,7 +20,7 @@ def test_worker_alias_wins_over_a_real_cog_imported_at_start_up(tmp_path):
         "import cog\n"
         f"open({str(marker)!r}, 'w').write(cog.__file__)\n"
     )
-    with running("w9_which_cog.py", env={"PYTHONPATH": str(fake)}) as orch:
+    with running("which_cog.py", env={"PYTHONPATH": str(fake)}) as orch:
         assert marker.exists(), "the fake cog was not imported at worker start-up; the test proves nothing"
         rec = predict(orch, "which", {})
         assert rec.terminal == ("succeeded", False)

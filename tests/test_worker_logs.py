@@ -3,12 +3,12 @@
 
 import time
 
-from orchestrator_support import Recorder, predict, running
+from engine_support import Recorder, predict, running
 from minicog.worker.logs import LogFlusher, LogOwner, truncation_marker
 
 
 def test_replaced_stdout_is_teed():
-    with running("w_stdout.py") as orch:
+    with running("replaced_stdout.py") as orch:
         rec = predict(orch, "t", {})
         # The user's StringIO got the line, and so did the prediction's logs.
         assert rec.outputs() == ["captured twice\n"]
@@ -27,14 +27,14 @@ def test_user_stream_wrapping_the_original_stdout_is_logged_once():
 
 
 def test_setup_output_goes_to_setup_logs_not_predictions():
-    with running("w_exit.py") as orch:
+    with running("dies_mid_prediction.py") as orch:
         assert "setup pid" in orch.setup.logs
         rec = predict(orch, "a", {})
         assert "setup pid" not in rec.logs()
 
 
 def test_async_prints_and_spawned_tasks_route_to_their_prediction():
-    with running("w_async.py", max_concurrency=4) as orch:
+    with running("async_slots.py", max_concurrency=4) as orch:
         assert orch.num_slots == 4
         assert "async setup done" in orch.setup.logs
         recs = {}
@@ -85,7 +85,7 @@ def test_over_long_lines_are_truncated_with_marker():
 
 
 def test_truncation_in_the_worker():
-    with running("w_basic.py", max_log_line_bytes=1024) as orch:
+    with running("basic_echo.py", max_log_line_bytes=1024) as orch:
         rec = predict(orch, "long", {"text": "w" * 5000})
         line = rec.logs("stdout").splitlines()[0]
         assert line.endswith(truncation_marker(1024))
@@ -97,7 +97,7 @@ def test_a_flood_of_prints_travels_in_few_frames_and_complete():
     # One print() per line used to cost one frame per line (a million frames for
     # 100 MB); complete lines are now batched into frames of up to 256 KiB.
     lines = 100_000  # ~11 MB
-    with running("w9_flood.py") as orch:
+    with running("log_flood.py") as orch:
         rec = predict(orch, "flood", {"lines": lines}, timeout=120)
         assert rec.terminal == ("succeeded", False)
         frames = [e for e in rec.events if e[0] == "log"]
@@ -127,7 +127,7 @@ def test_batched_lines_keep_their_place_among_outputs_metrics_and_the_other_stre
 def test_a_line_is_sent_soon_even_when_nothing_follows_it():
     # The batch is flushed by time too: a model that prints once and then works
     # for a long time must not keep its line back.
-    with running("w_sleep.py") as orch:
+    with running("sleeps.py") as orch:
         rec = Recorder()
         orch.submit("quiet", {"seconds": 30}, rec)
         assert rec.first_log.wait(10), rec.events

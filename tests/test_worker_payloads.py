@@ -6,13 +6,13 @@ import time
 
 import pytest
 
-from orchestrator_support import Gate, Recorder, predict, running
+from engine_support import Gate, Recorder, predict, running
 
 MiB = 1024 * 1024
 
 
 def test_yield_ten_thousand_items_in_order():
-    with running("w_stream.py") as orch:
+    with running("many_items.py") as orch:
         rec = predict(orch, "s", {"n": 10000}, timeout=60)
         assert rec.terminal == ("succeeded", True)
         assert rec.outputs() == list(range(10000))
@@ -21,7 +21,7 @@ def test_yield_ten_thousand_items_in_order():
 
 @pytest.mark.slow
 def test_async_generator_streams_item_by_item():
-    with running("w_async_gen.py") as orch:
+    with running("async_gen_stream.py") as orch:
         rec = Recorder()
         orch.submit("g", {"n": 3, "gap": 1.0}, rec)
         # The first item arrives long before the generator finishes.
@@ -32,7 +32,7 @@ def test_async_generator_streams_item_by_item():
 
 
 def test_four_async_predictions_at_once():
-    with running("w_async.py", max_concurrency=4) as orch:
+    with running("async_slots.py", max_concurrency=4) as orch:
         recs = [Recorder() for _ in range(4)]
         t0 = time.monotonic()
         for i, rec in enumerate(recs):
@@ -48,7 +48,7 @@ def test_four_async_predictions_at_once():
 
 @pytest.mark.slow
 def test_fifty_megabyte_file_output_reaches_the_parent_as_a_path():
-    with running("w_files.py") as orch:
+    with running("file_io.py") as orch:
         rec = predict(orch, "big", {"mode": "path", "size_mb": 50}, timeout=60)
         assert rec.terminal == ("succeeded", False)
         (_, index, path, mime) = next(e for e in rec.events if e[0] == "file_output")
@@ -58,7 +58,7 @@ def test_fifty_megabyte_file_output_reaches_the_parent_as_a_path():
 
 
 def test_iobase_output_is_written_in_the_prediction_folder_and_released():
-    with running("w_files.py") as orch:
+    with running("file_io.py") as orch:
         rec = predict(orch, "io", {"mode": "iobase", "size_mb": 2})
         (_, _, path, _) = next(e for e in rec.events if e[0] == "file_output")
         assert path.startswith(orch._tmp_root) and os.path.getsize(path) == 2 * MiB
@@ -69,7 +69,7 @@ def test_iobase_output_is_written_in_the_prediction_folder_and_released():
 
 
 def test_big_input_and_output_spill_through_files():
-    with running("w_files.py", max_inline_ipc_bytes=64 * 1024) as orch:
+    with running("file_io.py", max_inline_ipc_bytes=64 * 1024) as orch:
         blob = "b" * (1 * MiB)
         rec = predict(orch, "in", {"mode": "echo_len", "blob": blob})
         assert rec.outputs() == [len(blob)]
@@ -85,7 +85,7 @@ def test_big_input_and_output_spill_through_files():
 
 def test_data_url_input_is_downloaded_then_removed_when_the_prediction_ends():
     payload = base64.b64encode(b"hello input").decode()
-    with running("w_files.py") as orch:
+    with running("file_io.py") as orch:
         rec = predict(orch, "d", {"mode": "input", "image": f"data:text/plain;base64,{payload}"})
         (out,) = rec.outputs()
         assert out["exists"] is True and out["data"] == "hello input"
@@ -94,7 +94,7 @@ def test_data_url_input_is_downloaded_then_removed_when_the_prediction_ends():
 
 
 def test_bad_url_input_fails_with_input_validation_error():
-    with running("w_files.py") as orch:
+    with running("file_io.py") as orch:
         rec = predict(orch, "bad", {"mode": "input", "image": "http://127.0.0.1:9/nothing.png"})
         kind, error = rec.terminal
         assert kind == "failed"
@@ -102,7 +102,7 @@ def test_bad_url_input_fails_with_input_validation_error():
 
 
 def test_unserialisable_output_fails_cleanly():
-    with running("w_files.py") as orch:
+    with running("file_io.py") as orch:
         rec = predict(orch, "bad", {"mode": "bad_output"})
         kind, error = rec.terminal
         assert kind == "failed"
@@ -116,7 +116,7 @@ def test_unreadable_output_spill_fails_the_prediction_and_the_slot_stays_healthy
 
     from support import wait_until
 
-    with running("w9_spill.py", max_inline_ipc_bytes=1024) as orch:
+    with running("spilled_output.py", max_inline_ipc_bytes=1024) as orch:
         rec = Gate(hold="log", timeout=20)
         orch.submit("sp", {"size": 100000}, rec)
         pattern = os.path.join(orch._tmp_root, "*", "outputs", "spill_*.json")
@@ -134,7 +134,7 @@ def test_unreadable_output_spill_fails_the_prediction_and_the_slot_stays_healthy
 def test_local_path_for_a_file_input_fails_even_without_parent_validation():
     # The orchestrator's submit() does not validate: the worker refuses the string
     # itself rather than handing predict() a path the client chose.
-    with running("w_files.py") as orch:
+    with running("file_io.py") as orch:
         for value, reason in (("file:///etc/passwd", "'file' is not a valid URL scheme."),
                               ("/etc/passwd", "'/etc/passwd' is not a URL.")):
             rec = predict(orch, "local", {"mode": "input", "image": value})

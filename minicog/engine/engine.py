@@ -391,7 +391,7 @@ class Engine:
             run.sent = True
             canceled = run.cancel_deadline is not None and not run.finished
         if canceled:
-            proc.send_control({"type": "cancel", "id": run.id})  # cancel() ran before the request was out
+            self._send_cancel(run, first=True)  # cancel() ran before the request was out
         return run
 
     def _pick_seat(self) -> Optional[_Seat]:
@@ -442,8 +442,27 @@ class Engine:
         if first:
             proc.wake()
         if sent:
-            proc.send_control({"type": "cancel", "id": run.id})
+            self._send_cancel(run, first=first)
         return True
+
+    def _send_cancel(self, run: Run, *, first: bool) -> None:
+        """The cancel goes on the control channel, and the first time also on the run's slot.
+
+        A sync worker's main thread reads its slot itself; the copy queued behind the
+        request reaches it even if the control cancel was read before the worker knew
+        the run (see ``minicog.worker.main``).  One copy per run keeps the slot's
+        buffer from filling while the prediction runs.
+        """
+        proc = run.proc
+        assert proc is not None
+        if first:
+            channel = proc.slots[run.slot] if run.slot < len(proc.slots) else None
+            try:
+                if channel is not None:
+                    channel.send({"type": "cancel", "id": run.id})
+            except (OSError, ValueError):
+                pass  # a broken slot: the I/O thread fails the run
+        proc.send_control({"type": "cancel", "id": run.id})
 
     def _stop_run(self, run: Run) -> bool:
         return self._cancel_run(run, client=False)

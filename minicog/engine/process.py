@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Pipe
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from minicog import protocol
 
@@ -74,6 +74,38 @@ def call_listener(listener: Any, method: str, *args: Any) -> None:
         log.exception("prediction listener %s() raised", method)
 
 
+class _Poller:
+    """``select.epoll`` where there is one (registration changes made by another thread
+    take effect during a wait, which drive() relies on), else ``select.poll``."""
+
+    def __init__(self) -> None:
+        self.live_changes = hasattr(select, "epoll")
+        if self.live_changes:
+            self._p: Any = select.epoll()
+            self._mask = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
+        else:
+            self._p = select.poll()
+            self._mask = select.POLLIN | select.POLLHUP | select.POLLERR
+
+    def register(self, fd: int) -> None:
+        self._p.register(fd, self._mask)
+
+    def unregister(self, fd: int) -> None:
+        self._p.unregister(fd)
+
+    def poll(self, timeout: Optional[float]) -> list[int]:
+        """The ready fds, waiting up to *timeout* seconds (None: no limit)."""
+        if self.live_changes:
+            events = self._p.poll(-1 if timeout is None else timeout + 0.001)
+        else:
+            events = self._p.poll(None if timeout is None else int(timeout * 1000) + 1)
+        return [fd for fd, _ in events]
+
+    def close(self) -> None:
+        if self.live_changes:
+            self._p.close()
+
+
 class WorkerProcess:
     """One worker subprocess and its channels (a *generation* of a worker seat)."""
 
@@ -95,6 +127,15 @@ class WorkerProcess:
         self.fatal: Optional[str] = None
         self.exited = False
         self.rebuild = False  # the I/O thread must re-read the channel list
+        # One poller for the process's life (multiprocessing's wait() builds a selector
+        # per call, which dominated the cost of a streamed item).  With epoll, another
+        # thread can take a slot out of it while the I/O thread waits (see drive()).
+        self._poller = _Poller()
+        self._poll_lock = threading.Lock()
+        self._watched: dict[int, tuple[Any, int]] = {}  # fd → (object, index) being polled
+        self._gone: set[int] = set()  # indexes whose channel reached EOF
+        self.driven: set[int] = set()  # slots a waiting thread reads itself
+        self.read_locks: list[threading.Lock] = []  # one per slot: one reader at a time
 
     @property
     def pid(self) -> Optional[int]:
@@ -120,6 +161,7 @@ class WorkerProcess:
             conn.close()
         self.control = protocol.Channel(control_parent, "control")
         self.slots = [protocol.Channel(p, f"slot {i}") for i, (p, _) in enumerate(pairs)]
+        self.read_locks = [threading.Lock() for _ in pairs]
         try:
             self.pidfd = os.pidfd_open(self.popen.pid)  # type: ignore[attr-defined]
         except (AttributeError, OSError):
@@ -189,6 +231,7 @@ class WorkerProcess:
             self.rebuild = True
 
     def _close(self) -> None:
+        self._poller.close()
         for chan in [self.control, *self.slots]:
             if chan is not None:
                 chan.close()
@@ -242,64 +285,43 @@ class WorkerProcess:
     def _io_loop(self) -> None:
         assert self.control is not None and self.popen is not None
         owner = self.owner
-        conns: dict[Any, int] = {}
-        by_fd: dict[int, Any] = {}
-        gone: set[int] = set()  # indexes whose channel reached EOF
-        # One poll object for the process's life: multiprocessing's wait() builds a
-        # selector on every call, which dominated the cost of a streamed item.
-        poller = select.poll()
-        mask = select.POLLIN | select.POLLHUP | select.POLLERR
-
-        def rebuild() -> None:
-            for fd in by_fd:
-                poller.unregister(fd)
-            by_fd.clear()
-            conns.clear()
-            with owner._lock:
-                self.rebuild = False
-                if -1 not in gone:
-                    conns[self.control.conn] = -1  # type: ignore[union-attr]
-                if -2 not in gone:
-                    conns[self.wake_r] = -2
-                if self.pidfd is not None:
-                    conns[self.pidfd] = -3
-                for i, chan in enumerate(self.slots):
-                    if chan is not None and i not in gone:
-                        conns[chan.conn] = i
-            for obj in conns:
-                fd = obj if isinstance(obj, int) else obj.fileno()
-                by_fd[fd] = obj
-                poller.register(fd, mask)
-
-        rebuild()
+        self._rebuild_poller()
         while True:
             if self.rebuild:
-                rebuild()
+                self._rebuild_poller()
             timeout = owner._next_deadline(self)
             if self.pidfd is None:
                 timeout = _POLL_INTERVAL if timeout is None else min(timeout, _POLL_INTERVAL)
-            events = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
-            ready = [by_fd[fd] for fd, _ in events if fd in by_fd]
+            events = self._poller.poll(timeout)
+            with self._poll_lock:
+                ready = [self._watched[fd] for fd in events if fd in self._watched]
             dead = False
-            for obj in ready:
-                index = conns.get(obj)
-                if index is None or getattr(obj, "closed", False):
+            for obj, index in ready:
+                if getattr(obj, "closed", False):
                     continue  # closed by the owner (ready, poisoned) after poll() returned
                 if index == -2:
                     try:
                         while obj.poll():
                             obj.recv_bytes()
                     except (EOFError, OSError):
-                        gone.add(-2)
+                        self._gone.add(-2)
                         self.rebuild = True
                     continue
                 if index == -3:
                     dead = True
                     continue
+                lock = self.read_locks[index] if index >= 0 else None
+                if lock is not None and not lock.acquire(blocking=False):
+                    continue  # a thread waiting on the run reads this slot now (see drive())
                 try:
+                    if lock is not None and not obj.poll(0):
+                        continue  # that thread read it between our poll() and now
                     msg = protocol.recv(obj)
                 except (EOFError, OSError, protocol.ProtocolError) as exc:
-                    gone.add(index)
+                    if lock is not None:
+                        lock.release()
+                        lock = None
+                    self._gone.add(index)
                     self.rebuild = True
                     if index == -1:
                         dead = True
@@ -310,18 +332,22 @@ class WorkerProcess:
                     else:
                         owner._poison(self, index, f"Slot channel broken: {describe(exc)}")
                     continue
-                if index == -1:
-                    self._on_control(msg)
                 else:
-                    self._on_slot(index, msg)
+                    if index == -1:
+                        self._on_control(msg)
+                    else:
+                        self._on_slot(index, msg)
+                finally:
+                    if lock is not None:
+                        lock.release()
             if not dead and self.pidfd is None and self.popen.poll() is not None:
                 dead = True
             if dead:
                 # Read what the worker managed to send before it went away (its last log lines).
                 drain_until = time.monotonic() + _DRAIN_TIME
-                for obj, index in list(conns.items()):
-                    if index < -1:
-                        continue
+                with self._poll_lock:
+                    channels = [(obj, index) for obj, index in self._watched.values() if index >= -1]
+                for obj, index in channels:
                     try:
                         while time.monotonic() < drain_until and obj.poll():
                             msg = protocol.recv(obj)
@@ -337,6 +363,103 @@ class WorkerProcess:
             if owner._stopping(self) and (self.exited or self.popen.poll() is not None):
                 owner._worker_exited(self, self._reap())
                 return
+
+    def _wanted(self) -> dict[int, tuple[Any, int]]:
+        """(owner's lock and poll lock held) fd → (object, index) the I/O thread should watch."""
+        wanted: dict[int, tuple[Any, int]] = {}
+        if -1 not in self._gone and self.control is not None:
+            wanted[self.control.fileno()] = (self.control.conn, -1)
+        if -2 not in self._gone and self.wake_r is not None:
+            wanted[self.wake_r.fileno()] = (self.wake_r, -2)
+        if self.pidfd is not None:
+            wanted[self.pidfd] = (self.pidfd, -3)
+        for i, chan in enumerate(self.slots):
+            if chan is not None and i not in self._gone and i not in self.driven:
+                wanted[chan.fileno()] = (chan.conn, i)
+        return wanted
+
+    def _rebuild_poller(self) -> None:
+        """Make the poller watch what :meth:`_wanted` says (only the differences are applied)."""
+        with self.owner._lock, self._poll_lock:
+            self.rebuild = False
+            wanted = self._wanted()
+            for fd in [fd for fd in self._watched if fd not in wanted or wanted[fd][0] is not self._watched[fd][0]]:
+                del self._watched[fd]
+                try:
+                    self._poller.unregister(fd)
+                except (OSError, ValueError, KeyError):
+                    pass  # closed meanwhile: a closed fd leaves the poller by itself
+            for fd, entry in wanted.items():
+                if fd not in self._watched:
+                    self._poller.register(fd)
+                    self._watched[fd] = entry
+
+    # -- a waiting thread reads its run's slot itself --------------------------------------
+    def take_slot(self, index: int) -> Optional[protocol.Channel]:
+        """Stop the I/O thread watching slot *index* (the caller holds its read lock);
+        the slot's channel, or None when it cannot be driven."""
+        if not self._poller.live_changes:
+            return None
+        with self._poll_lock:
+            chan = self.slots[index] if index < len(self.slots) else None
+            if chan is None or index in self._gone or self.exited:
+                return None
+            self.driven.add(index)
+            fd = chan.fileno()
+            entry = self._watched.pop(fd, None)
+            if entry is not None:
+                try:
+                    self._poller.unregister(fd)
+                except (OSError, ValueError):
+                    pass
+        return chan
+
+    def give_slot(self, index: int) -> None:
+        """Hand slot *index* back to the I/O thread."""
+        with self._poll_lock:
+            self.driven.discard(index)
+            chan = self.slots[index] if index < len(self.slots) else None
+            if chan is None or index in self._gone or chan.conn.closed:
+                return
+            fd = chan.fileno()
+            if fd not in self._watched:
+                try:
+                    self._poller.register(fd)
+                    self._watched[fd] = (chan.conn, index)
+                except (OSError, ValueError):
+                    pass
+
+    def drive(self, index: int, is_done: Callable[[], bool], timeout: Optional[float]) -> None:
+        """Read slot *index* on this thread until *is_done()* or *timeout* (see Engine docs).
+
+        The run's messages are decoded and dispatched here instead of on the I/O
+        thread: a thread waiting for its run's answer gets it without a hand-off.
+        Anything unusual (EOF, a closed channel) ends the drive; the I/O thread
+        then deals with it as usual.
+        """
+        lock = self.read_locks[index] if index < len(self.read_locks) else None
+        if lock is None or not lock.acquire(timeout=0.05 if timeout is None else max(0.0, min(timeout, 0.05))):
+            return
+        try:
+            chan = self.take_slot(index)
+            if chan is None:
+                return
+            try:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while not is_done():
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return
+                    if not chan.conn.poll(left):
+                        return
+                    msg = protocol.recv(chan.conn)
+                    self._on_slot(index, msg)
+            except (EOFError, OSError, ValueError, protocol.ProtocolError):
+                return
+            finally:
+                self.give_slot(index)
+        finally:
+            lock.release()
 
     # -- message decoding -----------------------------------------------------------------
     def _on_control(self, msg: dict) -> None:

@@ -10,6 +10,7 @@ is in flight.  Contracts: docs/architecture.rst.
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
@@ -60,7 +61,20 @@ class Run:
         return self.finished
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait for the terminal call; True if it happened."""
+        """Wait for the terminal call; True if it happened.
+
+        The waiting thread reads the run's slot itself meanwhile (when the platform
+        allows it and nobody else does), so the answer reaches it without a hand-off
+        from the I/O thread; the listener's calls then run on this thread.
+        """
+        if self._done.is_set():
+            return True
+        proc = self.proc
+        if proc is not None and self.sent:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            proc.drive(self.slot, self._done.is_set, timeout)
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
         return self._done.wait(timeout)
 
     def cancel(self) -> bool:

@@ -1,8 +1,9 @@
-"""The parent side of minicog: the orchestrator, prediction records, HTTP front-end.
+"""HTTP serving: prediction records, SSE, webhooks, outputs and the service.
 
-Kept import-light on purpose: nothing is re-exported here, so importing one
-submodule (``minicog.server.orchestrator`` for an embedder, say) does not pull
-in the HTTP server and vice versa.  Import the submodules you need.
+The engine (the parent side of the worker protocol) is :mod:`minicog.engine`;
+``minicog.server.orchestrator`` only re-exports it for older imports.  Nothing
+is re-exported here, so importing one submodule does not pull in the HTTP
+server.  Map and contracts: docs/architecture.rst.
 """
 
 __all__: list = []

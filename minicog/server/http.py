@@ -953,9 +953,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         The caller's reference on its files comes with the wait and is released once
         the answer is written.  The connection is parked: the selector watches it (a
         hang-up cancels the prediction) and the prediction's end queues the answer at
-        the front of the pool's queue.
+        the front of the pool's queue.  A prediction that ends within
+        ``Settings.sync_inline_wait`` is answered by this thread instead, which reads
+        the run's answer itself (:meth:`Prediction.wait`): three thread hand-offs
+        fewer (engine I/O thread, selector, pool) for fast models.
         """
         server = self.server
+        budget = server.settings.sync_inline_wait
+        if budget > 0 and pred.wait(budget):
+            try:
+                self._send_json(200, pred.snapshot())
+            except (ConnectionError, TimeoutError, socket.timeout):
+                self.close_connection = True
+            finally:
+                pred.release()
+            return
 
         def on_done() -> None:
             try:

@@ -19,13 +19,13 @@ moment bytes go to a socket:
 
 The trade-off is that the file must still exist when the body is written: the
 :class:`~minicog.server.prediction.Prediction` counts its consumers and only
-lets the orchestrator delete the per-prediction files once the response, the
+lets the engine delete the per-prediction files once the response, the
 SSE readers and the terminal webhook are done.  If the file changes size under
 us anyway, :meth:`Body.chunks` raises :class:`~minicog.errors.OutputError`
 rather than sending a body that contradicts its ``Content-Length``.
 
 With ``--upload-url``, :class:`Uploader` PUTs file outputs on a small thread pool
-(never on the orchestrator's I/O thread).  Uploads of one prediction run
+(never on the engine's I/O thread).  Uploads of one prediction run
 concurrently, but the prediction places each result at its own index, so a list
 output keeps the order the model produced (coglet returns completion order).
 """

@@ -1,8 +1,8 @@
 """The Prediction record: one per request, the single owner of its state.
 
-A :class:`Prediction` is the listener the orchestrator calls (``started``,
+A :class:`Prediction` is the listener the engine calls (``started``,
 ``log``, ``output``, ``file_output``, ``metric``, ``succeeded``, ``failed``,
-``canceled``, on the orchestrator's I/O thread) and the only place where
+``canceled``, on the engine's I/O thread) and the only place where
 status, output, logs, metrics, error and timestamps change.  Each transition,
 made under the record's lock, produces the events the three consumers read:
 
@@ -12,7 +12,7 @@ made under the record's lock, produces the events the three consumers read:
 
 Nothing else produces those events, so the three can never disagree.  All
 consumer calls made under the lock are non-blocking (queue appends), which
-keeps the orchestrator's I/O thread free.
+keeps the engine's I/O thread free.
 
 State machine (Cog's): ``starting`` → ``processing`` → ``succeeded`` |
 ``failed`` | ``canceled``.  Terminal states are sticky; later calls are ignored.
@@ -23,7 +23,7 @@ Outputs.  Items keep the order the worker produced them.  A file output is a
 :class:`~minicog.server.outputs.FileOutput` (a lazily encoded ``data:`` URI), or,
 with an uploader, a placeholder filled in when its upload finishes on the
 uploader's pool.  Events for item *k* are published only once items 0..k are
-all known, and a ``succeeded`` from the orchestrator waits for outstanding
+all known, and a ``succeeded`` from the engine waits for outstanding
 uploads before the record turns terminal; an upload failure turns the result
 into ``failed`` with the upload's error (and asks for the worker's prediction to
 be canceled if it is still running).
@@ -53,7 +53,7 @@ HTTP request that created it (the service retains for it before the record is
 submitted, so a fast model cannot end first), each later reader and the webhook
 sender take one more (:meth:`retain`) and give it back (:meth:`release`).  When the record is
 terminal and the count drops to zero, ``on_release`` runs once: the service
-uses it to let the orchestrator delete the per-prediction temporary files.
+uses it to release its :class:`~minicog.engine.Run` (the run's temporary files go).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def _plain_strings(value: Any) -> Any:
 
 
 class Prediction:
-    """One prediction or training: the orchestrator's listener and the record of its state."""
+    """One prediction or training: the engine's listener and the record of its state."""
 
     def __init__(self, id: str, input: Any, *, kind: str = "prediction", settings: Optional[Settings] = None,
                  stream_output: bool = False, events: Optional[EventStream] = None, webhook: Any = None,
@@ -162,12 +162,21 @@ class Prediction:
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the record is terminal; True if it is.
 
-        With a webhook outbox, also until the terminal webhook is written there (the
+        While the worker runs it, this thread reads the run's messages itself
+        (:meth:`Run.wait`): a sync request's answer needs no hand-off.  With a
+        webhook outbox, also until the terminal webhook is written there (the
         waiting thread writes it itself if no writer thread has started on it), so a
         sync response never shows a result whose webhook a killed process could lose.
         """
-        if not self._done.wait(timeout):
-            return False
+        if not self._done.is_set():
+            run = self.run
+            if run.proc is not None and not run.done():
+                deadline = None if timeout is None else time.monotonic() + timeout
+                run.wait(timeout)
+                if deadline is not None:
+                    timeout = max(0.0, deadline - time.monotonic())
+            if not self._done.wait(timeout):
+                return False
         if self.webhook is not None:
             self.webhook.wait_durable()
         return True

@@ -2,7 +2,7 @@
 
 Every streaming-capable prediction owns an :class:`EventStream`.  The
 :class:`~minicog.server.prediction.Prediction` is its only publisher and calls
-:meth:`EventStream.publish` on the orchestrator's I/O thread, so publishing must
+:meth:`EventStream.publish` on the engine's I/O thread, so publishing must
 never block: it appends the event to one bounded log (a ``deque`` holding the
 larger of ``Settings.stream_history_capacity``, coglet's replay buffer, and
 ``Settings.stream_subscriber_queue``, the lag limit) and wakes the readers.  It

@@ -1,6 +1,6 @@
 """The worker subprocess: runs the model, routes its output, obeys cancel.
 
-The parent (:mod:`minicog.server.orchestrator`) starts it as
+The parent (:mod:`minicog.engine`) starts it as
 ``python -m minicog.worker --control FD --slots FD,...``; see
 :mod:`minicog.worker.main` for the threads and the run loop,
 :mod:`minicog.worker.logs` for output capture, :mod:`minicog.worker.cancel`

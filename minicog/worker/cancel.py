@@ -24,8 +24,9 @@ cancel for any other id is stale — it crossed the prediction's terminal
 message on its way — and is ignored, so it cannot stick to the id and cancel a
 later prediction that reuses it (Cog lets ids be reused once finished).  The
 parent sends a cancel only after the prediction's request, and the worker
-reads slot channels before the control channel, so a cancel never arrives
-"too early".
+reads slot channels before the control channel; a sync worker's main thread,
+which reads its slot itself, also gets a copy of the cancel behind the request
+on the slot channel.  So a cancel never arrives "too early".
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """The worker process: load the model, run setup, then serve predictions on slots.
 
-Started by the orchestrator as ``python -m minicog.worker --control FD --slots FD,FD,...``
+Started by the engine as ``python -m minicog.worker --control FD --slots FD,FD,...``
 with the channel file descriptors inherited (never forked from the server).
 
 Threads
 -------
 main thread
     Reads ``init``, installs output capture, runs load + ``setup()`` (sync setup
-    here; async setup on the event loop), sends ``ready``, then runs **sync**
-    predictions one at a time, inside :class:`~.cancel.CancelGuard` so SIGUSR1 can
+    here; async setup on the event loop), sends ``ready``, then reads its one
+    slot channel itself and runs **sync** predictions one at a time (no hand-off
+    through the I/O thread), inside :class:`~.cancel.CancelGuard` so SIGUSR1 can
     interrupt them.  It is the only thread Python delivers signals to.
 event loop thread
     One asyncio loop, started before setup and used for async setup, every async
@@ -18,8 +19,9 @@ event loop thread
     never imports asyncio, which keeps its start-up and memory smaller.
 I/O thread
     Multiplexes the control channel and the slot channels with one
-    :func:`select.poll` object kept for the worker's life.  It never runs user code: it queues
-    sync predictions for the main thread, submits async ones to the loop, turns
+    :func:`select.poll` object kept for the worker's life (a sync model's slot is
+    left to the main thread).  It never runs user code: it submits async
+    predictions to the loop, turns
     ``cancel`` into SIGUSR1 (sync) or ``Task.cancel()`` (async), and starts a
     thread per ``healthcheck``.  It exits the process (``os._exit``) on
     ``shutdown``, when the control channel closes (the parent is gone) and when
@@ -141,6 +143,7 @@ class Worker:
         # SimpleQueue: put/get in C, the cheapest hand-off from the I/O thread to the main thread.
         self.jobs: "queue.SimpleQueue[Optional[_Job]]" = queue.SimpleQueue()
         self.busy: set[int] = set()
+        self.direct = False  # the main thread reads the slot itself (sync models)
         self.poisoned: set[int] = set()
         self.async_tasks: dict[str, asyncio.Task] = {}
         self.loaded: Any = None
@@ -213,9 +216,15 @@ class Worker:
             self.slots[i].close()
         del self.slots[self.num_slots:]
         self.router.control.flush_lines()  # setup's logs before ready
+        # A sync model has one slot, and its main thread reads that slot itself: the
+        # I/O thread hand-off (a queue put/get and a thread switch per prediction) goes.
+        self.direct = not self.loaded.is_async and len(self.slots) == 1
         self._control_send(ready)
         threading.Thread(target=self._io_guarded, name="minicog-worker-io", daemon=True).start()
-        self._main_loop()
+        if self.direct:
+            self._main_loop_direct(self.slots[0])
+        else:
+            self._main_loop()
         return 0
 
     def _watch_during_setup(self, done: threading.Event) -> None:
@@ -388,7 +397,8 @@ class Worker:
     def _io_loop(self) -> None:
         conns: dict[Any, int] = {self.control.conn: -1}
         for i, chan in enumerate(self.slots):
-            conns[chan.conn] = i
+            if not self.direct:  # direct: the main thread reads the slot itself
+                conns[chan.conn] = i
         # One poll object for the worker's life: multiprocessing's wait() builds a
         # selector and registers every channel on each call.
         poller = select.poll()
@@ -434,6 +444,9 @@ class Worker:
             self.worker_log("warning", f"unexpected control message {kind!r} ignored")
 
     def _on_slot(self, index: int, msg: dict) -> None:
+        if msg["type"] == "cancel":
+            self._cancel(str(msg.get("id")))  # the slot's copy of a cancel (see _main_loop_direct)
+            return
         if msg["type"] != "predict":
             self.worker_log("warning", f"unexpected message {msg['type']!r} on slot {index} ignored")
             return
@@ -594,6 +607,48 @@ class Worker:
         return OutputSender(job.channel, job.subdir("outputs"), self.settings.max_inline_ipc_bytes, before_send=flush)
 
     # -- sync predictions (main thread) -----------------------------------------------------
+
+    def _main_loop_direct(self, chan: protocol.Channel) -> None:
+        """Sync predictions read from the one slot by the main thread that runs them.
+
+        The parent sends each cancel on the control channel (read by the I/O thread,
+        which interrupts a running prediction) and, the first time, a copy on the slot
+        channel right after the request.  A control cancel that the I/O thread reads
+        before this thread registered the prediction is dropped as unknown; its slot
+        copy is then already queued behind the request, so it is read here before the
+        prediction starts.  A copy read for a prediction that ended is stale: ignored.
+        """
+        while True:
+            try:
+                msg = chan.recv()
+            except (EOFError, OSError, protocol.ProtocolError) as exc:
+                self.worker_log("error", f"slot 0 poisoned: {describe_exception(exc)}")
+                self._exit(1, "All slots poisoned, exiting")
+            kind = msg.get("type")
+            if kind == "cancel":
+                self._cancel(str(msg.get("id")))
+                continue
+            if kind != "predict":
+                self.worker_log("warning", f"unexpected message {kind!r} on slot 0 ignored")
+                continue
+            job = _Job(0, chan, msg)
+            self.busy.add(0)
+            self.guard.register(job.id)
+            try:
+                while chan.conn.poll(0):  # a cancel copy already behind the request
+                    early = chan.recv()
+                    if early.get("type") == "cancel":
+                        self._cancel(str(early.get("id")))
+                    else:
+                        self.worker_log("warning", f"unexpected message {early.get('type')!r} on busy slot 0 ignored")
+            except (EOFError, OSError, protocol.ProtocolError):
+                pass  # the next recv() reports it
+            try:
+                self._run_sync(job)
+            except BaseException as exc:
+                reason = f"prediction bookkeeping failed: {describe_exception(exc)}"
+                self._control_send({"type": "fatal", "reason": reason})
+                self._exit(3, reason + "\n" + traceback.format_exc())
 
     def _main_loop(self) -> None:
         while True:

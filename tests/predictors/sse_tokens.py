@@ -1,4 +1,4 @@
-"""SSE flow tests (H7): a @streaming generator of n tokens, each `size` characters or more.
+"""SSE flow tests: a @streaming generator of n tokens, each `size` characters or more.
 
 Waits `wait_first` seconds before the first token so a second reader can attach first.
 """

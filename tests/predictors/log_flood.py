@@ -1,4 +1,4 @@
-"""Worker tests (H9): floods its logs and reports its progress in a file, outside the logs."""
+"""Worker tests: floods its logs and reports its progress in a file, outside the logs."""
 import threading
 
 from cog import BasePredictor

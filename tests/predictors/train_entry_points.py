@@ -1,4 +1,4 @@
-"""Worker tests (H9): training entry points - a class with only train(), an async trainer, a function."""
+"""Worker tests: training entry points - a class with only train(), an async trainer, a function."""
 import asyncio
 import sys
 

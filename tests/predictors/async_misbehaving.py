@@ -1,4 +1,4 @@
-"""Worker tests (H9): an async predictor served with several slots that misbehaves on request."""
+"""Worker tests: an async predictor served with several slots that misbehaves on request."""
 import asyncio
 import gc
 import os

@@ -1,5 +1,5 @@
 """Points of the worker/orchestrator contract (issue #3) not covered elsewhere, each over
-real worker subprocesses (H9)."""
+real worker subprocesses."""
 
 import logging
 import os
@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from orchestrator_support import Gate, Recorder, predict, running
+from engine_support import Gate, Recorder, predict, running
 from support import wait_until
 
 
 def test_worker_is_a_fresh_interpreter_and_ready_carries_the_schema():
-    with running("w_basic.py") as orch:
+    with running("basic_echo.py") as orch:
         with open(f"/proc/{orch.pid}/cmdline", "rb") as f:
             argv = f.read().decode().split("\0")
         assert argv[0] == sys.executable  # spawned, not forked from the test process
@@ -25,15 +25,15 @@ def test_worker_is_a_fresh_interpreter_and_ready_carries_the_schema():
 
 
 def test_concurrent_decorator_sets_the_slot_count_reported_by_the_worker():
-    with running("w9_async_misc.py") as orch:  # no COG_MAX_CONCURRENCY, no argument
+    with running("async_misbehaving.py") as orch:  # no COG_MAX_CONCURRENCY, no argument
         assert orch.num_slots == 3 and orch.free_slots == 3
-    with running("w9_async_misc.py", slot_channel_limit=2) as orch:
+    with running("async_misbehaving.py", slot_channel_limit=2) as orch:
         assert orch.num_slots == 2  # capped to the channels opened
         assert "capped" in orch.setup.logs
 
 
 def test_worker_death_fails_every_prediction_in_flight():
-    with running("w9_async_misc.py") as orch:
+    with running("async_misbehaving.py") as orch:
         pid = orch.pid
         bystander = Recorder()
         orch.submit("by", {"seconds": 30, "tag": "by"}, bystander)
@@ -47,7 +47,7 @@ def test_worker_death_fails_every_prediction_in_flight():
 
 def test_fd_output_with_two_predictions_running_is_orphan_not_misattributed(caplog):
     caplog.set_level(logging.WARNING, logger="minicog.worker")
-    with running("w9_async_misc.py") as orch:
+    with running("async_misbehaving.py") as orch:
         long = Recorder()
         orch.submit("long", {"seconds": 30, "tag": "long"}, long)
         assert long.first_log.wait(10)
@@ -66,7 +66,7 @@ def test_fd_output_with_two_predictions_running_is_orphan_not_misattributed(capl
 def test_output_of_a_thread_that_outlives_its_prediction_is_logged_as_orphan(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="minicog.worker")
     trigger = tmp_path / "go"
-    with running("w9_orphan.py") as orch:
+    with running("orphan_thread_output.py") as orch:
         rec = predict(orch, "first", {"trigger": str(trigger)})
         assert rec.outputs() == ["started"]
         trigger.write_text("go")  # the prediction is over; its thread speaks now
@@ -81,7 +81,7 @@ def test_output_of_a_thread_that_outlives_its_prediction_is_logged_as_orphan(tmp
 
 
 def test_broken_slot_channel_is_poisoned_and_the_other_slots_serve_on():
-    with running("w9_async_misc.py") as orch:
+    with running("async_misbehaving.py") as orch:
         pid = orch.pid
         rec = predict(orch, "breaker", {"mode": "break", "tag": "b"})
         kind, error = rec.terminal
@@ -95,7 +95,7 @@ def test_broken_slot_channel_is_poisoned_and_the_other_slots_serve_on():
 
 
 def test_worker_exits_when_every_slot_is_poisoned_and_is_respawned():
-    with running("w9_async_misc.py", max_concurrency=1) as orch:
+    with running("async_misbehaving.py", max_concurrency=1) as orch:
         pid = orch.pid
         rec = predict(orch, "breaker", {"mode": "break", "tag": "b"})
         assert rec.terminal[0] == "failed"
@@ -106,7 +106,7 @@ def test_worker_exits_when_every_slot_is_poisoned_and_is_respawned():
 
 
 def test_shutdown_makes_the_worker_exit_by_itself():
-    with running("w_basic.py") as orch:
+    with running("basic_echo.py") as orch:
         proc = orch._seats[0].proc
     assert proc.popen.returncode == 0  # answered shutdown and exited, not killed
 
@@ -114,7 +114,7 @@ def test_shutdown_makes_the_worker_exit_by_itself():
 def test_a_slow_healthcheck_blocks_no_cancel(tmp_path):
     mode = tmp_path / "mode"
     mode.write_text("slow")
-    with running("w_health.py", env={"W_HEALTH_MODE_FILE": str(mode)}, healthcheck_timeout=1.5) as orch:
+    with running("health_sync.py", env={"W_HEALTH_MODE_FILE": str(mode)}, healthcheck_timeout=1.5) as orch:
         import threading
 
         hc = {}
@@ -144,7 +144,7 @@ def test_a_log_flood_meets_backpressure_instead_of_growing_memory(tmp_path):
 
     progress = tmp_path / "progress"
     lines = 50000  # ~5.5 MB of output
-    with running("w9_flood.py") as orch:
+    with running("log_flood.py") as orch:
         base = _rss_kib(orch.pid)
         rec = Gate(hold="log", timeout=60)
         orch.submit("flood", {"lines": lines, "progress": str(progress)}, rec)
@@ -172,7 +172,7 @@ def test_a_log_flood_meets_backpressure_instead_of_growing_memory(tmp_path):
 
 @pytest.mark.slow
 def test_async_prediction_ignoring_cancel_is_stopped_and_its_neighbours_are_told_why():
-    with running("w9_async_misc.py", cancel_grace_period=1.0) as orch:
+    with running("async_misbehaving.py", cancel_grace_period=1.0) as orch:
         pid = orch.pid
         stubborn, neighbour = Recorder(), Recorder()
         orch.submit("stubborn", {"mode": "stubborn", "seconds": 60, "tag": "s"}, stubborn)

@@ -1,4 +1,4 @@
-"""Worker tests (H9): report which ``cog`` the model got (minicog's alias or a real package)."""
+"""Worker tests: report which ``cog`` the model got (minicog's alias or a real package)."""
 import cog
 import minicog
 

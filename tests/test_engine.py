@@ -5,11 +5,11 @@ import os
 import pytest
 
 from minicog import errors
-from orchestrator_support import Recorder, predict, running
+from engine_support import Recorder, predict, running
 
 
 def test_setup_logs_ready_and_a_prediction():
-    with running("w_basic.py") as orch:
+    with running("basic_echo.py") as orch:
         assert orch.state == "READY"
         assert orch.num_slots == 1 and orch.free_slots == 1
         assert "setting up\n" in orch.setup.logs
@@ -25,7 +25,7 @@ def test_setup_logs_ready_and_a_prediction():
 
 
 def test_exception_fails_only_that_prediction_with_traceback_in_logs():
-    with running("w_basic.py") as orch:
+    with running("basic_echo.py") as orch:
         rec = predict(orch, "bad", {"fail": True})
         assert rec.terminal == ("failed", "Prediction failed: ValueError: boom")
         assert "Traceback (most recent call last)" in rec.logs("stderr")
@@ -36,7 +36,7 @@ def test_exception_fails_only_that_prediction_with_traceback_in_logs():
 
 
 def test_fd_level_output_and_child_process_reach_the_prediction_logs():
-    with running("w_basic.py") as orch:
+    with running("basic_echo.py") as orch:
         rec = predict(orch, "c", {"c_level": True, "child": True})
         out = rec.logs("stdout")
         assert "from C\n" in out and "from child\n" in out
@@ -46,7 +46,7 @@ def test_fd_level_output_and_child_process_reach_the_prediction_logs():
 
 
 def test_partial_line_is_flushed_at_the_end_and_does_not_leak():
-    with running("w_basic.py") as orch:
+    with running("basic_echo.py") as orch:
         first = predict(orch, "p", {"partial": True})
         assert first.logs("stdout").endswith("no newline at end")
         second = predict(orch, "q", {"text": "next"})
@@ -54,21 +54,21 @@ def test_partial_line_is_flushed_at_the_end_and_does_not_leak():
 
 
 def test_metrics_are_delivered_in_order():
-    with running("w_basic.py") as orch:
+    with running("basic_echo.py") as orch:
         rec = predict(orch, "m", {"metric": 3})
         metrics = [e[1:] for e in rec.events if e[0] == "metric"]
         assert metrics == [("tokens", 3, "replace"), ("tokens", 1, "increment")]
 
 
 def test_context_and_back_to_back_submissions_never_hit_capacity():
-    with running("w_basic.py") as orch:
+    with running("basic_echo.py") as orch:
         for i in range(50):
             rec = predict(orch, f"b{i}", {"text": str(i)})
             assert rec.outputs() == [str(i)]
 
 
 def test_capacity_duplicate_id_and_not_ready_errors():
-    with running("w_sleep.py") as orch:
+    with running("sleeps.py") as orch:
         rec = Recorder()
         orch.submit("long", {"seconds": 30}, rec)
         assert rec.first_log.wait(10)
@@ -84,12 +84,12 @@ def test_capacity_duplicate_id_and_not_ready_errors():
 
 
 def test_healthcheck_default_is_healthy():
-    with running("w_basic.py") as orch:
+    with running("basic_echo.py") as orch:
         assert orch.healthcheck() == (True, None)
 
 
 def test_stop_reaps_the_worker_and_removes_temp_files():
-    with running("w_basic.py") as orch:
+    with running("basic_echo.py") as orch:
         pid = orch.pid
         root = orch._tmp_root
         assert pid and os.path.isdir(root)
@@ -100,7 +100,7 @@ def test_stop_reaps_the_worker_and_removes_temp_files():
 
 
 def test_threads_of_a_sync_prediction_log_to_it_and_secrets_are_wrapped():
-    with running("w_basic.py") as orch:
+    with running("basic_echo.py") as orch:
         rec = predict(orch, "t", {"thread": True, "token": "s3cret"})
         out = rec.logs("stdout")
         assert "from a thread\n" in out
@@ -120,7 +120,7 @@ def test_worker_exits_when_the_parent_dies(tmp_path):
         "import sys\n"
         f"sys.path.insert(0, {ROOT!r})\n"
         "from minicog.engine import Orchestrator\n"
-        f"o = Orchestrator({predictor('w_basic.py')!r})\n"
+        f"o = Orchestrator({predictor('basic_echo.py')!r})\n"
         "o.start()\n"
         "assert o.wait_ready(30)\n"
         "print(o.pid, flush=True)\n"

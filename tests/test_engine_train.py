@@ -1,6 +1,6 @@
-"""Train mode through the orchestrator, with real worker subprocesses (H9)."""
+"""Train mode through the orchestrator, with real worker subprocesses."""
 
-from orchestrator_support import Recorder, predict, running
+from engine_support import Recorder, predict, running
 from support import predictor
 from minicog.engine import Orchestrator
 from minicog.settings import Settings
@@ -13,7 +13,7 @@ def _train_orch(ref: str, **settings) -> Orchestrator:
 
 
 def test_class_with_only_train_serves_training_and_failures_say_training():
-    orch = _train_orch("w9_train.py:OnlyTrain")
+    orch = _train_orch("train_entry_points.py:OnlyTrain")
     try:
         assert orch.wait_ready(30), orch.setup.logs
         assert "trainer setup\n" in orch.setup.logs
@@ -33,14 +33,14 @@ def test_class_with_only_train_serves_training_and_failures_say_training():
 
 
 def test_class_with_only_train_does_not_load_in_predict_mode():
-    with running("w9_train.py:OnlyTrain", ready=False) as orch:
+    with running("train_entry_points.py:OnlyTrain", ready=False) as orch:
         assert orch.wait_ready(30) is False
         assert orch.state == "SETUP_FAILED"
         assert orch.setup.error.startswith("Failed to load predictor: ")
 
 
 def test_async_trainer_runs_on_the_loop_and_can_be_canceled():
-    orch = _train_orch("w9_train.py:AsyncTrain")
+    orch = _train_orch("train_entry_points.py:AsyncTrain")
     try:
         assert orch.wait_ready(30), orch.setup.logs
         assert orch.is_async
@@ -59,7 +59,7 @@ def test_async_trainer_runs_on_the_loop_and_can_be_canceled():
 
 
 def test_training_function_reference():
-    orch = _train_orch("w9_train.py:train")
+    orch = _train_orch("train_entry_points.py:train")
     try:
         assert orch.wait_ready(30), orch.setup.logs
         assert predict(orch, "f", {"steps": 4}).outputs() == ["function trained 4"]

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from orchestrator_support import Recorder, predict, running
+from engine_support import Recorder, predict, running
 from support import predictor
 from minicog import errors
 from minicog.engine import Orchestrator
@@ -18,7 +18,7 @@ def _assert_reaped(pid):
 
 
 def test_os_exit_mid_prediction_fails_it_and_worker_is_respawned():
-    with running("w_exit.py") as orch:
+    with running("dies_mid_prediction.py") as orch:
         first_pid = orch.pid
         rec = predict(orch, "die", {"how": "exit"})
         assert rec.terminal == ("failed", "Worker crashed: exit code 7")
@@ -31,7 +31,7 @@ def test_os_exit_mid_prediction_fails_it_and_worker_is_respawned():
 
 
 def test_killed_by_signal_is_named():
-    with running("w_exit.py") as orch:
+    with running("dies_mid_prediction.py") as orch:
         rec = predict(orch, "die", {"how": "kill"})
         assert rec.terminal == ("failed", "Worker crashed: killed by signal SIGKILL")
         assert orch.wait_ready(30)
@@ -39,7 +39,7 @@ def test_killed_by_signal_is_named():
 
 @pytest.mark.slow
 def test_repeated_crashes_make_it_defunct():
-    with running("w_exit.py", max_worker_restarts=1) as orch:
+    with running("dies_mid_prediction.py", max_worker_restarts=1) as orch:
         predict(orch, "d1", {"how": "exit"})
         assert orch.wait_ready(30)
         predict(orch, "d2", {"how": "exit"})
@@ -50,7 +50,7 @@ def test_repeated_crashes_make_it_defunct():
 
 
 def test_setup_exception_is_setup_failed_with_traceback():
-    with running("w_setup_fail.py", ready=False) as orch:
+    with running("setup_fails.py", ready=False) as orch:
         assert orch.wait_ready(30) is False
         assert orch.state == "SETUP_FAILED"
         assert orch.setup.status == "failed"
@@ -71,7 +71,7 @@ def test_load_error_is_setup_failed():
 @pytest.mark.slow
 def test_setup_timeout_kills_the_worker():
     # The timeout counts from the spawn, interpreter start-up included: leave room for a busy machine.
-    with running("w_setup_slow.py", ready=False, setup_timeout=3.0) as orch:
+    with running("setup_slow.py", ready=False, setup_timeout=3.0) as orch:
         pid = orch.pid
         assert orch.wait_ready(20) is False
         assert orch.state == "SETUP_FAILED"
@@ -85,20 +85,20 @@ def test_setup_timeout_kills_the_worker():
 
 
 def test_concurrency_above_one_needs_async():
-    with running("w_basic.py", ready=False, max_concurrency=2) as orch:
+    with running("basic_echo.py", ready=False, max_concurrency=2) as orch:
         assert orch.wait_ready(30) is False
         assert orch.setup.error == "Setup failed: COG_MAX_CONCURRENCY > 1 requires an async run() or predict() method"
 
 
 def test_settings_concurrency_beats_the_argument():
-    with running("w_async.py", max_concurrency=3, max_concurrency_arg=2) as orch:
+    with running("async_slots.py", max_concurrency=3, max_concurrency_arg=2) as orch:
         assert orch.num_slots == 3
-    with running("w_async.py", max_concurrency_arg=2) as orch:
+    with running("async_slots.py", max_concurrency_arg=2) as orch:
         assert orch.num_slots == 2
 
 
 def test_stop_while_predicting_fails_the_prediction_and_reaps():
-    orch = Orchestrator(predictor("w_sleep.py"), settings=Settings())
+    orch = Orchestrator(predictor("sleeps.py"), settings=Settings())
     orch.start()
     assert orch.wait_ready(30)
     pid = orch.pid
@@ -111,7 +111,7 @@ def test_stop_while_predicting_fails_the_prediction_and_reaps():
 
 
 def test_weights_and_active_flag():
-    with running("w_weights.py", weights="/models/w.bin") as orch:
+    with running("weights_env.py", weights="/models/w.bin") as orch:
         rec = predict(orch, "w", {})
         assert rec.outputs() == [{"weights": "/models/w.bin", "active": True}]
     import minicog
@@ -120,7 +120,7 @@ def test_weights_and_active_flag():
 
 def test_healthcheck_results(tmp_path):
     mode = tmp_path / "mode"
-    with running("w_health.py", env={"W_HEALTH_MODE_FILE": str(mode)}, healthcheck_timeout=0.5) as orch:
+    with running("health_sync.py", env={"W_HEALTH_MODE_FILE": str(mode)}, healthcheck_timeout=0.5) as orch:
         assert orch.healthcheck() == (True, None)
         mode.write_text("false")
         assert orch.healthcheck() == (False, "Healthcheck failed: user-defined healthcheck returned False")
@@ -137,6 +137,6 @@ def test_healthcheck_results(tmp_path):
 
 
 def test_async_healthcheck_runs_on_the_loop():
-    with running("w_health_async.py") as orch:
+    with running("health_async.py") as orch:
         assert orch.has_healthcheck
         assert orch.healthcheck() == (True, None)

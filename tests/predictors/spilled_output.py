@@ -1,4 +1,4 @@
-"""Worker tests (H9): says something, then returns an output too big to inline (it is spilled)."""
+"""Worker tests: says something, then returns an output too big to inline (it is spilled)."""
 from cog import BasePredictor
 
 

@@ -1,6 +1,6 @@
-"""Helpers for the orchestrator/worker tests: a recording listener and a started orchestrator.
+"""Helpers for the engine/worker tests: a recording listener and a started engine.
 
-(Test scaffolding only: the orchestrator and worker under test are the real ones.)
+(Test scaffolding only: the engine and worker under test are the real ones.)
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import threading
 from typing import Any, Iterator, Optional
 
-from minicog.engine import Orchestrator
+from minicog.engine import Engine
 from minicog.settings import Settings
 from support import predictor
 
@@ -65,7 +65,7 @@ class Recorder:
 
 
 class Gate(Recorder):
-    """A recorder that holds the orchestrator's I/O thread inside its *hold* calls
+    """A recorder that holds the engine's I/O thread inside its *hold* calls
     (``"log"`` or ``"output"``) until ``release`` is set: the parent stops reading, so
     tests can stage what the worker does meanwhile (backpressure, spills, late cancels)."""
 
@@ -85,13 +85,15 @@ class Gate(Recorder):
             assert self.release.wait(self._timeout)
 
 @contextlib.contextmanager
-def running(name: str, *, ready: bool = True, timeout: float = 30.0, **settings: Any) -> Iterator[Orchestrator]:
-    """An orchestrator serving tests/predictors/<name>, stopped (and reaped) afterwards."""
+def running(name: str, *, ready: bool = True, timeout: float = 30.0, workers: int = 1,
+            devices: Optional[list] = None, **settings: Any) -> Iterator[Engine]:
+    """An engine serving tests/predictors/<name>, stopped (and reaped) afterwards."""
     max_concurrency = settings.pop("max_concurrency_arg", None)
     env = settings.pop("env", None)
     if env is not None:
         env = {**os.environ, **env}
-    orch = Orchestrator(predictor(name), settings=Settings(**settings), max_concurrency=max_concurrency, env=env)
+    orch = Engine(predictor(name), settings=Settings(**settings), max_concurrency=max_concurrency, env=env,
+                  workers=workers, devices=devices)
     orch.start()
     try:
         if ready:
@@ -101,7 +103,7 @@ def running(name: str, *, ready: bool = True, timeout: float = 30.0, **settings:
         orch.stop(timeout=5)
 
 
-def predict(orch: Orchestrator, prediction_id: str, inp: dict, timeout: float = 20.0, **kw: Any) -> Recorder:
+def predict(orch: Engine, prediction_id: str, inp: dict, timeout: float = 20.0, **kw: Any) -> Recorder:
     rec = Recorder()
     orch.submit(prediction_id, inp, rec, **kw)
     rec.wait(timeout)

@@ -1,4 +1,4 @@
-"""Worker tests (H9): a thread that outlives its prediction prints once a file appears (orphan output)."""
+"""Worker tests: a thread that outlives its prediction prints once a file appears (orphan output)."""
 import os
 import threading
 import time

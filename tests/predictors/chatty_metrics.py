@@ -1,4 +1,4 @@
-"""Worker tests (H9): prints and records metrics without pause, so a cancel lands inside minicog's sends."""
+"""Worker tests: prints and records metrics without pause, so a cancel lands inside minicog's sends."""
 import sys
 
 from cog import BasePredictor, current_scope

@@ -1,0 +1,196 @@
+"""Run handles (minicog.engine.run): what submit() returns, released exactly once, and
+a slot given back by any failure between taking it and handing the run to the worker."""
+
+import os
+import threading
+
+import pytest
+
+from minicog import errors
+from minicog.engine import DuplicateRun, Run
+from engine_support import Recorder, predict, running
+from support import wait_until
+
+
+def _folder_files(run):
+    return [os.path.join(d, f) for d, _, fs in os.walk(run.folder) for f in fs]
+
+
+def test_submit_returns_a_run_that_knows_its_id_listener_worker_and_end():
+    with running("basic_echo.py") as orch:
+        rec = Recorder()
+        run = orch.submit("r1", {"text": "x"}, rec)
+        assert isinstance(run, Run)
+        assert run.id == "r1" and run.listener is rec and run.worker == 0
+        assert run.wait(20) and run.done()
+        assert rec.terminal == ("succeeded", False)
+        assert orch.find("r1") is None  # in flight no more: the id may be used again
+        assert run.cancel() is False
+        run.release()
+        assert orch.open_runs() == []
+
+
+@pytest.mark.parametrize("order", [
+    ("end", "release", "cancel"),
+    ("release", "cancel", "end"),
+    ("cancel", "release", "end"),
+    ("release", "end", "release"),
+    ("cancel", "end", "release"),
+])
+def test_the_folder_goes_exactly_once_whatever_the_order(order):
+    with running("run_file_then_wait.py") as orch:
+        rec = Recorder()
+        run = orch.submit("files", {"seconds": 30 if order[0] != "end" else 0}, rec)
+        assert rec.first_output.wait(20)
+        path = next(e for e in rec.events if e[0] == "file_output")[2]
+        assert path.startswith(run.folder) and os.path.exists(path)
+        for step in order:
+            if step == "end":
+                if order[0] != "end" and not run.cancel_requested:
+                    assert run.cancel()  # a 30 s run ends only through a cancel
+                assert run.wait(20)
+            elif step == "release":
+                run.release()
+            else:
+                run.cancel()
+            if not run.released or (not run.done() and not run.cancel_requested):
+                assert os.path.exists(path), f"files removed before the end and a release (after {step})"
+            if run.released and run.done():
+                wait_until(lambda: not os.path.exists(path), 5, message="the folder to go")
+                assert run not in orch.open_runs()
+        assert not os.path.exists(path)
+        assert len([e for e in rec.events if e[0] in ("succeeded", "failed", "canceled")]) == 1
+        expected = "succeeded" if order[0] == "end" else "canceled"
+        assert rec.terminal[0] == expected
+        # A new run with the same id is not touched by the old run's late releases.
+        again = Recorder()
+        run2 = orch.submit("files", {"seconds": 0}, again)
+        again.wait(20)
+        path2 = next(e for e in again.events if e[0] == "file_output")[2]
+        run.release()
+        run.cancel()
+        assert os.path.exists(path2)
+        run2.release()
+        assert not os.path.exists(path2)
+
+
+def test_a_cancel_before_the_request_is_sent_still_stops_the_run():
+    """The window between registering a run and sending it: the cancel is sent right after."""
+    with running("sleeps.py") as orch:
+        class CancelsAtStart(Recorder):
+            def started(self):
+                super().started()
+                self.cancel_answer = orch.cancel("early")  # inside submit(), before the send
+
+        rec = CancelsAtStart()
+        run = orch.submit("early", {"seconds": 60}, rec)
+        assert rec.cancel_answer is True and run.cancel_requested
+        assert rec.wait(10) == ("canceled",)
+        assert predict(orch, "after", {"seconds": 0}).terminal[0] == "succeeded"
+
+
+def test_a_second_submit_of_an_id_in_flight_names_the_run():
+    with running("sleeps.py") as orch:
+        first = orch.submit("same", {"seconds": 30}, Recorder())
+        with pytest.raises(DuplicateRun) as info:
+            orch.submit("same", {"seconds": 0}, Recorder())
+        assert info.value.run is first
+        assert isinstance(info.value, errors.RequestError)
+        first.cancel()
+        assert first.wait(10)
+
+
+@pytest.mark.parametrize("where", ["id", "context key", "context value"])
+def test_an_unencodable_id_or_context_takes_no_slot(where):
+    """A lone surrogate cannot be UTF-8 encoded: the framing fails; the slot stays free."""
+    bad = "bad\ud800"
+    with running("basic_echo.py") as orch:
+        pid, context = "p", {}
+        if where == "id":
+            pid = bad
+        elif where == "context key":
+            context = {bad: "v"}
+        else:
+            context = {"k": bad}
+        rec = Recorder()
+        with pytest.raises(errors.RequestError, match="cannot be sent"):
+            orch.submit(pid, {"text": "x"}, rec, context=context)
+        assert rec.events == []  # never started
+        assert orch.free_slots == 1 and orch.in_flight() == [] and orch.open_runs() == []
+        assert predict(orch, "next", {"text": "ok"}).outputs() == ["OK"]
+
+
+def test_input_that_is_not_json_takes_no_slot():
+    with running("basic_echo.py") as orch:
+        with pytest.raises(errors.RequestError, match="input is not JSON"):
+            orch.submit("p", {"text": float("nan")}, Recorder())
+        with pytest.raises(errors.RequestError, match="input is not JSON"):
+            orch.submit("p", {"text": object()}, Recorder())
+        assert orch.free_slots == 1 and orch.open_runs() == []
+
+
+class _Interrupt(BaseException):
+    """Stands for KeyboardInterrupt/SystemExit arriving inside submit()."""
+
+
+def test_an_interrupt_in_started_gives_the_slot_back():
+    with running("basic_echo.py") as orch:
+        class Interrupted(Recorder):
+            def started(self):
+                raise _Interrupt()
+
+        with pytest.raises(_Interrupt):
+            orch.submit("p", {"text": "x"}, Interrupted())
+        assert orch.free_slots == 1 and orch.in_flight() == [] and orch.open_runs() == []
+        assert predict(orch, "p", {"text": "again"}).outputs() == ["AGAIN"]
+
+
+def test_a_listener_bug_in_started_is_logged_and_the_run_goes_on():
+    with running("basic_echo.py") as orch:
+        class Buggy(Recorder):
+            def started(self):
+                raise RuntimeError("listener bug")
+
+        rec = Buggy()
+        orch.submit("p", {"text": "x"}, rec)
+        assert rec.wait(20) == ("succeeded", False)
+        assert orch.free_slots == 1
+
+
+def test_a_spill_that_cannot_be_written_gives_the_slot_back(tmp_path):
+    """The input spill is written after the slot is taken: its failure must return the slot."""
+    with running("file_io.py", max_inline_ipc_bytes=1024) as orch:
+        # A file where the run's folder should go makes the spill's makedirs fail.
+        real = orch._tmp_root
+        blocker = tmp_path / "not-a-folder"
+        blocker.write_text("x")
+        orch._tmp_root = str(blocker)
+        try:
+            with pytest.raises(errors.WorkerError, match="temporary folder"):
+                orch.submit("big", {"mode": "echo_len", "blob": "b" * 4096}, Recorder())
+        finally:
+            orch._tmp_root = real
+        assert orch.free_slots == 1 and orch.open_runs() == []
+        assert predict(orch, "big", {"mode": "echo_len", "blob": "b" * 4096}).outputs() == [4096]
+
+
+def test_concurrent_cancels_and_releases_end_a_run_once():
+    with running("run_file_then_wait.py") as orch:
+        rec = Recorder()
+        run = orch.submit("race", {"seconds": 30}, rec)
+        assert rec.first_output.wait(20)
+        barrier = threading.Barrier(8)
+
+        def hammer(i):
+            barrier.wait(5)
+            run.cancel() if i % 2 else run.release()
+
+        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert rec.wait(10) == ("canceled",)
+        wait_until(lambda: run not in orch.open_runs() and not os.path.exists(run.folder), 5,
+                   message="the folder to go")
+        assert len([e for e in rec.events if e[0] in ("succeeded", "failed", "canceled")]) == 1
