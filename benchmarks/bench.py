@@ -250,6 +250,7 @@ class Server:
         env["BENCH_OUTPUT_DIR"] = self.workdir
         if self.kind == "minicog":
             env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            env.update(self.args.minicog_env)
             argv = [self.args.minicog_python, "-m", "minicog", "serve", "--predictor", ref,
                     "--host", HOST, "--port", str(self.port), *self.extra]
             return argv, env
@@ -713,6 +714,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                              "made from this interpreter if missing (env MINICOG_VENV; default ../.venv-minicog)")
     parser.add_argument("--minicog-python", default=None,
                         help="interpreter that runs minicog (default: --minicog-venv's python, else this one)")
+    parser.add_argument("--minicog-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the minicog server (repeatable), e.g. MINICOG_SLOT_WAIT=0")
     parser.add_argument("--output", default=None, help="JSON results file (default benchmarks/results/latest.json, latest-quick.json with --quick)")
     parser.add_argument("--ready-timeout", type=float, default=60.0, help="seconds a server may take to become READY")
     parser.add_argument("--report", metavar="JSON", default=None,
@@ -723,6 +726,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if bad:
         parser.error(f"unknown server(s): {', '.join(sorted(bad))}")
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}
+    bad_env = [e for e in args.minicog_env if "=" not in e]
+    if bad_env:
+        parser.error(f"--minicog-env takes NAME=VALUE, not {bad_env[0]!r}")
+    args.minicog_env = dict(e.split("=", 1) for e in args.minicog_env)
     if args.minicog_python is None:
         venv_python = os.path.join(args.minicog_venv, "bin", "python")
         args.minicog_python = venv_python if os.path.exists(venv_python) else sys.executable
@@ -785,6 +792,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 if "coglet" in args.servers else None,
             },
             "parameters": p,
+            "minicog_env": args.minicog_env,
         },
         "results": results,
         "comparison": rows,

@@ -4,22 +4,96 @@ Used by ``serve`` (and the embedding API's callers, through
 :func:`minicog.server.service.serve`).  It lives outside :mod:`minicog.server`
 so the command line can set logging up - and report what it is about to serve
 - before it imports the HTTP machinery.
+
+What an operator sees at INFO (docs: README "Console logs"):
+
+* the model's setup output, one record per line (logger ``minicog.setup``);
+* each prediction's log lines, prefixed with the prediction id as coglet logs
+  them (``[pred_...] text``; logger ``minicog.prediction``);
+* one line per finished prediction: id, status, ``predict_time``, and for a
+  failure its error;
+* minicog's own start-up, state and shutdown messages.
+
+``--log-format json`` writes one object per line with ``time``, ``level``,
+``logger`` and ``message``, plus the fields a record carries (:data:`FIELDS`:
+``prediction_id``, ``status``, ``predict_time``, ``error``, ``source`` ...), so
+a log pipeline need not parse the text.  No log call passes prediction inputs,
+headers or ``WEBHOOK_AUTH_TOKEN``; webhook URLs are shown through
+:func:`redact_url` (no user:password, no query string) and error texts through
+:func:`redact_text`, so secrets never reach the console.
+
+Writing happens on a thread of its own (:class:`BackgroundStreamHandler`): the
+engine's I/O thread logs each prediction line and must never wait for a slow
+or blocked stderr.  At most ``capacity`` records wait; beyond that they are
+dropped and counted, and the count is reported.  ``logging.shutdown`` (run at
+exit) flushes what is queued.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime
 import json
 import logging
 import sys
+import threading
+import time
 import traceback
-from typing import Any
+import urllib.parse
+from typing import Any, Optional
 
-__all__ = ["JSONFormatter", "configure_logging"]
+__all__ = ["JSONFormatter", "TextFormatter", "BackgroundStreamHandler", "configure_logging", "redact_url",
+           "redact_text", "FIELDS"]
+
+#: Record attributes (set with ``extra=``) that the JSON format carries as fields.
+FIELDS = ("prediction_id", "kind", "status", "predict_time", "error", "source", "worker")
+
+#: Records waiting to be written before new ones are dropped (and counted).
+_CAPACITY = 10000
+#: Seconds a flush (at exit, or when the handler is replaced) waits for the queue to drain.
+_FLUSH_TIMEOUT = 5.0
+
+
+def redact_url(url: str) -> str:
+    """*url* without user:password and query string (where tokens live), for logs."""
+    try:
+        parts = urllib.parse.urlsplit(str(url))
+    except ValueError:
+        return "<unparsable URL>"
+    host = parts.netloc.rpartition("@")[2]
+    query = "?..." if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + query
+
+
+def redact_text(text: Any, url: str) -> str:
+    """*text* (an error message, say) with *url*'s user:password and query string blanked."""
+    out = str(text)
+    try:
+        parts = urllib.parse.urlsplit(str(url))
+    except ValueError:
+        return out
+    userinfo = parts.netloc.rpartition("@")[0]
+    for secret in (userinfo, parts.query):
+        if secret:
+            out = out.replace(secret, "***")
+    return out
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message``; a prediction's log line gets coglet's ``[id]`` prefix."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        if getattr(record, "source", None) and getattr(record, "prediction_id", None):
+            record.message = f"[{record.prediction_id}] {record.message}"
+        return super().formatMessage(record)
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time (ISO 8601 UTC), level, logger, message[, exception]."""
+    """One JSON object per line: time (ISO 8601 UTC), level, logger, message, the record's
+    :data:`FIELDS` when set, and ``exception`` with the traceback."""
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
@@ -28,26 +102,114 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for name in FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                doc[name] = value
         if record.exc_info:
             doc["exception"] = "".join(traceback.format_exception(*record.exc_info))
-        return json.dumps(doc, ensure_ascii=False)
+        elif record.exc_text:
+            doc["exception"] = record.exc_text
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+class BackgroundStreamHandler(logging.Handler):
+    """A stream handler whose writes happen on its own thread (see the module docstring)."""
+
+    def __init__(self, stream: Any, capacity: int = _CAPACITY) -> None:
+        super().__init__()
+        self.stream = stream
+        self.capacity = capacity
+        self._queue: "collections.deque[logging.LogRecord]" = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._dropped = 0
+        self._busy = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="minicog-log-writer", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # The message is fixed now: its arguments may change once the caller goes on.
+        try:
+            record.message = record.getMessage()
+        except Exception:
+            self.handleError(record)
+            return
+        record.msg, record.args = record.message, None
+        with self._cond:
+            if self._closed:
+                return
+            if len(self._queue) >= self.capacity:
+                self._dropped += 1
+                return
+            self._queue.append(record)
+            if len(self._queue) == 1:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._dropped and not self._closed:
+                    self._cond.wait()
+                if self._closed and not self._queue:
+                    self._cond.notify_all()
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+                dropped, self._dropped = self._dropped, 0
+                self._busy = True
+            try:
+                lines = []
+                for record in batch:
+                    try:
+                        lines.append(self.format(record) + "\n")
+                    except Exception:
+                        self.handleError(record)
+                if dropped:
+                    lines.append(self.format(logging.LogRecord(
+                        "minicog", logging.WARNING, __file__, 0,
+                        "%d log lines were dropped: stderr is not being read fast enough", (dropped,), None)) + "\n")
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except Exception:
+                pass  # stderr is gone (closed pipe): nothing useful can be done from here
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """Wait (up to *timeout*, default 5 s) until every queued record is written."""
+        deadline = time.monotonic() + (_FLUSH_TIMEOUT if timeout is None else timeout)
+        with self._cond:
+            while (self._queue or self._busy) and self._thread.is_alive():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
+
+    def close(self) -> None:
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        super().close()
 
 
 def configure_logging(log_format: str = "text", level: str = "info", stream: Any = None) -> logging.Handler:
     """Send the ``minicog`` loggers to *stream* (stderr) as text or JSON lines; returns the handler.
 
-    Calling it again replaces the handler it installed before (never anyone else's).
+    Calling it again replaces the handler it installed before (never anyone else's),
+    after writing out what that one still holds.
     """
     logger = logging.getLogger("minicog")
     for h in list(logger.handlers):
         if getattr(h, "_minicog", False):
             logger.removeHandler(h)
-    handler = logging.StreamHandler(stream or sys.stderr)
+            h.close()
+    handler = BackgroundStreamHandler(stream or sys.stderr)
     handler._minicog = True  # type: ignore[attr-defined]
-    if log_format == "json":
-        handler.setFormatter(JSONFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
     logger.addHandler(handler)
     logger.propagate = False
     name = {"warn": "WARNING"}.get(level.lower(), level.upper())

@@ -209,6 +209,14 @@ class Settings:
     #: Where per-prediction temporary folders go; None = tempfile.gettempdir().
     tmp_dir: Optional[str] = dataclasses.field(default=None, metadata=_env("MINICOG_TMPDIR"))
 
+    # --- Finished predictions ------------------------------------------------------
+    #: Seconds a finished prediction stays readable (GET /predictions/{id}, a PUT of its id
+    #: returns it instead of running it again, SSE replay after the end), with its output
+    #: files; 0 = forget it at once, as coglet does.  10 minutes.
+    retention_seconds: float = dataclasses.field(default=600.0, metadata=_env("MINICOG_RETENTION_SECONDS", cast=float, check=lambda v: v >= 0))
+    #: Most finished predictions kept at once (records); the oldest goes first.  0 = none.
+    retention_max_records: int = dataclasses.field(default=1000, metadata=_env("MINICOG_RETENTION_MAX_RECORDS", cast=int, check=lambda v: v >= 0))
+
     # --- Shutdown and probes --------------------------------------------------------
     #: Seconds in-flight predictions and pending terminal webhooks get after SIGTERM.
     shutdown_grace_period: float = dataclasses.field(default=30.0, metadata=_env("MINICOG_SHUTDOWN_GRACE_PERIOD", cast=float, check=lambda v: v >= 0))
@@ -257,3 +265,8 @@ class Settings:
     def environment_variables(cls) -> dict[str, str]:
         """Map of environment variable → field name, for documentation and --help."""
         return {f.metadata["env"]: f.name for f in dataclasses.fields(cls) if "env" in f.metadata}
+
+
+#: Seconds ``predict``/``run``/``train`` wait for setup() when ``--setup-timeout`` is not
+#: given: the default of Cog's flag (pkg/cli/predict.go ``addSetupTimeoutFlag``, 5 minutes).
+CLI_SETUP_TIMEOUT = 300

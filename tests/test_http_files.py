@@ -17,7 +17,8 @@ from support import Receiver
 
 
 def test_file_outputs_become_data_uris_and_files_are_released():
-    with running("http_files.py") as svc:
+    # Without retention the files go once answered (test_retention.py covers retained ones).
+    with running("http_files.py", settings={"retention_seconds": 0}) as svc:
         b = call(svc, "POST", "/predictions", {"input": {"count": 2}}).json()
         assert b["status"] == "succeeded"
         assert b["output"] == ["data:text/plain;base64," + base64.b64encode(f"file {i}".encode()).decode() for i in range(2)]

@@ -53,7 +53,7 @@ def test_unknown_path_and_wrong_method_are_json(echo):
     r = call(echo, "GET", "/predictions")
     assert r.status == 405 and r.headers["allow"] == "POST" and "error" in r.json()
     r = call(echo, "DELETE", "/predictions/abc")
-    assert r.status == 405 and r.headers["allow"] == "PUT"
+    assert r.status == 405 and r.headers["allow"] == "GET, PUT"
     r = call(echo, "GET", "/docs")
     assert r.status == 404
 
@@ -272,9 +272,9 @@ def test_put_is_idempotent_while_in_flight(echo):
     r3 = call(echo, "POST", "/predictions", {"id": "put-1", "input": {"text": "third"}})
     assert r3.status == 202 and r3.json()["input"]["text"] == "first"
     wait_until(lambda: echo.find_inflight("put-1") is None, 10)
-    # once finished, the id can be used again (a new run)
+    # once finished, it is still that prediction while it is retained (Settings.retention_seconds)
     r4 = call(echo, "PUT", "/predictions/put-1", {"input": {"text": "again"}})
-    assert r4.status == 200 and r4.json()["output"] == "again"
+    assert r4.status == 200 and r4.json()["output"] == "first" and r4.json()["input"]["text"] == "first"
 
 
 def test_racing_puts_of_one_id_start_one_run(echo):

@@ -163,7 +163,9 @@ def test_json_log_format(capsys):
         except ValueError:
             logger.exception("failed")
     finally:
+        handler.flush()  # written on the console's own thread
         root.removeHandler(handler)
+        handler.close()
         root.propagate, root.level = saved
     lines = stream.getvalue().splitlines()
     docs = [json.loads(line) for line in lines]
@@ -208,8 +210,9 @@ def test_reused_id_while_the_earlier_run_still_holds_its_files():
     """Each run's release removes its own folder, and both records leave the service."""
     from minicog.server.http import PredictionRequest
 
-    # Tiny inline limit: every input is spilled, so each run's folder exists on disk.
-    with running("http_files.py", settings={"max_inline_ipc_bytes": 4}) as svc:
+    # Tiny inline limit: every input is spilled, so each run's folder exists on disk.  No
+    # retention, so the finished id can be used again at once.
+    with running("http_files.py", settings={"max_inline_ipc_bytes": 4, "retention_seconds": 0}) as svc:
         root = svc.orchestrator._tmp_root
 
         def run():

@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import threading
+import time
 
 import pytest
 
@@ -79,3 +80,37 @@ def test_a_second_signal_cuts_the_drain_short(serve_proc):
     p.proc.send_signal(signal.SIGTERM)
     assert p.proc.wait(15) == 0
     assert any("canceling 1 prediction" in line and "long-1" in line for line in p.lines)
+
+
+def test_a_second_signal_exits_within_seconds_even_with_undeliverable_webhooks(serve_proc):
+    # Every terminal webhook fails (500), so a plain drain would retry for minutes (grace 60 s).
+    from support import Receiver
+
+    with Receiver(lambda r: (500, {}, b"down")) as hook:
+        p = serve_proc(predictor("http_echo.py"), env={"MINICOG_SHUTDOWN_GRACE_PERIOD": "60",
+                                                      "MINICOG_CANCEL_GRACE_PERIOD": "5"})
+        wait_until(lambda: call(p.port, "GET", "/health-check").json()["status"] == "READY", 30)
+        r = call(p.port, "PUT", "/predictions/done-1", {"input": {"text": "a"}, "webhook": hook.url + "/hook"})
+        assert r.status == 200
+        r = call(p.port, "PUT", "/predictions/long-2", {"input": {"sleep": 60}, "webhook": hook.url + "/hook"},
+                 headers={"Prefer": "respond-async"})
+        assert r.status == 202
+        hook.wait_for(lambda reqs: any(q.json()["id"] == "done-1" and q.json()["status"] == "succeeded" for q in reqs))
+        p.proc.send_signal(signal.SIGINT)
+        # The first signal says what happens and how to stop at once.
+        p.wait_line(r"shutting down: 1 prediction\(s\) in flight, 1 terminal webhook\(s\) pending; draining for "
+                    r"up to 60s .*A second Ctrl-C \(SIGINT or SIGTERM\) stops at once")
+        assert p.proc.poll() is None  # still draining: long-2 runs on
+        started = time.monotonic()
+        p.proc.send_signal(signal.SIGINT)
+        assert p.proc.wait(15) == 0
+        elapsed = time.monotonic() - started
+        assert elapsed < 10, f"the second signal took {elapsed:.1f}s to stop the server"
+        p.thread.join(10)
+        p.wait_line(r"stopping at once \(second signal\): canceling 1 prediction\(s\) still running: long-2")
+        # Each terminal webhook left undelivered is reported by prediction id.
+        for pid in ("done-1", "long-2"):
+            p.wait_line(rf"terminal webhook for prediction {pid} to http://127\.0\.0\.1:\d+/hook was not delivered")
+        # long-2 ended canceled (its cancel landed before the worker was stopped).
+        assert any("prediction long-2 canceled" in line for line in p.lines), p.lines[-15:]
+        p.wait_line(r"INFO minicog\.server: stopped$")

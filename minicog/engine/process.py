@@ -34,6 +34,8 @@ __all__ = ["WorkerProcess", "describe_exit"]
 
 log = logging.getLogger("minicog.orchestrator")
 worker_log = logging.getLogger("minicog.worker")
+#: The model's setup output, one record per line (the console shows it at INFO).
+setup_log = logging.getLogger("minicog.setup")
 
 # How often the I/O thread checks the process when no pidfd is available (seconds).
 _POLL_INTERVAL = 0.5
@@ -475,7 +477,12 @@ class WorkerProcess:
         owner = self.owner
         if kind == "log":
             source, data = str(msg.get("source", "stdout")), str(msg.get("data", ""))
-            if not owner._setup_output(self, source, data):
+            if owner._setup_output(self, source, data):
+                if setup_log.isEnabledFor(logging.INFO):  # the operator's console follows setup
+                    for line in data.splitlines():
+                        if line.strip():
+                            setup_log.info("%s", line, extra={"source": source, "worker": self.seat.index})
+            else:
                 for line in data.splitlines():
                     if line.strip():
                         worker_log.warning("orphan %s: %s", source, line)
@@ -483,6 +490,8 @@ class WorkerProcess:
             message = str(msg.get("message", ""))
             worker_log.log(_LOG_LEVELS.get(str(msg.get("level")), logging.INFO), "%s", message)
             owner._setup_output(self, "minicog", f"[minicog] {message}\n")
+        elif kind == "schema":
+            owner._worker_schema(self, msg.get("schema"))
         elif kind == "ready":
             owner._worker_ready(self, msg)
         elif kind == "setup_failed":

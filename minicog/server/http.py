@@ -69,7 +69,7 @@ import urllib.parse
 from typing import Any, Optional, Protocol
 
 from minicog._version import __version__
-from minicog.errors import (AtCapacity, HeaderTooLarge, InputValidationError, MinicogError, NotAcceptable,
+from minicog.errors import (AtCapacity, HeaderTooLarge, InputValidationError, MinicogError, NotAcceptable, NotFound,
                             PayloadTooLarge, RequestError, ServiceUnavailable, UnsupportedMediaType)
 from minicog.server.connections import Connection, ConnectionServer, RequestReader, SocketWriter, peer_state
 from minicog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -332,6 +332,8 @@ class App(Protocol):
     def request_shutdown(self) -> None: ...
     def streaming_supported(self, kind: str) -> bool: ...
     def find_inflight(self, prediction_id: str) -> Any: ...
+    def find(self, prediction_id: str) -> Any:
+        """The record in flight or finished and still retained with this id, or None."""
     def create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str], put: bool) -> tuple[Any, bool]:
         """The new record (created=True, with a reference held for the caller to release) or the one in flight."""
     def cancel(self, prediction_id: str) -> bool: ...
@@ -751,7 +753,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             kind = "training" if parts[1] == "trainings" else "prediction"
             pid = urllib.parse.unquote(parts[2])
             if len(parts) == 3:
-                return {"PUT": "create"}, {"kind": kind, "id": pid}
+                return {"PUT": "create", "GET": "get"}, {"kind": kind, "id": pid}
             if parts[3] == "cancel":
                 return {"POST": "cancel"}, {"kind": kind, "id": pid}
         return {}, {}
@@ -825,6 +827,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._send_json(404, {"error": f"No {params['kind']} with id {pid!r} is running: "
                                            "it is unknown or already finished"})
 
+    def _do_get(self, params: dict, body: bytes) -> None:
+        """GET /predictions/{id} (or /trainings/{id}): the current or final state, with its input."""
+        pid = check_id(params["id"], self.server.settings)
+        pred = self.server.app.find(pid)
+        if pred is None:
+            raise NotFound(f"No {params['kind']} with id {pid!r}: it is unknown, or finished more than "
+                           f"{self.server.settings.retention_seconds:g}s ago (MINICOG_RETENTION_SECONDS)")
+        held = pred.retain()
+        try:
+            self._send_snapshot(200, pred, held, with_input=True)
+        finally:
+            if held:
+                pred.release()
+
     def _do_create(self, params: dict, body: bytes) -> None:
         app, settings = self.server.app, self.server.settings
         kind = params["kind"]
@@ -860,8 +876,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if sse:
                 self._stream(pred, held)
             elif not created:
-                # PUT with the id of a prediction in flight: its state, never a second run.
-                self._send_snapshot(202, pred, held, with_input=True)
+                # PUT with the id of a prediction in flight (202) or finished and retained
+                # (200): its state, never a second run.
+                self._send_snapshot(200 if pred.is_terminal else 202, pred, held, with_input=True)
             elif "respond-async" in prefer:
                 self._send_json(202, {"id": pred.id, "status": "starting"}, {"Preference-Applied": "respond-async"})
             else:

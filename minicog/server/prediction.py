@@ -293,8 +293,13 @@ class Prediction:
                 self.events.publish("log", {"data": data, "source": source})
             if self.webhook is not None:
                 self.webhook.send("logs", lambda: self._snapshot())
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("[%s] %s: %s", self.id, source, data.rstrip("\n"))
+        if log.isEnabledFor(logging.INFO):
+            # The operator's console, as coglet logs them: each line with the prediction id
+            # (the text format prefixes "[id] "; JSON carries prediction_id and source).
+            fields = {"prediction_id": self.id, "source": source}
+            for line in data.splitlines():
+                if line.strip():
+                    log.info("%s", line, extra=fields)
 
     def output(self, index: int, value: Any) -> None:
         with self._lock:
@@ -434,12 +439,14 @@ class Prediction:
             # terminal webhook is queued, so wait() can make sure it is in the outbox.
             self.webhook.send("completed", snap)
             self._done.set()
-        # Failures and cancels are worth a line at INFO; a line per success would be an
-        # access log costing ~8 % of a null prediction's server time, so it is DEBUG.
-        level = logging.DEBUG if status == "succeeded" else logging.INFO
-        if log.isEnabledFor(level):
-            log.log(level, "%s %s %s (%.3fs)%s", self.kind, self.id, status, self.metrics["predict_time"],
-                    f": {error}" if status == "failed" and error else "")
+        # One line per finished prediction for the operator (written on the console's own
+        # thread, see minicog.console, so this costs the I/O thread only the record).
+        if log.isEnabledFor(logging.INFO):
+            failure = self.error if status == "failed" else None
+            log.info("%s %s %s in %.3fs%s", self.kind, self.id, status, self.metrics["predict_time"],
+                     f": {failure}" if failure else "",
+                     extra={"prediction_id": self.id, "kind": self.kind, "status": status,
+                            "predict_time": round(self.metrics["predict_time"], 6), "error": failure})
         with self._lock:
             callbacks, self._callbacks = self._callbacks, []
         for fn in callbacks:

@@ -11,13 +11,23 @@ is the command line's entry point: it adds logging set-up and signal handling.
 Predictions in flight
     The service keeps no map of its own: the engine's runs are the one place
     (each :class:`~minicog.engine.Run` carries its record as listener).  A record
-    is in flight from ``submit`` until its terminal transition, so the ids of
-    finished predictions can be reused (Cog) and a ``PUT`` (or a ``POST`` with a
-    body ``id``) naming a prediction in flight gets that prediction back instead
-    of running it twice; the engine checks and inserts under one lock
+    is in flight from ``submit`` until its terminal transition, and a ``PUT`` (or
+    a ``POST`` with a body ``id``) naming a prediction in flight gets that
+    prediction back instead of running it twice; the engine checks and inserts under one lock
     (:class:`~minicog.engine.DuplicateRun`), so two racing PUTs cannot both
     start it.  A record's run is released (its folder removed) once the record
     says nobody needs its files any more (see :mod:`minicog.server.prediction`).
+
+Finished predictions
+    Kept readable for ``Settings.retention_seconds`` (at most
+    ``retention_max_records``, oldest dropped first), each holding a reference
+    on its record so its output files stay as long as it does: ``GET
+    /predictions/{id}`` answers it, a ``PUT``/``POST`` of its id returns it
+    (coglet forgets a prediction when it ends and would run it again), SSE
+    reattaches replay its events.  A record is retained by its first done
+    callback, before any answer is sent; the monitor thread forgets expired
+    ones twice a second (removing files never runs on the engine's I/O thread),
+    and a shutdown forgets them all.
 
 Health (``GET /health-check``)
     ``STARTING`` (setup running, also while a crashed worker is being set up
@@ -46,14 +56,19 @@ Shutdown (:meth:`Service.stop`)
     terminal webhooks still pending are waited for within the same grace period
     and the ones that could not be delivered are logged by prediction id and URL
     (coglet drops them silently); responses still being written are let finish;
-    then the HTTP server closes and the worker is stopped.  A second signal
-    during the drain cuts the waits short.  With ``await_explicit_shutdown``,
+    then the HTTP server closes and the worker is stopped.  The drain's first
+    log line says what it waits for and (under :func:`serve`) how to stop at
+    once: a second SIGINT/SIGTERM cancels what still runs (waiting at most
+    2 s for the cancels to land), does not wait for webhooks (each one left
+    is logged by prediction id, or stays in the outbox when there is one),
+    gives the worker 1 s, and exits.  With ``await_explicit_shutdown``,
     SIGTERM is ignored (logged) and only ``POST /shutdown`` or SIGINT stop the
     server.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime
 import logging
 import os
@@ -81,6 +96,10 @@ __all__ = ["Service", "serve", "configure_logging", "JSONFormatter"]
 log = logging.getLogger("minicog.server")
 
 _DRAINING_MESSAGE = "The server is shutting down and accepts no new predictions."
+#: Seconds a forced stop (second signal) waits for canceled predictions to confirm.
+_FORCED_CANCEL_WAIT = 2.0
+#: Seconds a forced stop gives the worker to exit before it is killed.
+_FORCED_WORKER_STOP = 1.0
 
 
 def _rfc3339(value: Any) -> Optional[str]:
@@ -141,6 +160,9 @@ class Service:
         # Notified at each record's terminal transition and release (the drain waits on it).
         self._lock = threading.Condition(threading.Lock())
         self._new_id = _IdSource()
+        #: Finished records kept readable, oldest first: id → (monotonic end time, record).
+        #: Each holds a reference (Prediction.retain) so its output files stay until it goes.
+        self._finished: "collections.OrderedDict[str, tuple[float, Prediction]]" = collections.OrderedDict()
         self._draining = False
         self._shutdown_requested = threading.Event()
         self._stopped = threading.Event()
@@ -148,6 +170,8 @@ class Service:
         self._closed = threading.Event()
         #: Set (e.g. by a second signal) to cut the shutdown waits short.
         self.force_stop = False
+        #: How to stop at once, said when a drain starts (serve() sets it: it owns the signals).
+        self.stop_hint: Optional[str] = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> int:
@@ -203,6 +227,7 @@ class Service:
         last = None
         while not self._stopped.is_set():
             state = orch.wait_state(lambda s: s != last, timeout=0.5)
+            self._evict_finished()  # here, not on the engine's I/O thread: evicting removes files
             if state == last:
                 continue
             if state == "READY":
@@ -252,7 +277,8 @@ class Service:
             if self._server is not None:
                 self._server.shutdown()
                 self._server.server_close()
-            self.orchestrator.stop()
+            # Stopped at once (second signal): the worker gets a short while, not the usual 10 s.
+            self.orchestrator.stop(_FORCED_WORKER_STOP if self.force_stop else None)
             self.webhooks.close()
             if self.uploader is not None:
                 self.uploader.close()
@@ -265,26 +291,42 @@ class Service:
         self._draining = True
         self._sync_readiness(False)
         n = len(self._unfinished())
-        log.info("shutting down: %d prediction(s) in flight, grace period %.1fs", n, grace)
+        hooks = len(self.webhooks.pending())
+        if n or hooks:
+            log.info("shutting down: %d prediction(s) in flight, %d terminal webhook(s) pending; draining for up "
+                     "to %gs (no new predictions; running ones finish, webhooks are delivered)%s", n, hooks, grace,
+                     f". {self.stop_hint}" if self.stop_hint else "")
+        else:
+            log.info("shutting down: nothing in flight")
 
-        def wait_for(predicate: Any, until: float) -> bool:
+        def wait_for(predicate: Any, until: float, *, forced_too: bool = False) -> bool:
             with self._lock:
                 while not predicate():
                     left = until - time.monotonic()
-                    if left <= 0 or self.force_stop:
+                    if left <= 0 or (self.force_stop and not forced_too):
                         return predicate()
                     self._lock.wait(min(left, 0.1))
                 return True
 
         if not wait_for(lambda: not self._unfinished(), deadline):
             left = [p.id for p in self._unfinished()]
-            log.warning("shutdown: canceling %d prediction(s) still running after the grace period: %s",
-                        len(left), ", ".join(left))
+            if self.force_stop:
+                log.warning("stopping at once (second signal): canceling %d prediction(s) still running: %s",
+                            len(left), ", ".join(left))
+            else:
+                log.warning("shutdown: canceling %d prediction(s) still running after the grace period: %s",
+                            len(left), ", ".join(left))
             for pid in left:
                 self.cancel(pid)
-            wait_for(lambda: not self._unfinished(), time.monotonic() + min(self.settings.cancel_grace_period, 5.0))
+            # Let the cancels land (bounded), so clients and webhooks see "canceled", not
+            # "Worker stopped"; even a forced stop waits this short while.
+            limit = min(self.settings.cancel_grace_period, _FORCED_CANCEL_WAIT if self.force_stop else 5.0)
+            wait_for(lambda: not self._unfinished(), time.monotonic() + limit, forced_too=True)
+        elif self.force_stop:
+            log.warning("stopping at once (second signal)")
         remaining = 0.0 if self.force_stop else max(0.0, deadline - time.monotonic())
-        self.webhooks.flush(remaining)
+        self._evict_finished(everything=True)  # nobody can read them back after the stop
+        self.webhooks.flush(remaining)  # logs each terminal webhook left, by prediction id
         # Let responses and SSE readers of finished predictions write their last bytes.
         wait_for(lambda: not self._writers_pending(), time.monotonic() + min(max(remaining, 1.0), 5.0))
 
@@ -384,6 +426,56 @@ class Service:
                 return pred
         return None
 
+    def find(self, prediction_id: str) -> Optional[Prediction]:
+        """The record in flight with this id, else the finished one still retained, else None."""
+        pred = self.find_inflight(prediction_id)
+        return pred if pred is not None else self.find_finished(prediction_id)
+
+    def find_finished(self, prediction_id: str) -> Optional[Prediction]:
+        """The finished record with this id if it is still retained (see ``Settings.retention_seconds``)."""
+        with self._lock:
+            entry = self._finished.get(prediction_id)
+        if entry is None or time.monotonic() - entry[0] > self.settings.retention_seconds:
+            return None
+        return entry[1]
+
+    def _retain_finished(self, pred: Prediction) -> None:
+        """(engine I/O thread) Keep *pred* readable; never blocks (eviction runs elsewhere)."""
+        s = self.settings
+        if s.retention_seconds <= 0 or s.retention_max_records <= 0 or self._stopping:
+            return
+        if not pred.retain():  # its files are gone already: nothing to keep
+            return
+        with self._lock:
+            previous = self._finished.pop(pred.id, None)
+            self._finished[pred.id] = (time.monotonic(), pred)
+        if previous is not None and previous[1] is not pred:
+            # The id was reused (it was not in flight, e.g. retention is off for a moment):
+            # the newer run is the one to read back; the older one's files can go.
+            self._release_later([previous[1]])
+
+    def _evict_finished(self, everything: bool = False) -> None:
+        """Forget finished records past their time or beyond the count (oldest first).
+
+        The monitor thread calls it twice a second, so the count may be exceeded by
+        what finishes in that half second; the engine's I/O thread never waits for it.
+        """
+        s = self.settings
+        now = time.monotonic()
+        gone: list[Prediction] = []
+        with self._lock:
+            while self._finished:
+                pid, (ended, pred) = next(iter(self._finished.items()))
+                if not (everything or now - ended > s.retention_seconds or len(self._finished) > s.retention_max_records):
+                    break
+                del self._finished[pid]
+                gone.append(pred)
+        for pred in gone:
+            pred.release()
+
+    def _release_later(self, preds: list[Prediction]) -> None:
+        threading.Thread(target=lambda: [p.release() for p in preds], name="minicog-release", daemon=True).start()
+
     def _stream_output(self) -> bool:
         schema = self.orchestrator.schema or {}
         schemas = (schema.get("components") or {}).get("schemas") or {}
@@ -443,7 +535,8 @@ class Service:
     def _create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str],
                 put: bool = False) -> tuple[Prediction, bool]:
         if req.id is not None:
-            existing = self.find_inflight(req.id)
+            # In flight, or finished and still retained: that prediction, never a second run.
+            existing = self.find(req.id)
             if existing is not None:
                 return existing, False
         schema = self.orchestrator.schema
@@ -471,6 +564,9 @@ class Service:
                           stream_output=self._stream_output(), events=events,
                           uploader=self.uploader, on_terminal=self._on_terminal, on_release=self._on_release)
         pred.cancel_on_disconnect = sse
+        # First of the record's done callbacks, so it is retained before any answer is
+        # sent: a client that got its answer and PUTs the id again finds it.
+        pred.add_done_callback(self._retain_finished)
         if req.webhook:
             pred.retain()  # the sender's reference, given back when the terminal webhook is done
             pred.webhook = self.webhooks.sender(req.webhook, pid, events_filter=req.events_filter, headers=headers,
@@ -538,17 +634,23 @@ def serve(ref: Optional[str] = None, *, host: Optional[str] = None, port: Option
     # Handlers first: the "listening" log line may be what a supervisor waits for before
     # signalling, and a signal must never meet the default disposition (KeyboardInterrupt).
     received: list[int] = []
+    effective: list[int] = []  # the signals that stop the server (not an ignored SIGTERM)
 
     def on_signal(signum: int, frame: Any) -> None:
         # Only record it: the main loop below decides what to do (no locks in handlers).
         received.append(signum)
-        if service._stopping and not (signum == signal.SIGTERM and await_explicit_shutdown):
-            service.force_stop = True  # a second signal during the drain: stop waiting
+        if not (signum == signal.SIGTERM and await_explicit_shutdown):
+            effective.append(signum)
+            if len(effective) > 1 or service._stopping:
+                service.force_stop = True  # a second signal: stop waiting
 
     installed = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             installed[sig] = signal.signal(sig, on_signal)
+        service.stop_hint = ("A second Ctrl-C (SIGINT)" if await_explicit_shutdown else
+                             "A second Ctrl-C (SIGINT or SIGTERM)") + \
+            " stops at once: running predictions are canceled and pending webhooks are not waited for"
     try:
         service.start()
     except OSError as exc:
@@ -570,7 +672,7 @@ def serve(ref: Optional[str] = None, *, host: Optional[str] = None, port: Option
                 if sig == signal.SIGTERM and await_explicit_shutdown:
                     log.info("SIGTERM ignored (--await-explicit-shutdown): POST /shutdown or SIGINT stops the server")
                     continue
-                log.info("received %s; shutting down", signal.Signals(sig).name)
+                log.info("received %s", signal.Signals(sig).name)
                 break
     finally:
         service.stop()

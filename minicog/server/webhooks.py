@@ -111,6 +111,7 @@ import zlib
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional
 
 from minicog._version import __version__
+from minicog.console import redact_text, redact_url
 from minicog.server.outputs import Body, render_json
 from minicog.settings import Settings
 
@@ -712,7 +713,8 @@ class WebhookSender:
                 log.warning("webhook %s for prediction %s answered %s", item.event, self.prediction_id, status)
         except Exception as exc:
             self._dispatcher._count(item.event, False)
-            log.warning("webhook %s for prediction %s failed: %s", item.event, self.prediction_id, exc)
+            log.warning("webhook %s for prediction %s failed: %s", item.event, self.prediction_id,
+                        redact_text(exc, self.url))
         with self._cond:
             if not self._queue:
                 self._scheduled = False
@@ -727,14 +729,15 @@ class WebhookSender:
         try:
             status = self._post(item)
         except _NotHTTP as exc:
-            log.error("terminal webhook for prediction %s: %s; not retried", self.prediction_id, exc)
+            log.error("terminal webhook for prediction %s: %s; not retried", self.prediction_id,
+                      redact_text(exc, self.url))
             self._dispatcher._count(item.event, False)
             self._done(item, False)
             return
         except Exception as exc:
             self._dispatcher._count(item.event, False)
             log.warning("terminal webhook for prediction %s to %s failed (attempt %d): %s",
-                        self.prediction_id, self.url, attempt + 1, exc)
+                        self.prediction_id, redact_url(self.url), attempt + 1, redact_text(exc, self.url))
         else:
             ok = 200 <= status < 300
             self._dispatcher._count(item.event, ok)
@@ -743,14 +746,14 @@ class WebhookSender:
                 return
             if status not in RETRY_STATUSES:
                 log.error("terminal webhook for prediction %s to %s answered %s; not retried",
-                          self.prediction_id, self.url, status)
+                          self.prediction_id, redact_url(self.url), status)
                 self._done(item, False)
                 return
             log.warning("terminal webhook for prediction %s answered %s (attempt %d)", self.prediction_id, status, attempt + 1)
         item.attempt = attempt + 1
         if item.attempt > s.webhook_max_retries:
             log.error("terminal webhook for prediction %s to %s not delivered after %d attempts; given up",
-                      self.prediction_id, self.url, item.attempt)
+                      self.prediction_id, redact_url(self.url), item.attempt)
             self._done(item, False)
             return
         delay = s.webhook_backoff_base * 2 ** min(item.attempt, s.webhook_backoff_max_exponent)
@@ -968,10 +971,10 @@ class WebhookDispatcher:
         for sender in left:
             if sender.durable and self.outbox is not None:
                 log.warning("shutdown: terminal webhook for prediction %s to %s not delivered yet; kept in the outbox %s "
-                            "for the next start", sender.prediction_id, sender.url, self.outbox.directory)
+                            "for the next start", sender.prediction_id, redact_url(sender.url), self.outbox.directory)
             else:
                 log.error("shutdown: terminal webhook for prediction %s to %s was not delivered within the grace period",
-                          sender.prediction_id, sender.url)
+                          sender.prediction_id, redact_url(sender.url))
         return left
 
     def close(self) -> None:
