@@ -159,7 +159,8 @@ def test_large_data_uri_inputs_are_decoded_from_the_body_and_reach_every_input_s
     big = os.urandom(8 * 1024 * 1024 + 1)  # ~11 MB of base64, one padding character
     small = b"small enough to stay a string"
     sha = lambda data: hashlib.sha256(data).hexdigest()  # noqa: E731
-    with running("files_input_kinds.py", settings={"data_uri_spool_chars": 64 * 1024}) as svc:
+    # No retention: the record (which owns the files, for echoes) goes once answered.
+    with running("files_input_kinds.py", settings={"data_uri_spool_chars": 64 * 1024, "retention_seconds": 0}) as svc:
         uri = _data_uri(big)
         text = _data_uri(big[:300_000], "text/plain")
         body = {"input": {"image": uri, "blob": _data_uri(big[:100_000], "application/octet-stream"),

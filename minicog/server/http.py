@@ -203,7 +203,7 @@ def parse_prediction_request(content_type: Optional[str], body: bytes, settings:
     if content_type is not None and limit and len(body) >= limit:
         from minicog.server import spool
 
-        reduced, found = spool.spool_data_uris(body, min_chars=limit)
+        reduced, found = spool.spool_data_uris(body, min_chars=limit, directory=settings.tmp_dir)
         if found:
             try:
                 req = _parse_prediction_request(content_type, reduced, settings)

@@ -23,9 +23,12 @@ gives back exactly the client's text, so an input that is not a file input
 after all (a ``str`` parameter) gets its string back unchanged
 (:func:`DataURIInput.text`).  Anything else is left to the JSON parser, as before.
 
-The files live in the system's temporary folder (``minicog-input-*``) and belong
+The files live in ``Settings.tmp_dir`` (MINICOG_TMPDIR; else the system's temporary
+folder) as ``minicog-input-*``, and belong
 to the request until a prediction record takes them; whoever owns them calls
-:func:`release` (a failed parse, a refused request, the record's release).
+:func:`release` (a failed parse, a refused request, the record's release).  A
+record keeps them as long as it keeps its output files (while it is retained
+after the end, ``Settings.retention_seconds``), since its echo renders them.
 """
 
 from __future__ import annotations
