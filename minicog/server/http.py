@@ -71,6 +71,7 @@ from typing import Any, Optional, Protocol
 from minicog._version import __version__
 from minicog.errors import (AtCapacity, HeaderTooLarge, InputValidationError, MinicogError, NotAcceptable, NotFound,
                             PayloadTooLarge, RequestError, ServiceUnavailable, UnsupportedMediaType)
+from minicog.server import docs
 from minicog.server.connections import Connection, ConnectionServer, RequestReader, SocketWriter, peer_state
 from minicog.server.deadlines import cancel_after, prefer_wait
 from minicog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -104,7 +105,7 @@ class BodyShapeError(RequestError):
 class PredictionRequest:
     """The fields of a prediction/training request body, checked for shape."""
 
-    __slots__ = ("id", "input", "context", "webhook", "events_filter")
+    __slots__ = ("id", "input", "context", "webhook", "events_filter", "spooled")
 
     def __init__(self, id: Optional[str] = None, input: Any = None, context: Optional[dict] = None,
                  webhook: Optional[str] = None, events_filter: Optional[list] = None):
@@ -113,6 +114,9 @@ class PredictionRequest:
         self.context = context or {}
         self.webhook = webhook
         self.events_filter = events_filter
+        #: Large data: URI inputs already decoded to files (minicog.server.spool); the
+        #: request owns their files until a prediction record takes them.
+        self.spooled: list = []
 
 
 def _describe(value: Any) -> str:
@@ -189,8 +193,31 @@ def check_id(value: str, settings: Settings) -> str:
 
 
 def parse_prediction_request(content_type: Optional[str], body: bytes, settings: Optional[Settings] = None) -> PredictionRequest:
-    """Cog's body rules for POST/PUT prediction and training routes (see the module docstring)."""
+    """Cog's body rules for POST/PUT prediction and training routes (see the module docstring).
+
+    Large ``data:`` URI inputs are decoded to files first (:mod:`minicog.server.spool`);
+    if that body does not parse, or a spooled string is not an input's value, the
+    files are dropped and the original body is parsed, so errors read the same.
+    """
     settings = settings or Settings()
+    limit = settings.data_uri_spool_chars
+    if content_type is not None and limit and len(body) >= limit:
+        from minicog.server import spool
+
+        reduced, found = spool.spool_data_uris(body, min_chars=limit, directory=settings.tmp_dir)
+        if found:
+            try:
+                req = _parse_prediction_request(content_type, reduced, settings)
+            except MinicogError:
+                req = None
+            if req is not None and spool.attach(req.input, found):
+                req.spooled = list(found.values())
+                return req
+            spool.release(found.values())
+    return _parse_prediction_request(content_type, body, settings)
+
+
+def _parse_prediction_request(content_type: Optional[str], body: bytes, settings: Settings) -> PredictionRequest:
     if content_type is None:
         return PredictionRequest()
     media = content_type.split(";", 1)[0].strip().lower()
@@ -723,6 +750,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # ------------------------------------------------------------- routing
     def _route(self, path: str) -> tuple[dict[str, str], dict[str, str]]:
         """(method → action, path parameters) for *path*, or ({}, {}) if unknown."""
+        if path == "/docs" or path.startswith("/docs/"):
+            # The browser page (minicog.server.docs routes within /docs itself).
+            return (dict.fromkeys(("GET", "PUT", "POST", "DELETE", "PATCH"), "docs") if self.server.settings.docs
+                    else {}), {"path": path}
         if path in _ROUTES:
             kind = "training" if path == "/trainings" else "prediction"
             return _ROUTES[path], {"kind": kind}
@@ -771,7 +802,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------- routes
     def _do_root(self, params: dict, body: bytes) -> None:
+        if self.server.settings.docs and docs.prefers_html(self._header_values("Accept")):
+            docs.send_root_html(self, self.server.app.discovery())
+            return
         self._send_json(200, self.server.app.discovery())
+
+    def _do_docs(self, params: dict, body: bytes) -> None:
+        docs.handle(self, params["path"], body)
 
     def _do_health(self, params: dict, body: bytes) -> None:
         self._send_json(200, self.server.app.health())
