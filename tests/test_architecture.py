@@ -112,5 +112,5 @@ def test_the_engine_is_a_package_of_its_own():
         assert (engine / name).exists(), name
     assert not (PKG / "server" / "orchestrator.py").exists()  # moved to minicog/engine/
     server_modules = {p.stem for p in (PKG / "server").glob("*.py")} - {"__init__"}
-    assert server_modules <= {"http", "connections", "prediction", "sse", "webhooks", "outputs", "service",
+    assert server_modules <= {"http", "connections", "prediction", "sse", "webhooks", "outputs", "spool", "service",
                               "metrics", "timers", "deadlines", "docs"}
