@@ -4,39 +4,21 @@ Subcommands::
 
     serve    Cog's HTTP API for a predictor (coglet's ``python -m cog.server.http``)
     predict  run one prediction and print / write its output (``cog predict``)
+    run      the same as predict (Cog's new name for it)
     train    the same for a train reference (``cog train``)
     schema   print the predictor's OpenAPI document
     bundle   write minicog as one executable file (minicog.pyz) for images without pip
 
-Every subcommand names its predictor the same way: ``--predictor REF`` (``serve``
-also takes REF as its first positional argument); without it, ``cog.yaml`` in
-the current folder, then ``COG_PREDICT_TYPE_STUB`` / ``COG_TRAIN_TYPE_STUB``,
-then minicog's embedded default model (:mod:`minicog.models`).
+Every subcommand names its predictor the same way: ``--predictor REF`` (or REF
+as the first positional argument, where Cog takes an image); without it,
+``cog.yaml`` in the current folder (``-f FILE`` for another one), then
+``COG_PREDICT_TYPE_STUB`` / ``COG_TRAIN_TYPE_STUB``, then minicog's embedded
+default model (:mod:`minicog.models`).
 
-``predict`` / ``train`` design:
-
-* The parent never imports user code, so inputs given as ``-i NAME=VALUE`` are
-  parsed *after* the worker has set up and sent its schema: each VALUE is read
-  as the input's schema type (``integer``, ``number``, ``boolean``, lists by
-  repeating ``-i``, JSON for objects), and values that do not parse are passed
-  on as text so that validation reports every problem at once, each on its
-  own line naming the input, with exit status 2.
-* ``@path`` for a file input (``format: uri``) reads the local file and sends
-  it as a ``data:`` URI, so the worker handles it exactly like an HTTP client's
-  upload (a plain path to an existing file works too; anything else that is not
-  a URL is a usage error naming the input); http(s) and data: URLs are passed
-  through for the worker to fetch.
-* Logs (setup and prediction) go to stderr as they are produced; stdout carries
-  only the output, so ``minicog predict ... > out.txt`` captures just that.
-  A string is printed as is, anything else as indented JSON; iterator outputs
-  are printed item by item as they arrive (``ConcatenateIterator`` items with no
-  separator, others one per line).  File outputs are written to
-  ``output.<ext>`` (``output.<i>.<ext>`` for lists and iterators) in
-  ``--output-dir`` (default: the current folder), or to ``-o PATH``; the path
-  written is printed in place of the file.
-* Exit status: 0 success, 1 the prediction (or setup) failed, 2 usage or input
-  errors, 130 interrupted: Ctrl-C cancels the running prediction, waits for the
-  worker to confirm (bounded by ``Settings.cancel_grace_period``) and stops it.
+``predict`` / ``run`` / ``train`` follow Cog's CLI contract (flags, messages,
+files written, exit status 0/1, 130 after Ctrl-C); they live in
+:mod:`minicog.oneshot`.  A flag they do not know is reported under their usage
+line with pflag's ``unknown flag: --x`` and exit status 1, as ``cog`` does.
 """
 
 from __future__ import annotations
@@ -45,35 +27,42 @@ import argparse
 import json
 import logging
 import os
-import shutil
-import signal
 import sys
-import threading
-from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, NoReturn, Optional, Sequence
 
 from . import errors
 from ._version import COG_VERSION, __version__
-from .settings import Settings
+from .settings import CLI_SETUP_TIMEOUT, Settings
 
-__all__ = ["main", "build_parser", "parse_input_value", "build_inputs", "collect_inputs",
-           "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+#: argparse's status for a bad ``serve``/``schema`` command line (coglet's server uses argparse too).
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("minicog.cli")
 
-_REF_PREFIX = "#/components/schemas/"
+#: The subcommands with Cog's CLI contract (minicog.oneshot).
+_ONESHOT = ("predict", "run", "train")
 
 
 class UsageError(Exception):
-    """A problem with the command line itself; printed as one line per problem, exit 2."""
+    """A problem with a ``serve``/``schema`` command line; printed as one line per problem, exit 2."""
 
     def __init__(self, *problems: str):
         super().__init__("\n".join(problems))
         self.problems = list(problems)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the exit status a subcommand asks for (Cog's commands exit 1 on bad flags)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        status = getattr(self, "usage_exit_status", EXIT_USAGE)
+        self.exit(status, f"{message}\n" if status != EXIT_USAGE else f"{self.prog}: error: {message}\n")
 
 
 # --------------------------------------------------------------------------------------
@@ -116,6 +105,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -132,7 +131,7 @@ _REF_HELP = ("predictor reference, path/to/file.py[:Name] (default: cog.yaml in 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser for every subcommand (exposed for the docs and tests)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="minicog",
         description="Serve and run models written for Replicate's Cog (predict.py / run.py) "
                     "with coglet's HTTP API, using only the Python standard library.",
@@ -140,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version",
                         version=f"minicog {__version__} (Cog {COG_VERSION} API)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     # serve ------------------------------------------------------------------------------
     serve = sub.add_parser(
@@ -176,25 +175,53 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="text (default) or one JSON object per line on stderr")
 
-    # predict / train ----------------------------------------------------------------------
-    for name, what in (("predict", "prediction"), ("train", "training")):
+    # predict / run / train -----------------------------------------------------------------
+    for name, what in (("predict", "prediction"), ("run", "prediction"), ("train", "training")):
         p = sub.add_parser(
-            name, help=f"run one {what} and print its output",
+            name, help=f"run one {what} and print its output" + (" (the same as predict: Cog's new name)"
+                                                                   if name == "run" else ""),
+            usage="%(prog)s [REF] [flags]",
             description=f"Start the predictor's worker, run one {what}, print the output to stdout "
-                        f"(logs go to stderr) and write file outputs to disk.",
-            epilog=_PREDICT_EPILOG.format(cmd=name), formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--predictor", metavar="REF", help=_REF_HELP)
+                        f"(logs go to stderr) and write file outputs to disk: the flags, messages, files and "
+                        f"exit status of 'cog {name}'.",
+            epilog=_PREDICT_EPILOG.format(cmd=name, weights=_TRAIN_NOTE if name == "train" else ""),
+            formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+        p.usage_exit_status = 1  # type: ignore[attr-defined]  # Cog exits 1 on bad flags too
+        p.add_argument("ref", nargs="?", metavar="REF",
+                       help=_REF_HELP + "; Cog takes a Docker image here")
+        p.add_argument("--predictor", metavar="REF", help="the same as REF (takes precedence)")
         p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=VALUE",
-                       help="an input; VALUE is read as the input's type; repeat for list inputs; "
-                            "@path sends a local file to a file input")
-        p.add_argument("--json", metavar="JSON|@FILE|-", default=None,
-                       help="all inputs as one JSON object: inline, @FILE to read a file, - to read stdin "
-                            "(-i values override its keys)")
+                       help="an input; VALUE is read as the input's type (\"quotes\" are removed); repeat a "
+                            "name for a list; @path sends a local file to a file input")
+        p.add_argument("--json", metavar="JSON|@FILE|@-", default=None,
+                       help="all inputs as one JSON object: inline, @FILE, or @- (or -) for stdin; prints the "
+                            "whole prediction as JSON (not with -i)")
         p.add_argument("-o", "--output", metavar="PATH", default=None,
-                       help="where to write a file output (lists: PATH with .<i> before the extension)")
+                       help="write the output to PATH (a folder gets output.<ext>; lists get PATH.<i>.<ext>)"
+                            + ("; default: weights" if name == "train" else ""))
+        p.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE",
+                       help="environment variable for the model (repeatable)")
+        p.add_argument("-f", "--file", metavar="FILE", default=None,
+                       help="the cog.yaml to read (searched for in the current folder and its parents); "
+                            "default: cog.yaml in the current folder")
+        p.add_argument("--setup-timeout", type=_seconds, default=CLI_SETUP_TIMEOUT, metavar="SECONDS",
+                       help=f"give up if setup() takes longer (default {CLI_SETUP_TIMEOUT}; 0: no limit)")
+        p.add_argument("--use-replicate-token", action="store_true",
+                       help="pass REPLICATE_API_TOKEN from the environment into the model's context")
+        p.add_argument("--stream", action="store_true", default=None,
+                       help="print iterator outputs item by item as they arrive (the default when stdout is "
+                            "a terminal); without it a script gets Cog's format")
+        p.add_argument("--no-stream", action="store_false", dest="stream",
+                       help="print iterator outputs once the prediction ends, even on a terminal")
         p.add_argument("--output-dir", metavar="DIR", default=None,
-                       help="folder for file outputs named output.<ext> / output.<i>.<ext> (default: .)")
+                       help="folder for file outputs (output.<ext>) when -o is not given (default: .)")
         p.add_argument("--max-concurrency", type=_positive_int, default=None, help=argparse.SUPPRESS)
+        # Cog's flags about building and running its Docker image: accepted so that
+        # scripts keep working, and ignored (minicog runs in this Python environment).
+        for flag in ("--gpus", "--progress", "--use-cuda-base-image", "--dockerfile"):
+            p.add_argument(flag, metavar="VALUE", help=argparse.SUPPRESS)
+        for flag in ("--use-cog-base-image", "--debug", "--no-color", "--profile"):
+            p.add_argument(flag, nargs="?", const="true", metavar="BOOL", help=argparse.SUPPRESS)
 
     # schema -----------------------------------------------------------------------------
     s = sub.add_parser("schema", help="print the predictor's OpenAPI document",
@@ -227,378 +254,31 @@ examples:
 """
 
 
-_PREDICT_EPILOG = """\
-examples:
-  minicog {cmd} -i prompt="Hello there" -i max_tokens=20
-  minicog {cmd} --predictor predict.py:Runner -i image=@photo.png -o result.png
-  minicog {cmd} --json '{{"prompt": "Hi"}}'
-  echo '{{"prompt": "Hi"}}' | minicog {cmd} --json -
-
-exit status: 0 success, 1 failed, 2 usage or input error, 130 interrupted (Ctrl-C cancels).
+_TRAIN_NOTE = """
+A file output is written to weights.<ext> (Cog's default -o for train); any other
+output is written to the file 'weights'.
 """
 
+_PREDICT_EPILOG = """\
+examples:
+  minicog {cmd} -i prompt="a photo of a cat"
+  minicog {cmd} -i image=@photo.jpg -o output.png
+  minicog {cmd} predict.py:Runner -i prompt="sunset" -i width=1024 -i height=768
+  echo '{{"prompt": "a cat"}}' | minicog {cmd} --json @-
+{weights}
+output: a string is printed as is, anything else as indented JSON; iterators once the
+prediction ends (item by item only on a terminal or with --stream). File outputs go to
+output.<ext> (lists: output.<i>.<ext>), or -o PATH; 'Written output to: PATH' on stderr.
 
-# --------------------------------------------------------------------------------------
-# input parsing
-# --------------------------------------------------------------------------------------
+inputs are checked against the schema before setup() runs, with Cog's messages.
 
-def _resolve(doc: dict, node: Any) -> dict:
-    """Follow $ref / single allOf wrappers to the schema object that says the type."""
-    schemas = ((doc or {}).get("components") or {}).get("schemas") or {}
-    for _ in range(10):  # bounded: refs in Cog schemas are at most a couple deep
-        if not isinstance(node, dict):
-            return {}
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith(_REF_PREFIX):
-            node = schemas.get(ref[len(_REF_PREFIX):], {})
-            continue
-        all_of = node.get("allOf")
-        if isinstance(all_of, list) and len(all_of) == 1 and "type" not in node:
-            merged = dict(node)
-            merged.pop("allOf")
-            inner = _resolve(doc, all_of[0])
-            merged = {**inner, **{k: v for k, v in merged.items() if k not in inner}}
-            return merged
-        return node
-    return node
+exit status: 0 success; 1 any failure (bad flags, bad input, setup failed, prediction
+failed; with --json the prediction object is printed first); 130 interrupted (Ctrl-C
+cancels the running prediction first).
 
-
-def _types_of(doc: dict, node: dict) -> List[str]:
-    node = _resolve(doc, node)
-    t = node.get("type")
-    if isinstance(t, str):
-        return [t]
-    if isinstance(t, list):
-        return [x for x in t if isinstance(x, str)]
-    out: List[str] = []
-    for key in ("anyOf", "oneOf"):
-        for sub in node.get(key) or []:
-            out.extend(_types_of(doc, sub))
-    return out
-
-
-def _is_file(doc: dict, node: dict) -> bool:
-    node = _resolve(doc, node)
-    if node.get("format") == "uri":
-        return True
-    return any(_is_file(doc, sub) for key in ("anyOf", "oneOf") for sub in node.get(key) or [])
-
-
-def parse_input_value(text: str, node: Optional[dict], doc: Optional[dict] = None, *, name: str = "input") -> Any:
-    """Read one ``-i`` VALUE as the JSON value its schema *node* expects.
-
-    Text that does not parse as the expected type is returned unchanged so that
-    the schema validation reports it with Cog's message.  ``@path`` for a file
-    input becomes a ``data:`` URI (raises UsageError when the file is missing).
-    """
-    from . import files  # lazily: urllib.request & co. cost `serve` start-up time
-    doc = doc or {}
-    node = _resolve(doc, node or {})
-    if _is_file(doc, node):
-        if text.startswith("@"):
-            return _file_to_data_uri(text[1:], name)
-        if not files.is_url(text) and not (text == "null" and node.get("nullable")):
-            # A bare local path is what people type; accept it when the file exists.
-            if os.path.isfile(text):
-                return _file_to_data_uri(text, name)
-            raise UsageError(f"input '{name}': expected @path to a local file or an http(s)/data: URL, got {text!r}")
-    types = _types_of(doc, node)
-    if not types:  # no schema: best effort, JSON if it parses
-        return _maybe_json(text)
-    if text == "null" and (node.get("nullable") or "null" in types) and "string" not in types:
-        return None
-    # A string accepts any text, so it is tried last: `str | float` reads "1.5" as a
-    # number, as Cog does, whatever order the union was written in.
-    for t in sorted(types, key=lambda t: t == "string"):
-        if t == "integer":
-            try:
-                return int(text, 10)
-            except ValueError:
-                continue
-        elif t == "number":
-            try:
-                value = float(text)
-            except ValueError:
-                continue
-            return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
-        elif t == "boolean":
-            lowered = text.strip().lower()
-            if lowered in ("true", "1", "yes", "on"):
-                return True
-            if lowered in ("false", "0", "no", "off"):
-                return False
-        elif t in ("object", "array"):
-            try:
-                value = json.loads(text)
-            except ValueError:
-                continue
-            if isinstance(value, dict if t == "object" else list):
-                return value
-        elif t == "string":
-            return text
-    return text
-
-
-def _maybe_json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _file_to_data_uri(path: str, name: str) -> str:
-    from .embed import to_input_value
-    import pathlib
-
-    if not os.path.isfile(path):
-        raise UsageError(f"input '{name}': no such file: {path}")
-    return to_input_value(pathlib.Path(path))
-
-
-def _input_properties(doc: Optional[dict], component: str) -> Optional[dict]:
-    schemas = ((doc or {}).get("components") or {}).get("schemas") or {}
-    root = schemas.get(component)
-    if root is None and component == "TrainingInput":
-        root = schemas.get("Input")
-    if not isinstance(root, dict):
-        return None
-    return root.get("properties") or {}
-
-
-def read_json_inputs(spec: Optional[str], stdin: TextIO) -> Dict[str, Any]:
-    """The ``--json`` object: inline JSON, ``@FILE`` or ``-`` (stdin); ``{"input": {...}}`` is unwrapped."""
-    if spec is None:
-        return {}
-    if spec == "-":
-        text = stdin.read()
-        where = "stdin"
-    elif spec.startswith("@"):
-        try:
-            with open(spec[1:], encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise UsageError(f"--json: cannot read {spec[1:]}: {exc.strerror or exc}") from None
-        where = spec[1:]
-    else:
-        text, where = spec, "--json"
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise UsageError(f"--json: {where} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise UsageError(f"--json: expected a JSON object of inputs, got {type(value).__name__}")
-    if set(value) == {"input"} and isinstance(value["input"], dict):
-        value = value["input"]
-    return value
-
-
-def build_inputs(pairs: Sequence[str], json_inputs: Dict[str, Any], doc: Optional[dict], component: str) -> Dict[str, Any]:
-    """Merge ``--json`` and ``-i`` into one input dict, parsing each VALUE by its schema type.
-
-    Raises UsageError listing every problem found.
-    """
-    inputs, problems, _failed = collect_inputs(pairs, json_inputs, doc, component)
-    if problems:
-        raise UsageError(*problems)
-    return inputs
-
-
-def collect_inputs(pairs: Sequence[str], json_inputs: Dict[str, Any], doc: Optional[dict],
-                   component: str) -> Tuple[Dict[str, Any], List[str], set]:
-    """Like :func:`build_inputs` but never raises: ``(inputs, problems, failed names)``.
-
-    The inputs that could be read are returned so that the caller can still run
-    the schema validation on them and show *every* problem at once (an unknown
-    input must not hide an out-of-range one).
-    """
-    props = _input_properties(doc, component)
-    problems: List[str] = []
-    failed: set = set()
-    grouped: Dict[str, List[str]] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            problems.append(f"-i {pair!r}: expected NAME=VALUE")
-            continue
-        grouped.setdefault(name, []).append(text)
-    inputs = dict(json_inputs)
-    for name, texts in grouped.items():
-        if props is not None and name not in props:
-            known = ", ".join(sorted(props)) or "none"
-            problems.append(f"input '{name}': unknown input (this predictor takes: {known})")
-            failed.add(name)
-            inputs.pop(name, None)
-            continue
-        node = (props or {}).get(name) or {}
-        resolved = _resolve(doc or {}, node)
-        try:
-            if "array" in _types_of(doc or {}, resolved) and resolved.get("items") is not None:
-                items = resolved["items"]
-                if len(texts) == 1 and texts[0].lstrip().startswith("[") and not _is_file(doc or {}, items):
-                    parsed = _maybe_json(texts[0])
-                    if isinstance(parsed, list):
-                        inputs[name] = parsed
-                        continue
-                inputs[name] = [parse_input_value(t, items, doc, name=name) for t in texts]
-            elif len(texts) > 1:
-                problems.append(f"input '{name}': given {len(texts)} times but it takes one value")
-                failed.add(name)
-                inputs.pop(name, None)
-            else:
-                inputs[name] = parse_input_value(texts[0], node, doc, name=name)
-        except UsageError as exc:
-            problems.extend(exc.problems)
-            failed.add(name)
-            inputs.pop(name, None)
-    return inputs, problems, failed
-
-
-def format_validation_errors(detail: List[dict]) -> List[str]:
-    """One line per problem of a Cog ``detail`` list, naming the input."""
-    lines = []
-    for d in detail:
-        loc = [str(p) for p in (d.get("loc") or [])[2:]]
-        where = f"input '{loc[0]}'" if loc else "input"
-        if len(loc) > 1:
-            where += f" (at {'/'.join(loc[1:])})"
-        lines.append(f"{where}: {d.get('msg')}")
-    return lines
-
-
-# --------------------------------------------------------------------------------------
-# output
-# --------------------------------------------------------------------------------------
-
-class OutputWriter:
-    """Prints output items and writes file outputs as they arrive (called from the I/O thread).
-
-    *array* tells whether the output is a list/iterator (files are numbered);
-    *stream* whether items are printed as they arrive; *concatenate* whether
-    streamed strings are joined without separators.
-    """
-
-    def __init__(self, out: TextIO, *, array: bool, stream: bool, concatenate: bool,
-                 output: Optional[str], output_dir: Optional[str]):
-        self.out = out
-        self.array = array
-        self.stream = stream
-        self.concatenate = concatenate
-        self.output = output
-        self.output_dir = output_dir
-        self.items: Dict[int, Any] = {}
-        self.written: List[str] = []
-        self.ends_with_newline = True
-        self.lock = threading.Lock()
-        self.error: Optional[BaseException] = None
-
-    def item(self, index: int, value: Any) -> None:
-        try:
-            shown = self._store(index, value)
-            with self.lock:
-                self.items[index] = shown
-                if self.stream:
-                    self._print_item(shown)
-        except Exception as exc:  # reported by the main thread; never kills the I/O thread
-            self.error = exc
-
-    def _store(self, index: int, value: Any) -> Any:
-        from . import files  # lazily: urllib.request & co. cost `serve` start-up time
-        import pathlib
-
-        if isinstance(value, pathlib.Path):
-            ext = value.suffix or files.guess_extension(files.guess_mime(value.name)) or ""
-            target = self._target(str(index) if self.array else "", ext)
-            shutil.copyfile(value, target)
-            return self._written(target)
-        return self._store_nested(value, [str(index)] if self.array else [])
-
-    def _store_nested(self, value: Any, where: List[str]) -> Any:
-        """Files nested in dicts/lists arrive as data: URIs (Cog's rule); write them out too."""
-        from . import files  # lazily: urllib.request & co. cost `serve` start-up time
-        if isinstance(value, dict):
-            return {k: self._store_nested(v, where + [str(k)]) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._store_nested(v, where + [str(i)]) for i, v in enumerate(value)]
-        if isinstance(value, str) and value.startswith("data:") and where and "," in value[:200]:
-            try:
-                mime, data = files.parse_data_uri(value)
-            except errors.InputFetchError:
-                return value
-            ext = files.guess_extension(mime) or ""
-            target = self._target(".".join(where), ext)
-            with open(target, "wb") as f:
-                f.write(data)
-            return self._written(target)
-        return value
-
-    def _target(self, suffix: str, ext: str) -> str:
-        """``output<ext>`` / ``output.<suffix><ext>`` in the output folder, or -o PATH likewise."""
-        if self.output:
-            stem, oext = os.path.splitext(self.output)
-            target = f"{stem}.{suffix}{oext or ext}" if suffix else (self.output if oext else self.output + ext)
-        else:
-            name = f"output.{suffix}{ext}" if suffix else f"output{ext}"
-            target = os.path.join(self.output_dir, name) if self.output_dir else name
-        folder = os.path.dirname(target)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        return target
-
-    def _written(self, target: str) -> str:
-        print(f"Written output to {target}", file=sys.stderr, flush=True)
-        self.written.append(target)
-        return target
-
-    def _print_item(self, value: Any) -> None:
-        if self.concatenate and isinstance(value, str):
-            text = value
-        else:
-            text = _show(value)
-            if not self.ends_with_newline:
-                text = "\n" + text
-            text += "\n"
-        self.out.write(text)
-        self.out.flush()
-        if text:
-            self.ends_with_newline = text.endswith("\n")
-
-    def finish(self, final: Any) -> None:
-        """Print the whole output (non-stream) or end the streamed one with a newline."""
-        with self.lock:
-            if self.stream:
-                if not self.ends_with_newline:
-                    self.out.write("\n")
-            else:
-                ordered = [self.items[i] for i in sorted(self.items)]
-                if not ordered:
-                    value = final
-                elif self.array or len(ordered) > 1:
-                    value = ordered if not (len(ordered) == 1 and isinstance(ordered[0], list)) else ordered[0]
-                else:
-                    value = ordered[0]
-                if value is not None or ordered:
-                    self.out.write(_show(value) + "\n")
-            self.out.flush()
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, indent=2, ensure_ascii=False)
-
-
-def _output_shape(doc: Optional[dict], mode: str) -> Tuple[bool, bool, bool]:
-    """(array, iterator, concatenate) from the schema's Output component."""
-    schemas = ((doc or {}).get("components") or {}).get("schemas") or {}
-    out = schemas.get("TrainingOutput") if mode == "train" else None
-    if not isinstance(out, dict):
-        out = schemas.get("Output")
-    out = _resolve(doc or {}, out) if isinstance(out, dict) else {}
-    array = out.get("type") == "array"
-    iterator = array and out.get("x-cog-array-type") == "iterator"
-    concatenate = iterator and out.get("x-cog-array-display") == "concatenate"
-    return array, iterator, concatenate
+Docker-only flags of cog (--gpus, --progress, --use-cuda-base-image,
+--use-cog-base-image, --dockerfile) are accepted and ignored.
+"""
 
 
 # --------------------------------------------------------------------------------------
@@ -673,72 +353,29 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_predict(args: argparse.Namespace, mode: str) -> int:
-    from .embed import Model
-    from .loader import choose_predictor
+def _unknown_arguments(parser: argparse.ArgumentParser, command: str, extras: Sequence[str]) -> int:
+    """Arguments no flag took, reported under the subcommand's usage line (not the top-level one)."""
+    sub = _subparser(parser, command)
+    if command not in _ONESHOT:
+        sub.error(f"unrecognized arguments: {' '.join(extras)}")
+    sub.print_usage(sys.stderr)
+    flags = [e for e in extras if e.startswith("-") and e != "-"]
+    if flags:
+        flag = flags[0]
+        if flag.startswith("--"):
+            print(f"unknown flag: {flag.split('=', 1)[0]}", file=sys.stderr)  # pflag's wording
+        else:
+            print(f"unknown shorthand flag: {flag[1:2]!r} in {flag}", file=sys.stderr)
+    else:  # cobra.MaximumNArgs(1)
+        print(f"accepts at most 1 arg(s), received {1 + len(extras)}", file=sys.stderr)
+    return EXIT_FAILED
 
-    # Everything that can be checked without the model is checked before it starts.
-    for pair in args.input:
-        if "=" not in pair or not pair.partition("=")[0].strip():
-            raise UsageError(f"-i {pair!r}: expected NAME=VALUE")
-    json_inputs = read_json_inputs(args.json, sys.stdin)
-    settings = _settings(args)
-    _configure_logging(settings)
-    choice = choose_predictor(args.predictor, mode=mode, cwd=os.getcwd(), environ=os.environ)
-    for note in choice.notes:  # cog.yaml's ignored keys: shown with COG_LOG_LEVEL=info
-        log.info("%s", note)
-    if choice.source == "default":
-        # Always said (stderr is the log here; stdout stays the output alone).
-        print(f"minicog: {choice.notes[-1]}", file=sys.stderr, flush=True)
-    model = Model(choice.ref, mode=mode, settings=settings, max_concurrency=args.max_concurrency,
-                  on_setup_log=_stderr_log)
-    handle = None
-    try:
-        model.start()
-        inputs, problems, failed = collect_inputs(args.input, json_inputs, model.schema, model.input_component)
-        if problems:
-            # Validate what could be read too, so every problem shows at once; an input
-            # already reported (say "no such file") is not reported again as missing.
-            try:
-                model.validate(inputs)
-            except errors.InputValidationError as exc:
-                problems += format_validation_errors(
-                    [d for d in exc.detail if not (len(d.get("loc") or []) > 2 and d["loc"][2] in failed)])
-            raise UsageError(*problems)
-        array, iterator, concatenate = _output_shape(model.schema, mode)
-        writer = OutputWriter(sys.stdout, array=array, stream=iterator, concatenate=concatenate,
-                              output=args.output, output_dir=args.output_dir)
-        try:
-            handle = model.submit_input(inputs, on_log=_stderr_log, on_item=writer.item)
-        except errors.InputValidationError as exc:
-            raise UsageError(*format_validation_errors(exc.detail)) from None
-        try:
-            output = handle.result()
-        except errors.PredictionCanceled:
-            print("error: the prediction was canceled", file=sys.stderr)
-            return EXIT_FAILED
-        except errors.PredictionError as exc:
-            print(f"error: {handle.error or exc}", file=sys.stderr)
-            return EXIT_FAILED
-        if writer.error is not None:
-            print(f"error: could not write the output: {writer.error}", file=sys.stderr)
-            return EXIT_FAILED
-        writer.finish(output)
-        return EXIT_OK
-    except KeyboardInterrupt:
-        # Ignore further Ctrl-C while we cancel and stop cleanly (bounded waits).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if handle is None:  # during setup or input checks: nothing to cancel, the worker is stopped below
-            print("\nInterrupted", file=sys.stderr, flush=True)
-            return EXIT_INTERRUPTED
-        print("\nInterrupted: canceling the prediction...", file=sys.stderr, flush=True)
-        if not handle.done():
-            handle.cancel()
-            if handle.wait(settings.cancel_grace_period + 5.0):
-                print(f"prediction {handle.status}", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
-    finally:
-        model.close()
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:  # argparse keeps subparsers only there
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
+    return parser
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
@@ -759,18 +396,37 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
     if not args.command:
+        if extras:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
         parser.print_help()
         return EXIT_OK
+    if extras:
+        return _unknown_arguments(parser, args.command, extras)
+    if args.command in _ONESHOT:
+        from . import oneshot
+
+        if getattr(args, "debug", None) not in (None, "false"):
+            os.environ.setdefault("COG_LOG_LEVEL", "debug")
+        _configure_logging(Settings.from_env())
+        try:
+            return oneshot.run_command(args, "train" if args.command == "train" else "predict")
+        except oneshot.CliError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_FAILED
+        except errors.MinicogError as exc:  # a bad cog.yaml, a reference that names nothing
+            print(str(exc), file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            print("\nInterrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
     try:
         if args.command == "serve":
             return _cmd_serve(args)
-        if args.command == "schema":
-            return _cmd_schema(args)
         if args.command == "bundle":
             return _cmd_bundle(args)
-        return _cmd_predict(args, args.command)
+        return _cmd_schema(args)
     except UsageError as exc:
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)

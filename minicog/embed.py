@@ -59,6 +59,7 @@ Design notes and trade-offs:
 
 from __future__ import annotations
 
+import datetime
 import os
 import pathlib
 import shutil
@@ -125,6 +126,9 @@ class PredictionHandle:
         self.error: Optional[str] = None
         self.metrics: Dict[str, Any] = {}
         self.is_stream: Optional[bool] = None
+        #: ISO 8601 UTC times the prediction was dispatched and ended (None until then).
+        self.started_at: Optional[str] = None
+        self.completed_at: Optional[str] = None
         self._model = model
         self._on_log = on_log
         self._on_item = on_item
@@ -224,9 +228,14 @@ class PredictionHandle:
             self._callback_error = exc
 
     def _set_status(self, status: str, **fields: Any) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
         with self._cond:
             for name, value in fields.items():
                 setattr(self, name, value)
+            if status == "processing":
+                self.started_at = now
+            elif status in ("succeeded", "failed", "canceled"):
+                self.completed_at = now
             self.status = status
             self._cond.notify_all()
 
@@ -338,22 +347,49 @@ class Model:
         self._lock = threading.Lock()
 
     # -- life cycle ----------------------------------------------------------------------
-    def start(self) -> "Model":
-        """Spawn the workers and wait until setup finished; raises LoadError if it failed."""
+    def start(self, *, wait: bool = True) -> "Model":
+        """Spawn the workers and wait until setup finished; raises LoadError if it failed.
+
+        With ``wait=False`` it returns at once; :meth:`wait_schema` then gives the
+        schema before setup() ends, and :meth:`wait_ready` waits for the rest.
+        """
         if self._orchestrator is not None:
+            if wait:
+                self.wait_ready()
             return self
         orch = self._plan.engine()
         self._orchestrator = orch
+        self._started_at = time.monotonic()
         try:
             orch.start()
-            self._wait_ready(orch)
+            if wait:
+                self._wait_ready(orch)
         except BaseException:
             self.close()
             raise
         return self
 
+    def wait_ready(self) -> None:
+        """After ``start(wait=False)``: wait for setup (``setup_timeout``); LoadError if it fails."""
+        if self._orchestrator is None:
+            raise errors.ServiceUnavailable("the model is not started; call start() first")
+        try:
+            self._wait_ready(self._orchestrator)
+        except BaseException:
+            self.close()
+            raise
+
+    def wait_schema(self, timeout: Optional[float] = None) -> Optional[dict]:
+        """The schema as soon as the worker has built it, before setup() ends (None if it has none
+        or failed to load; see :meth:`Orchestrator.wait_schema`)."""
+        if self._orchestrator is None:
+            return None
+        return self._orchestrator.wait_schema(timeout)
+
     def _wait_ready(self, orch: Any) -> None:
-        deadline = None if self.setup_timeout is None else time.monotonic() + self.setup_timeout
+        # Counted from start(): time spent in wait_schema() is setup time too.
+        began = getattr(self, "_started_at", None) or time.monotonic()
+        deadline = None if self.setup_timeout is None else began + self.setup_timeout
         shown = 0
         while True:
             ready = orch.wait_ready(_POLL)
@@ -368,10 +404,12 @@ class Model:
                 error = getattr(setup, "error", None) or f"worker state {orch.state}"
                 exc = errors.LoadError(f"setup failed for {self.ref}: {error}")
                 exc.logs = logs  # type: ignore[attr-defined]
+                exc.error = error  # type: ignore[attr-defined]  # the worker's one-line reason
                 raise exc
             if deadline is not None and time.monotonic() > deadline:
                 exc = errors.LoadError(f"setup of {self.ref} did not finish within {self.setup_timeout} seconds")
                 exc.logs = logs  # type: ignore[attr-defined]
+                exc.error = f"Timed out: setup() did not finish within {self.setup_timeout:g} seconds"  # type: ignore[attr-defined]
                 raise exc
 
     def close(self) -> None:
@@ -437,16 +475,39 @@ class Model:
 
     def submit(self, **inputs: Any) -> PredictionHandle:
         """Start a prediction; returns a :class:`PredictionHandle` at once."""
+        self._reject_unknown(inputs)
         return self.submit_input(inputs)
 
     def predict(self, **inputs: Any) -> Any:
         """Run one prediction and return its output (a list for iterator outputs)."""
+        self._reject_unknown(inputs)
         return self.submit_input(inputs).result()
 
     def stream(self, **inputs: Any) -> Iterator[Any]:
         """Yield output items as they arrive; closing the iterator early cancels the prediction."""
+        self._reject_unknown(inputs)
         handle = self.submit_input(inputs)
         return _stream(handle)
+
+    def _reject_unknown(self, inputs: Dict[str, Any]) -> None:
+        """A keyword argument the model does not take is a typo to report, not to drop.
+
+        The HTTP API keeps Cog's rule (unknown keys are dropped with a warning),
+        because a client may send a superset on purpose; a Python caller who
+        writes ``predict(promt=...)`` wants to hear about it.  Cog's CLI refuses
+        unknown inputs the same way (``validateKnownInputs`` in pkg/predict).
+        """
+        schemas = ((self.schema or {}).get("components") or {}).get("schemas") or {}
+        component = schemas.get(self.input_component) or schemas.get("Input")
+        if not isinstance(component, dict):
+            return  # no schema: nothing to check against (the worker takes what it gets)
+        known = component.get("properties") or {}
+        unknown = sorted(k for k in inputs if k not in known)
+        if unknown:
+            valid = ", ".join(sorted(known)) or "none (the model takes no inputs)"
+            raise errors.InputValidationError(
+                [{"loc": ["body", "input", name], "msg": f"unknown input; valid inputs are: {valid}",
+                  "type": "value_error.extra"} for name in unknown])
 
     # -- file outputs --------------------------------------------------------------------
     def _keep_file(self, prediction_id: str, index: int, path: str, mime: Optional[str]) -> pathlib.Path:
@@ -483,7 +544,12 @@ def _stream(handle: PredictionHandle) -> Iterator[Any]:
 
 
 def _setup_logs(orch: Any) -> str:
+    """What setup printed so far (not the error line the record appends on failure:
+    the LoadError raised for it says the same, and it must be shown once)."""
     setup = getattr(orch, "setup", None)
+    entries = getattr(setup, "entries", None)
+    if isinstance(entries, list):
+        return "".join(text for _, _, text in list(entries))
     logs = getattr(setup, "logs", None) if setup is not None else None
     if isinstance(setup, dict):
         logs = setup.get("logs")

@@ -50,6 +50,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import traceback
 import warnings
 import zipfile
 import zipimport
@@ -169,14 +170,33 @@ def _import_file(path: str, ref: str) -> ModuleType:
             sys.modules.pop(module_name, None)
         if isinstance(exc, KeyboardInterrupt):
             raise
-        where = ""
-        if isinstance(exc, SyntaxError) and exc.lineno:
-            where = f" (line {exc.lineno})"
-        raise LoadError(
-            f"failed to import {path}{where}: {type(exc).__name__}: {exc}. "
-            "Fix the error in the predictor file (or install the missing package)."
-        ) from exc
+        raise LoadError(_import_failure(exc, path)) from exc
     return module
+
+
+def _import_failure(exc: BaseException, path: str) -> str:
+    """``failed to import FILE (line N): Type: message (hint)`` for an exception raised importing *path*.
+
+    FILE is the model's file where the error happened (the deepest frame outside
+    minicog and the import machinery), so a bug in a helper module is named there.
+    """
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    filename, line = None, None
+    if isinstance(exc, SyntaxError):
+        filename, line = exc.filename, exc.lineno
+        text = f"{type(exc).__name__}: {exc.msg}"
+    else:
+        for frame in traceback.extract_tb(exc.__traceback__):
+            if not frame.filename.startswith(("<frozen ", here)):
+                filename, line = frame.filename, frame.lineno
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    hint = ("install the missing package in this Python environment"
+            if isinstance(exc, ImportError) else "fix the error in the predictor's code")
+    if line and filename and os.path.abspath(filename) != os.path.abspath(path):
+        where = f": {filename}, line {line}"  # the error is in a module the predictor imports
+    else:
+        where = f" (line {line})" if line else ""
+    return f"failed to import {path}{where}: {text} ({hint})"
 
 
 def _pick_default(module: ModuleType, path: str) -> str:

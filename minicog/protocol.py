@@ -41,6 +41,10 @@ Control channel, worker → parent:
                         during setup, or with no running owner (orphan output).
 ``worker_log``          ``level`` ("debug"/"info"/"warning"/"error"), ``message``:
                         minicog's own diagnostics from inside the worker.
+``schema``              ``schema`` (OpenAPI dict or null): sent once the model is
+                        loaded, *before* ``setup()`` runs (the schema comes from the
+                        signatures), so a caller can reject bad input without
+                        waiting for setup; ``ready`` repeats the same document.
 ``ready``               setup succeeded: ``num_slots`` (slots the worker serves,
                         ≤ the channels opened; the parent closes the rest),
                         ``schema`` (OpenAPI dict or null), ``streaming`` (bool),
@@ -81,6 +85,8 @@ Ordering guarantees
 -------------------
 * ``init`` is the first control message; ``ready`` or ``setup_failed`` is the last
   setup message, and slot channels carry nothing before ``ready``.
+* ``schema`` comes at most once per worker, after the model file was imported and
+  before ``setup()`` (a load failure sends ``setup_failed`` without it).
 * On a slot, all of a prediction's ``log``/``output``/``output_file``/``file``/
   ``metric`` messages come before its terminal message (``done``/``failed``/
   ``canceled``), in the order they were produced; ``index`` counts from 0.
@@ -111,7 +117,7 @@ __all__ = [
 
 CONTROL_TO_WORKER = frozenset({"init", "cancel", "healthcheck", "shutdown"})
 CONTROL_TO_PARENT = frozenset({
-    "log", "worker_log", "ready", "setup_failed", "healthcheck_result", "dropped_logs",
+    "log", "worker_log", "schema", "ready", "setup_failed", "healthcheck_result", "dropped_logs",
     "shutting_down", "fatal",
 })
 SLOT_TO_WORKER = frozenset({"predict"})

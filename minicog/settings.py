@@ -252,3 +252,8 @@ class Settings:
     def environment_variables(cls) -> dict[str, str]:
         """Map of environment variable → field name, for documentation and --help."""
         return {f.metadata["env"]: f.name for f in dataclasses.fields(cls) if "env" in f.metadata}
+
+
+#: Seconds ``predict``/``run``/``train`` wait for setup() when ``--setup-timeout`` is not
+#: given: the default of Cog's flag (pkg/cli/predict.go ``addSetupTimeoutFlag``, 5 minutes).
+CLI_SETUP_TIMEOUT = 300

@@ -27,8 +27,9 @@ FORBIDDEN = {
     "minicog.validation": ["minicog.server", "minicog.worker", "minicog.cli", "minicog.embed", "minicog.sdk"],
     "minicog.encoding": ["minicog.server", "minicog.worker", "minicog.cli", "minicog.embed"],
     "minicog.files": ["minicog.server", "minicog.worker", "minicog.cli", "minicog.embed"],
-    "minicog.embed": ["minicog.cli", "minicog.server"],
+    "minicog.embed": ["minicog.cli", "minicog.oneshot", "minicog.server"],
     "minicog.cli": ["minicog.server"],
+    "minicog.oneshot": ["minicog.cli", "minicog.server", "minicog.worker"],
     # The engine (the parent side of the worker protocol) serves the server, the
     # embedding API and the command line; it imports none of them.
     "minicog.engine": ["minicog.server", "minicog.worker", "minicog.cli", "minicog.embed", "minicog.sdk"],

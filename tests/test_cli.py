@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from minicog import cli
+from minicog import cli, oneshot
 from minicog._version import COG_VERSION, __version__
 from minicog.files import parse_data_uri
 from minicog.settings import Settings
@@ -67,27 +67,27 @@ def run_cli(*args: str, timeout: float = 30, **kw) -> subprocess.CompletedProces
     ("doc", "https://example.com/x.png", "https://example.com/x.png"),  # URLs pass through
 ])
 def test_values_are_read_as_their_schema_type(name, text, expected):
-    value = cli.parse_input_value(text, PROPS[name], DOC, name=name)
+    value = oneshot.parse_input_value(text, PROPS[name], DOC, name=name)
     assert value == expected and type(value) is type(expected)
 
 
 def test_values_that_do_not_parse_are_left_for_validation():
     # "abc" is not an integer: passed on as text so validation names the input.
-    assert cli.parse_input_value("abc", PROPS["n"], DOC) == "abc"
-    assert cli.parse_input_value("maybe", PROPS["flag"], DOC) == "maybe"
+    assert oneshot.parse_input_value("abc", PROPS["n"], DOC) == "abc"
+    assert oneshot.parse_input_value("maybe", PROPS["flag"], DOC) == "maybe"
 
 
 def test_a_union_with_str_tries_the_other_types_first():
     # `value: str | float` written string-first: Cog still reads "1.5" as a number.
     node = {"anyOf": [{"type": "string"}, {"type": "number"}]}
-    assert cli.parse_input_value("1.5", node, {}) == 1.5
-    assert cli.parse_input_value("hello", node, {}) == "hello"
+    assert oneshot.parse_input_value("1.5", node, {}) == 1.5
+    assert oneshot.parse_input_value("hello", node, {}) == "hello"
 
 
 def test_at_path_sends_a_local_file_as_data_uri(tmp_path):
     f = tmp_path / "note.txt"
     f.write_text("file content")
-    value = cli.parse_input_value(f"@{f}", PROPS["doc"], DOC, name="doc")
+    value = oneshot.parse_input_value(f"@{f}", PROPS["doc"], DOC, name="doc")
     mime, data = parse_data_uri(value)
     assert mime.startswith("text/plain") and data == b"file content"
 
@@ -95,111 +95,82 @@ def test_at_path_sends_a_local_file_as_data_uri(tmp_path):
 def test_bare_path_to_an_existing_file_works_too_and_a_missing_one_is_named(tmp_path):
     f = tmp_path / "plain.bin"
     f.write_bytes(b"\x00\x01")
-    assert parse_data_uri(cli.parse_input_value(str(f), PROPS["doc"], DOC, name="doc"))[1] == b"\x00\x01"
-    with pytest.raises(cli.UsageError) as info:
-        cli.parse_input_value("nofile.png", PROPS["doc"], DOC, name="doc")
-    assert info.value.problems == ["input 'doc': expected @path to a local file or an http(s)/data: URL, got 'nofile.png'"]
+    assert parse_data_uri(oneshot.parse_input_value(str(f), PROPS["doc"], DOC, name="doc"))[1] == b"\x00\x01"
+    with pytest.raises(oneshot.CliError) as info:
+        oneshot.parse_input_value("nofile.png", PROPS["doc"], DOC, name="doc")
+    assert str(info.value) == "input \"doc\": expected @path to a local file or an http(s)/data: URL, got 'nofile.png'"
 
 
-def test_at_path_missing_file_is_a_usage_error(tmp_path):
-    with pytest.raises(cli.UsageError) as info:
-        cli.build_inputs([f"doc=@{tmp_path}/missing.png"], {}, DOC, "Input")
-    assert info.value.problems == [f"input 'doc': no such file: {tmp_path}/missing.png"]
-
-
-def test_repeated_i_builds_lists_of_typed_items():
-    inputs = cli.build_inputs(["tags=a", "tags=b", "numbers=1", "numbers=2", "n=3"], {}, DOC, "Input")
-    assert inputs == {"tags": ["a", "b"], "numbers": [1, 2], "n": 3}
+def test_repeated_i_builds_lists_of_typed_items_and_quotes_are_removed():
+    # parseInputFlags + NewInputsForMode.
+    grouped = oneshot.parse_input_flags(["tags=a", "tags=b", "numbers=1", "numbers=2", "n=3", 'text="quoted"'])
+    assert oneshot.coerce_inputs(grouped, DOC, DOC["components"]["schemas"]["Input"]) == \
+        {"tags": ["a", "b"], "numbers": [1, 2], "n": 3, "text": "quoted"}
     # A single JSON array also works for non-file lists.
-    assert cli.build_inputs(["numbers=[4, 5]"], {}, DOC, "Input") == {"numbers": [4, 5]}
+    grouped = oneshot.parse_input_flags(["numbers=[4, 5]"])
+    assert oneshot.coerce_inputs(grouped, DOC, DOC["components"]["schemas"]["Input"]) == {"numbers": [4, 5]}
 
 
-def test_every_problem_reported_naming_the_input():
-    with pytest.raises(cli.UsageError) as info:
-        cli.build_inputs(["nope=1", "n=1", "n=2", "broken"], {}, DOC, "Input")
-    problems = info.value.problems
-    assert len(problems) == 3
-    assert problems[0] == "-i 'broken': expected NAME=VALUE"
-    assert problems[1].startswith("input 'nope': unknown input (this predictor takes: ")
-    assert problems[2] == "input 'n': given 2 times but it takes one value"
+@pytest.mark.parametrize("values, message", [
+    # Each message is the one Cog's pkg/predict/input_validation_test.go expects for the case.
+    ({"text": 10}, 'invalid input "text": expected string, got number'),
+    ({"n": -1}, 'invalid input "n": number must be at least 0'),
+    ({"color": "blue"}, 'invalid input "color": must be one of: red, green'),
+    ({"n": None}, 'invalid input "n": must not be null (omit the input to use its default)'),
+    ({"numbers": [1, "x"]}, 'invalid input "numbers.1": expected integer, got string'),
+    ({"text": 10, "n": -1}, 'input validation failed:\n- invalid input "n": number must be at least 0\n'
+                            '- invalid input "text": expected string, got number'),
+])
+def test_validation_messages_are_cogs(values, message):
+    with pytest.raises(oneshot.CliError) as info:
+        oneshot.check_inputs(values, DOC, DOC["components"]["schemas"]["Input"])
+    assert str(info.value) == message
 
 
-def test_json_inputs_inline_file_stdin_and_i_overrides(tmp_path):
-    assert cli.read_json_inputs('{"text": "hi"}', io.StringIO()) == {"text": "hi"}
+def test_nullable_inputs_accept_null_and_required_ones_are_named():
+    component = dict(DOC["components"]["schemas"]["Input"], required=["text"])
+    oneshot.check_inputs({"text": "t", "seed": None}, DOC, component)  # nullable: minicog's runtime takes it
+    with pytest.raises(oneshot.CliError) as info:
+        oneshot.check_inputs({}, DOC, component)
+    assert str(info.value) == 'missing required input "text"'
+
+
+def test_unknown_names_are_cogs_message():
+    component = DOC["components"]["schemas"]["Input"]
+    with pytest.raises(oneshot.CliError) as info:
+        oneshot.check_input_names(["text", "bogus"], component)
+    assert str(info.value) == ('unknown input "bogus"; valid inputs are: color, doc, extra, flag, n, numbers, '
+                               'ratio, seed, tags, text')
+    with pytest.raises(oneshot.CliError) as info:
+        oneshot.check_input_names(["a", "b"], {"properties": {}})
+    assert str(info.value) == 'unknown inputs "a", "b"; model does not accept inputs'
+
+
+def test_json_inputs_inline_file_and_stdin(tmp_path):
+    assert oneshot.read_json_inputs('{"text": "hi"}', io.StringIO()) == {"text": "hi"}
     p = tmp_path / "in.json"
-    p.write_text('{"input": {"text": "from file"}}')  # Cog's request shape is unwrapped
-    assert cli.read_json_inputs(f"@{p}", io.StringIO()) == {"text": "from file"}
-    assert cli.read_json_inputs("-", io.StringIO('{"n": 2}')) == {"n": 2}
-    assert cli.build_inputs(["n=5"], {"n": 1, "text": "x"}, DOC, "Input") == {"n": 5, "text": "x"}
-    for bad, needle in (("[1]", "expected a JSON object"), ("{", "not valid JSON"), (f"@{tmp_path}/no.json", "cannot read")):
-        with pytest.raises(cli.UsageError) as info:
-            cli.read_json_inputs(bad, io.StringIO())
+    p.write_text('{"text": "from file"}')
+    assert oneshot.read_json_inputs(f"@{p}", io.StringIO()) == {"text": "from file"}
+    assert oneshot.read_json_inputs("@-", io.StringIO('{"n": 2}')) == {"n": 2}
+    assert oneshot.read_json_inputs("-", io.StringIO('{"n": 3}')) == {"n": 3}
+    for bad, needle in (("[1]", "cannot unmarshal array"), ("{", "Failed to parse JSON: "),
+                        (f"@{tmp_path}/no.json", "Failed to read JSON from file")):
+        with pytest.raises(oneshot.CliError) as info:
+            oneshot.read_json_inputs(bad, io.StringIO())
         assert needle in str(info.value)
 
 
-def test_validation_detail_becomes_one_line_per_input():
-    detail = [
-        {"loc": ["body", "input", "n"], "msg": "-1 is less than the minimum of 0", "type": "value_error"},
-        {"loc": ["body", "input", "text"], "msg": "Field required", "type": "value_error.missing"},
-        {"loc": ["body", "input", "tags/1"], "msg": '3 is not of type "string"', "type": "value_error"},
-    ]
-    assert cli.format_validation_errors(detail) == [
-        "input 'n': -1 is less than the minimum of 0",
-        "input 'text': Field required",
-        "input 'tags/1': 3 is not of type \"string\"",
-    ]
-
-
-@pytest.mark.parametrize("argv, expected", [
-    ([], False), (["--await-explicit-shutdown"], True), (["--await-explicit-shutdown", "true"], True),
-    (["--await-explicit-shutdown", "false"], False), (["--await-explicit-shutdown=false"], False),
+@pytest.mark.parametrize("value, text", [
+    (3.0, "3"), (0.1, "0.1"), (1e-5, "0.00001"), (1e-7, "1e-7"), (1e21, "1e+21"), (12, "12"),
+    ("<a&b>", '"\\u003ca\\u0026b\\u003e"'), ({"b": 1, "a": [True, None]}, '{"a":[true,null],"b":1}'),
 ])
-def test_await_explicit_shutdown_bare_flag_and_values(argv, expected):
-    args = cli.build_parser().parse_args(["serve", *argv])
-    assert args.await_explicit_shutdown is expected
-
-
-def test_serve_flags_parse():
-    args = cli.build_parser().parse_args([
-        "serve", "model.py:Runner", "--host", "127.0.0.1", "--port", "0", "--upload-url", "http://u/",
-        "--x-mode", "train", "--max-concurrency", "4", "--log-format", "json"])
-    assert (args.ref, args.host, args.port, args.upload_url, args.x_mode, args.max_concurrency, args.log_format) == (
-        "model.py:Runner", "127.0.0.1", 0, "http://u/", "train", 4, "json")
-
-
-def test_version():
-    proc = run_cli("--version")
-    assert proc.returncode == 0
-    assert proc.stdout.strip() == f"minicog {__version__} (Cog {COG_VERSION} API)"
-
-
-def test_no_subcommand_prints_help():
-    proc = run_cli()
-    assert proc.returncode == 0
-    for command in ("serve", "predict", "train", "schema"):
-        assert command in proc.stdout
-
-
-@pytest.mark.parametrize("command", ["serve", "predict", "train", "schema"])
-def test_help_on_every_subcommand(command):
-    proc = run_cli(command, "--help")
-    assert proc.returncode == 0
-    assert proc.stdout.startswith(f"usage: minicog {command}")
-    assert "--predictor" in proc.stdout
-
-
-def test_serve_help_explains_every_flag_and_lists_environment_variables():
-    out = run_cli("serve", "--help").stdout
-    for flag in ("--host", "--port", "--upload-url", "--await-explicit-shutdown", "--x-mode",
-                 "--max-concurrency", "--log-format", "REF"):
-        assert flag in out
-    for env in Settings.environment_variables():
-        assert env in out
-    assert "COG_PREDICT_TYPE_STUB" in out
+def test_go_json_formatting(value, text):
+    # encoding/json's float64 format, HTML escaping and sorted map keys.
+    assert oneshot.go_json(value, indent=False) == text
 
 
 @pytest.mark.parametrize("argv", [["serve", "--port", "70000"], ["serve", "--max-concurrency", "0"],
-                                  ["serve", "--await-explicit-shutdown", "perhaps"], ["predict", "--bogus"],
+                                  ["serve", "--await-explicit-shutdown", "perhaps"], ["serve", "--bogus"],
                                   ["serve", "--log-format", "xml"]])
 def test_usage_errors_exit_2(argv):
     proc = run_cli(*argv)
@@ -207,10 +178,13 @@ def test_usage_errors_exit_2(argv):
     assert "error:" in proc.stderr
 
 
-def test_bad_i_syntax_exits_2_before_starting_anything():
+def test_predict_usage_errors_exit_1_as_cog():
+    # Cog's commands exit 1 on bad flags (cmd/cog: console.Fatalf).
+    proc = run_cli("predict", "--setup-timeout", "soon")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0] == "usage: minicog predict [REF] [flags]"
     proc = run_cli("predict", "-i", "novalue")
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: -i 'novalue': expected NAME=VALUE"
+    assert (proc.returncode, proc.stderr) == (1, "Failed to parse input 'novalue', expected format is 'name=value'\n")
 
 
 def test_console_script_entry_point_is_main(capsys):

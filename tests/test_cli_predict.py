@@ -1,7 +1,10 @@
-"""``python -m minicog predict`` / ``train`` / ``schema`` run as real subprocesses with real workers.
+"""``python -m minicog predict`` / ``run`` / ``train`` / ``schema`` as real subprocesses with real workers.
 
-Each test runs the command the way a user types it and checks stdout (the
-output only), stderr (logs and errors) and the exit status.
+Each test runs the command the way a Cog user types it and compares stdout,
+stderr, the files written and the exit status with what Cog's CLI does for
+the same case; the comment on each names the Go function of replicate/cog
+(0.23 era: pkg/cli/predict.go, pkg/cli/train.go, pkg/predict/*.go) whose
+behaviour it checks.
 """
 
 from __future__ import annotations
@@ -20,179 +23,386 @@ from support import ROOT, Receiver, predictor, wait_until
 TIMEOUT = 60
 
 
-def run_cli(*args: str, cwd: str = ROOT, input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: str = ROOT, input: str | None = None, env: dict | None = None,
+            timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", "minicog", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=TIMEOUT, input=input, env=full_env)
+                          timeout=timeout, input=input, env=full_env)
 
 
-def test_default_model_streams_text_deterministically_with_a_seed():
-    args = ("predict", "-i", "prompt=The keeper", "-i", "seed=7", "-i", "max_tokens=12")
-    first = run_cli(*args)
-    assert first.returncode == 0, first.stderr
-    assert first.stdout.strip(), "no text generated"
-    assert "textgen: learned" in first.stderr  # setup logs on stderr
-    assert "Using seed: 7" in first.stderr     # prediction logs on stderr
-    assert "Using seed" not in first.stdout    # stdout carries only the output
-    second = run_cli(*args)
-    assert second.stdout == first.stdout
-    # 12 word tokens: 12 runs of non-space characters.
-    assert len(first.stdout.split()) == 12
+def model_lines(stderr: str) -> list[str]:
+    """stderr without the two lines runPrediction prints before predicting."""
+    return [line for line in stderr.splitlines() if line not in ("Running prediction...", "Running training...", "")]
 
+
+# ----------------------------------------------------------------------------- printing
 
 def test_string_output_printed_as_is_and_logs_on_stderr():
-    proc = run_cli("predict", "--predictor", predictor("cli_text.py"), "-i", "name=bob")
+    # runPrediction: outputSchema.Type.Is("string") → console.Output(s); console.Info
+    # "Running prediction..." and a blank line on stderr first.
+    proc = run_cli("predict", predictor("cli_text.py"), "-i", "name=bob")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "hello bob\n"
-    for line in ("cli_text: setting up", "cli_text: log line on stdout", "cli_text: log line on stderr"):
-        assert line in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines.index("Running prediction...") < lines.index("cli_text: log line on stdout")
+    assert "cli_text: setting up" in lines and "cli_text: log line on stderr" in lines
+
+
+def test_quoted_value_loses_its_quotes():
+    # parseInputFlags: a value that starts and ends with '"' is unquoted.
+    proc = run_cli("predict", predictor("cli_text.py"), "-i", 'name="Athena"')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "hello Athena\n"
+
+
+def test_other_values_printed_as_go_indented_json():
+    # runPrediction default branch: prettyJSONMarshal (json.Marshal of a decoded map:
+    # sorted keys, <>& escaped, float64 numbers) + json.Indent with two spaces.
+    proc = run_cli("predict", predictor("cli_outputs.py") + ":Numbers")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ('{\n  "alpha": "\\u003cb\\u003e\\u0026\\u003c/b\\u003e",\n'
+                           '  "small": 0.00001,\n  "zeta": 3\n}\n')
 
 
 def test_values_parsed_by_type_lists_by_repeating_and_at_file(tmp_path):
+    # NewInputsForMode / coerceScalarValue: each value read as its schema type, a
+    # repeated name is an array; @path for a file input is read from disk.
     doc = tmp_path / "doc.txt"
     doc.write_text("from a local file")
-    proc = run_cli("predict", "--predictor", predictor("cli_types.py"), "-i", "text=42", "-i", "n=3",
+    proc = run_cli("predict", predictor("cli_types.py"), "-i", "text=42", "-i", "n=3",
                    "-i", "ratio=0.25", "-i", "flag=true", "-i", "tags=a", "-i", "tags=b",
                    "-i", "numbers=1", "-i", "numbers=2", "-i", "color=green", "-i", f"doc=@{doc}")
     assert proc.returncode == 0, proc.stderr
-    # Anything that is not a string is printed as indented JSON.
-    assert proc.stdout.startswith("{\n  ")
     assert json.loads(proc.stdout) == {
         "text": "42", "n": 3, "ratio": 0.25, "flag": True, "tags": ["a", "b"], "numbers": [1, 2],
         "color": "green", "doc": "from a local file",
     }
 
 
-def test_json_from_stdin_with_i_override():
-    proc = run_cli("predict", "--predictor", predictor("cli_types.py"), "--json", "-", "-i", "n=9",
-                   input='{"text": "hi", "n": 1, "tags": ["x"]}')
+def test_iterator_printed_whole_when_the_prediction_ends():
+    # runPrediction: an iterator's output is the final list, printed as indented
+    # JSON like any array (ConcatenateIterator included) when stdout is not a terminal.
+    proc = run_cli("predict", predictor("cli_stream.py"), "-i", "count=3")
     assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    assert (out["text"], out["n"], out["tags"]) == ("hi", 9, ["x"])
+    assert json.loads(proc.stdout) == ["tok0 ", "tok1 ", "tok2 "]
+    assert proc.stdout.startswith('[\n  "tok0 ",\n')
+    proc = run_cli("predict", predictor("cli_stream.py") + ":Items", "-i", "count=2")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == '[\n  {\n    "i": 0\n  },\n  {\n    "i": 1\n  }\n]\n'
 
 
-def test_bad_input_exits_2_with_one_line_per_problem():
-    proc = run_cli("predict", "--predictor", predictor("cli_types.py"), "-i", "n=abc", "-i", "color=blue",
-                   "-i", "numbers=1", "-i", "numbers=x")
-    assert proc.returncode == 2
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert any(line.startswith("error: input 'n': ") and '"abc"' in line for line in errors), errors
-    assert any(line.startswith("error: input 'color': ") and "blue" in line for line in errors), errors
-    assert any(line.startswith("error: input 'numbers") for line in errors), errors
-    assert "error: input 'text': Field required" in errors
+def test_none_output_says_no_output_generated():
+    # runPrediction: prediction.Output == nil → console.Warn("No output generated"), exit 0.
+    proc = run_cli("predict", predictor("cli_outputs.py") + ":Nothing")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines()[-1] == "No output generated"
+
+
+def test_default_model_is_deterministic_with_a_seed():
+    args = ("predict", "-i", "prompt=The keeper", "-i", "seed=7", "-i", "max_tokens=12")
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    tokens = json.loads(first.stdout)  # a ConcatenateIterator: Cog prints the list of tokens
+    assert len("".join(tokens).split()) == 12
+    assert "Using seed: 7" in first.stderr and "Using seed" not in first.stdout
+    assert run_cli(*args).stdout == first.stdout
+
+
+# ----------------------------------------------------------------------------- files and -o
+
+def test_file_outputs_named_output_ext_and_numbered_for_lists(tmp_path):
+    # processFileOutputs + WriteDataURLToFile: "output" + the type's extension;
+    # lists get output.<i>.<ext>; each file announced on stderr, nothing on stdout.
+    proc = run_cli("predict", predictor("cli_files.py") + ":Single", "-i", "text=abc", cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "output.txt").read_text() == "abc"
+    assert proc.stdout == "" and "Written output to: output.txt" in proc.stderr.splitlines()
+    proc = run_cli("predict", predictor("cli_files.py") + ":Several", "-i", "count=3", cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert [(tmp_path / f"output.{i}.txt").read_text() for i in range(3)] == ["file 0", "file 1", "file 2"]
+    assert [line for line in proc.stderr.splitlines() if line.startswith("Written")] == \
+        [f"Written output to: output.{i}.txt" for i in range(3)]
     assert proc.stdout == ""
 
 
-def test_problems_found_while_reading_values_do_not_hide_validation_problems(tmp_path):
-    # An unknown input, a missing @file, an input given twice and two out-of-range
-    # values: all five reported at once, each on its own line naming its input.
-    proc = run_cli("predict", "--predictor", predictor("cli_types.py"), "-i", "text=t", "-i", "bogus=1",
-                   "-i", f"doc=@{tmp_path}/missing.txt", "-i", "flag=true", "-i", "flag=false",
-                   "-i", "n=11", "-i", "color=blue")
-    assert proc.returncode == 2
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert sorted(e.split("'")[1] for e in errors) == ["bogus", "color", "doc", "flag", "n"], proc.stderr
-    assert f"error: input 'doc': no such file: {tmp_path}/missing.txt" in errors
-    assert proc.stdout == ""
+def test_o_for_files_a_folder_and_a_trailing_slash(tmp_path):
+    # ensureOutputWriteable: -o FILE keeps its extension; an existing folder gets
+    # the fallback name inside it; lists get PATH.<i>.<ext> (processFileOutputs).
+    proc = run_cli("predict", predictor("cli_files.py") + ":Single", "-o", str(tmp_path / "mine.dat"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "mine.dat").read_text() == "single file"
+    assert f"Written output to: {tmp_path / 'mine.dat'}" in proc.stderr.splitlines()
+    (tmp_path / "here").mkdir()
+    proc = run_cli("predict", predictor("cli_files.py") + ":Single", "-o", str(tmp_path / "here"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "here" / "output.txt").read_text() == "single file"
+    # minicog also creates a folder named with a trailing slash (Cog says it is not writable).
+    proc = run_cli("predict", predictor("cli_files.py") + ":Several", "-i", "count=2", "-o", f"{tmp_path}/new/")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["output.0.txt", "output.1.txt"]
+    proc = run_cli("predict", predictor("cli_files.py") + ":Several", "-i", "count=2", "-o", str(tmp_path / "r.dat"))
+    assert proc.returncode == 0, proc.stderr
+    assert [(tmp_path / f"r.{i}.dat").read_text() for i in range(2)] == ["file 0", "file 1"]
 
 
-def test_json_from_a_file_and_a_url_passed_through_for_the_worker_to_fetch(tmp_path):
-    inputs = tmp_path / "inputs.json"
-    with Receiver(lambda rec: (200, {"Content-Type": "text/plain"}, b"fetched by the worker")) as server:
-        inputs.write_text(json.dumps({"text": "from json", "doc": f"{server.url}/doc.txt"}))
-        proc = run_cli("predict", "--predictor", predictor("cli_types.py"), "--json", f"@{inputs}")
+def test_o_writes_string_and_json_outputs_to_the_file(tmp_path):
+    # runPrediction: writeOutputToDisk → files.WriteFile(s) for a string (no newline
+    # added), the indented JSON otherwise; "Written output to: PATH"; stdout empty.
+    proc = run_cli("predict", predictor("cli_text.py"), "-o", str(tmp_path / "out.txt"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out.txt").read_text() == "hello world"
+    assert proc.stdout == "" and proc.stderr.splitlines()[-1] == f"Written output to: {tmp_path / 'out.txt'}"
+    proc = run_cli("predict", predictor("cli_outputs.py") + ":Numbers", "-o", str(tmp_path / "n.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "n.json").read_text()) == {"alpha": "<b>&</b>", "small": 0.00001, "zeta": 3}
+
+
+def test_output_path_checks(tmp_path):
+    # ensureOutputWriteable: ./output being a folder with no -o, and a missing parent
+    # folder, are errors (exit 1) - checked before the model starts.
+    (tmp_path / "output").mkdir()
+    proc = run_cli("predict", predictor("cli_text.py"), cwd=str(tmp_path))
+    assert proc.returncode == 1
+    assert proc.stderr == 'Default output name "output" conflicts with directory, provide --output\n'
+    proc = run_cli("predict", predictor("cli_text.py"), "-o", str(tmp_path / "no" / "such" / "x.txt"))
+    assert proc.returncode == 1
+    assert proc.stderr == f"Output path is not writable: Output directory is not writable: {tmp_path}/no/such\n"
+
+
+def test_train_writes_weights_named_as_cog_does(tmp_path):
+    # cmdTrain: -o defaults to "weights", so a file output becomes weights.<ext> and
+    # any other output is written to the file "weights" (runPrediction, isTrain).
+    proc = run_cli("train", predictor("cli_outputs.py") + ":Weights", "-i", "steps=3", cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "weights.txt").read_text() == "weights after 3 steps"
+    assert proc.stdout == "" and "Written output to: weights.txt" in proc.stderr.splitlines()
+    assert "Running training..." in proc.stderr.splitlines()
+    proc = run_cli("train", predictor("cli_train.py") + ":Trainer", "-i", "steps=2", cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    written = json.loads((tmp_path / "weights").read_text())
+    assert written["steps"] == 2 and written["weights"].startswith("data:text/plain")  # nested file: a data URI
+
+
+# ----------------------------------------------------------------------------- --json
+
+def _check_record(record: dict, status: str) -> None:
+    assert list(record)[:3] == ["status", "output", "error"]  # predict.Response's field order
+    assert record["status"] == status
+    for key in ("id", "logs", "created_at", "started_at", "completed_at"):
+        assert key in record
+
+
+def test_json_inline_file_and_stdin_print_the_prediction_object(tmp_path):
+    # parseJSONInput (inline, @file, @- and -) + runPrediction needsJSON: the whole
+    # prediction as indented JSON on stdout; file outputs written to output.<ext>.
+    inputs = tmp_path / "in.json"
+    inputs.write_text('{"text": "from a file"}')
+    for spec, stdin in (('{"text": "inline"}', None), (f"@{inputs}", None), ("@-", '{"text": "stdin"}'),
+                        ("-", '{"text": "stdin"}')):
+        proc = run_cli("predict", predictor("cli_types.py"), "--json", spec, input=stdin)
         assert proc.returncode == 0, proc.stderr
-        assert [r.path for r in server.requests] == ["/doc.txt"]
-        out = json.loads(proc.stdout)
-        assert (out["text"], out["doc"]) == ("from json", "fetched by the worker")
-        proc = run_cli("predict", "--predictor", predictor("cli_types.py"), "-i", "text=x",
-                       "-i", f"doc={server.url}/again.txt")
+        record = json.loads(proc.stdout)
+        _check_record(record, "succeeded")
+        assert record["error"] == "" and record["output"]["text"] in ("inline", "from a file", "stdin")
+        assert "cli_types: got text=" in record["logs"]
+        assert proc.stdout.startswith('{\n  "status": "succeeded",\n  "output": {\n    "color": "red",')
+    proc = run_cli("predict", predictor("cli_files.py") + ":Single", "--json", "{}", cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["output"] == "output.txt"
+    assert (tmp_path / "output.txt").read_text() == "single file"
+
+
+def test_json_failed_prediction_prints_the_object_and_exits_1():
+    # runPrediction needsJSON: the object is printed, then os.Exit(1) when not succeeded.
+    proc = run_cli("predict", predictor("cli_fail.py"), "--json", "{}")
+    assert proc.returncode == 1
+    record = json.loads(proc.stdout)
+    _check_record(record, "failed")
+    assert record["output"] is None and "the model failed on purpose" in record["error"]
+
+
+def test_json_with_o_writes_the_object_to_the_file(tmp_path):
+    # runPrediction needsJSON + writeOutputToDisk; a name without .json gets Cog's warning.
+    proc = run_cli("predict", predictor("cli_text.py"), "--json", '{"name": "x"}', "-o", str(tmp_path / "r.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert json.loads((tmp_path / "r.json").read_text())["output"] == "hello x"
+    assert proc.stderr.splitlines()[-1] == f"Written output to: {tmp_path / 'r.json'}"
+    proc = run_cli("predict", predictor("cli_text.py"), "--json", "{}", "-o", str(tmp_path / "r.txt"))
+    assert proc.returncode == 0, proc.stderr
+    assert "--output value does not have a .json suffix: r.txt" in proc.stderr.splitlines()
+
+
+def test_json_errors_worded_as_cog():
+    # cmdPredict / prepareInputs: --json with -i; parseJSONInput's messages.
+    proc = run_cli("predict", predictor("cli_text.py"), "--json", "{}", "-i", "name=x")
+    assert (proc.returncode, proc.stderr) == (1, "Must use one of --json or --input to provide model inputs\n")
+    proc = run_cli("predict", predictor("cli_text.py"), "--json", "@/no/such.json")
+    assert (proc.returncode, proc.stderr) == \
+        (1, 'Failed to read JSON from file "/no/such.json": open /no/such.json: no such file or directory\n')
+    proc = run_cli("predict", predictor("cli_text.py"), "--json", "[1]")
+    assert proc.returncode == 1
+    assert proc.stderr == ("Failed to parse JSON: json: cannot unmarshal array into Go value of type "
+                           "map[string]interface {}\n")
+
+
+def test_json_file_and_url_inputs(tmp_path):
+    # transformPathsToBase64URLs for "@path" file inputs; URLs are passed for the model to fetch.
+    doc = tmp_path / "doc.txt"
+    doc.write_text("read by the CLI")
+    proc = run_cli("predict", predictor("cli_types.py"), "--json", json.dumps({"text": "t", "doc": f"@{doc}"}))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["output"]["doc"] == "read by the CLI"
+    with Receiver(lambda rec: (200, {"Content-Type": "text/plain"}, b"fetched by the worker")) as server:
+        proc = run_cli("predict", predictor("cli_types.py"), "-i", "text=x", "-i", f"doc={server.url}/again.txt")
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["doc"] == "fetched by the worker"
-        assert [r.path for r in server.requests] == ["/doc.txt", "/again.txt"]
+        assert [r.path for r in server.requests] == ["/again.txt"]
 
 
-def test_o_numbers_a_list_of_files(tmp_path):
-    proc = run_cli("predict", "--predictor", predictor("cli_files.py") + ":Several", "-i", "count=2",
-                   "-o", str(tmp_path / "res.dat"))
-    assert proc.returncode == 0, proc.stderr
-    assert [(tmp_path / f"res.{i}.dat").read_text() for i in range(2)] == ["file 0", "file 1"]
-    assert json.loads(proc.stdout) == [str(tmp_path / f"res.{i}.dat") for i in range(2)]
+# ----------------------------------------------------------------------------- errors
 
-
-def test_train_bad_input_exits_2_and_failed_training_exits_1():
-    proc = run_cli("train", "--predictor", predictor("cli_train.py") + ":Trainer", "-i", "steps=0")
-    assert proc.returncode == 2
-    assert "error: input 'steps': 0 is less than the minimum of 1" in proc.stderr.splitlines()
-    proc = run_cli("train", "--predictor", predictor("cli_train.py") + ":Broken")
-    assert proc.returncode == 1, proc.stderr
-    assert "cli_train: broken training starts" in proc.stderr
-    assert "error: Training failed: RuntimeError: training diverged after 2 steps" in proc.stderr.splitlines()
-    assert proc.stdout == ""
-
-
-def test_out_of_range_and_unknown_inputs_exit_2():
-    proc = run_cli("predict", "-i", "max_tokens=0", "-i", "temperature=9", "-i", "unit=byte")
-    assert proc.returncode == 2
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 3, proc.stderr
-    assert {e.split("'")[1] for e in errors} == {"max_tokens", "temperature", "unit"}
-    proc = run_cli("predict", "-i", "promt=typo")
-    assert proc.returncode == 2
-    assert "error: input 'promt': unknown input" in proc.stderr and "prompt" in proc.stderr
-
-
-def test_failed_prediction_exits_1_showing_error_and_logs():
-    proc = run_cli("predict", "--predictor", predictor("cli_fail.py"))
+def test_unknown_input_fails_before_setup_runs():
+    # validateKnownInputs (pkg/predict/input_validation.go), run by cmdPredict before
+    # the model starts. setup() here sleeps 60 s: the command must not wait for it
+    # (the subprocess deadline is below that).
+    proc = run_cli("predict", predictor("cli_slow_setup.py"), "-i", "typo=1", timeout=45)
     assert proc.returncode == 1
+    assert proc.stderr == 'unknown input "typo"; model does not accept inputs\n'
+    proc = run_cli("predict", predictor("cli_types.py"), "-i", "txet=1", "-i", "nn=2")
+    assert proc.returncode == 1
+    assert proc.stderr == ('unknown inputs "nn", "txet"; valid inputs are: color, doc, flag, n, numbers, '
+                           'ratio, tags, text\n')
+
+
+def test_value_problems_worded_as_cog():
+    # formatInputValidationError / formatSchemaValidationError: one problem alone,
+    # several under "input validation failed:", properties by name then missing ones.
+    proc = run_cli("predict", predictor("cli_types.py"), "-i", "n=abc", "-i", "color=blue")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == ('input validation failed:\n- invalid input "color": must be one of: red, green\n'
+                           '- invalid input "n": expected integer, got string\n- missing required input "text"\n')
+    proc = run_cli("predict", predictor("cli_types.py"), "-i", "text=t", "-i", "n=11")
+    assert (proc.returncode, proc.stderr) == (1, 'invalid input "n": number must be at most 10\n')
+    proc = run_cli("predict", predictor("cli_types.py"), "-i", "text=a", "-i", "text=b")
+    assert (proc.returncode, proc.stderr) == (1, 'invalid input "text": expected string, got array\n')
+    proc = run_cli("predict", predictor("cli_types.py"), "-i", "text=t", "-i", "numbers=1", "-i", "numbers=x")
+    assert (proc.returncode, proc.stderr) == (1, 'invalid input "numbers.1": expected integer, got string\n')
+    proc = run_cli("train", predictor("cli_train.py") + ":Trainer", "-i", "steps=0")
+    assert (proc.returncode, proc.stderr) == (1, 'invalid input "steps": number must be at least 1\n')
+
+
+def test_syntax_and_missing_file_errors(tmp_path):
+    # parseInputFlags: "Failed to parse input ..."; materialize(): input "x": open PATH: ...
+    proc = run_cli("predict", predictor("cli_types.py"), "-i", "novalue")
+    assert (proc.returncode, proc.stderr) == (1, "Failed to parse input 'novalue', expected format is 'name=value'\n")
+    proc = run_cli("predict", predictor("cli_types.py"), "-i", "text=t", "-i", f"doc=@{tmp_path}/missing.txt")
+    assert (proc.returncode, proc.stderr) == (1, f'input "doc": open {tmp_path}/missing.txt: no such file or directory\n')
+
+
+def test_failed_prediction_worded_as_cog():
+    # runPrediction: status != succeeded → "Prediction failed with status %q: %s", exit 1.
+    proc = run_cli("predict", predictor("cli_fail.py"))
+    assert proc.returncode == 1 and proc.stdout == ""
     assert "cli_fail: about to fail" in proc.stderr
-    assert "the model failed on purpose" in proc.stderr
-    assert proc.stdout == ""
+    assert proc.stderr.splitlines()[-1] == \
+        'Prediction failed with status "failed": Prediction failed: ValueError: the model failed on purpose'
 
 
-def test_setup_failure_exits_1(tmp_path):
-    proc = run_cli("predict", "--predictor", str(tmp_path / "missing.py"))
+# ----------------------------------------------------------------------------- flags
+
+def test_setup_timeout():
+    # addSetupTimeoutFlag / Predictor.waitForContainerReady: "Timed out" after the limit.
+    proc = run_cli("predict", predictor("cli_slow_setup.py"), "--setup-timeout", "1", timeout=45)
     assert proc.returncode == 1
-    assert "missing.py" in proc.stderr
+    assert proc.stderr.splitlines()[-1] == "Timed out: setup() did not finish within 1 seconds"
 
 
-def test_file_output_written_to_output_dir_and_to_o(tmp_path):
-    proc = run_cli("predict", "--predictor", predictor("cli_files.py") + ":Single", "-i", "text=abc",
-                   "--output-dir", str(tmp_path / "out"))
+def test_env_flag_reaches_the_model():
+    # newPredictionCommand -e/--env: environment variables for the model.
+    proc = run_cli("predict", predictor("cli_outputs.py") + ":Env", "-e", "MINICOG_TEST_VAR=from -e",
+                   "-i", "name=MINICOG_TEST_VAR")
     assert proc.returncode == 0, proc.stderr
-    target = tmp_path / "out" / "output.txt"
-    assert target.read_text() == "abc"
-    assert proc.stdout.strip() == str(target)
-    proc = run_cli("predict", "--predictor", predictor("cli_files.py") + ":Single", "-o", str(tmp_path / "mine.txt"))
+    assert proc.stdout == "from -e\n"
+
+
+def test_file_flag_names_the_cog_yaml_searched_in_parent_folders(tmp_path):
+    # addConfigFlag -f + config.GetProjectDir: the file is found in the current folder or a parent.
+    (tmp_path / "other.yaml").write_text(f"run: {predictor('cli_text.py')}:Runner\n"
+                                         )
+    (tmp_path / "sub").mkdir()
+    proc = run_cli("run", "-f", "other.yaml", "-i", "name=yaml", cwd=str(tmp_path / "sub"))
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "mine.txt").read_text() == "single file"
+    assert proc.stdout == "hello yaml\n"
+    proc = run_cli("predict", "-f", "nothere.yaml", cwd=str(tmp_path))
+    assert (proc.returncode, proc.stderr) == (1, f"nothere.yaml not found in {tmp_path} (or in any parent directories)\n")
 
 
-def test_list_of_files_numbered(tmp_path):
-    proc = run_cli("predict", "--predictor", predictor("cli_files.py") + ":Several", "-i", "count=3", cwd=str(tmp_path))
+def test_cog_yaml_in_the_current_folder_names_the_predictor():
+    proc = run_cli("predict", "-i", "text=abc", "-i", "transform=reverse", "-i", "repeat=2",
+                   cwd=os.path.join(ROOT, "examples"))
     assert proc.returncode == 0, proc.stderr
-    for i in range(3):
-        assert (tmp_path / f"output.{i}.txt").read_text() == f"file {i}"
-    # A list (not an iterator) is printed whole, as indented JSON, with the paths written.
-    assert json.loads(proc.stdout) == [f"output.{i}.txt" for i in range(3)]
+    assert proc.stdout == "cba\ncba\n"
 
 
-def test_train_writes_weights_to_disk(tmp_path):
-    proc = run_cli("train", "--predictor", predictor("cli_train.py") + ":Trainer", "-i", "steps=3", cwd=str(tmp_path))
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    assert out["steps"] == 3
-    assert out["weights"] == "output.weights.txt"
-    assert (tmp_path / "output.weights.txt").read_text() == "weights after 3 steps"
-    assert "cli_train: training for 3 steps" in proc.stderr
+def test_positional_reference_run_alias_and_forgotten_i():
+    # newPredictionCommand("run"): `cog run` is `cog predict`; cmdPredict's check for
+    # an image argument containing '=' ("Did you forget `-i`?").
+    proc = run_cli("run", predictor("cli_text.py"), "-i", "name=run")
+    assert (proc.returncode, proc.stdout) == (0, "hello run\n"), proc.stderr
+    proc = run_cli("predict", "name=x")
+    assert (proc.returncode, proc.stderr) == (1, "Invalid predictor reference 'name=x'. Did you forget `-i`?\n")
 
 
-def test_iterator_items_printed_one_per_line():
-    proc = run_cli("predict", "--predictor", predictor("cli_stream.py") + ":Items", "-i", "count=2")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == json.dumps({"i": 0}, indent=2) + "\n" + json.dumps({"i": 1}, indent=2) + "\n"
+def test_unknown_flag_under_the_subcommand_usage_and_docker_flags_accepted():
+    # cobra/pflag: usage of the subcommand, then "unknown flag: --x", exit 1.
+    proc = run_cli("predict", "--bogus")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == ["usage: minicog predict [REF] [flags]", "unknown flag: --bogus"]
+    proc = run_cli("train", "-z")
+    assert proc.stderr.splitlines() == ["usage: minicog train [REF] [flags]", "unknown shorthand flag: 'z' in -z"]
+    proc = run_cli("predict", predictor("cli_text.py"), "--gpus", "all", "--progress", "plain", "--use-cog-base-image")
+    assert (proc.returncode, proc.stdout) == (0, "hello world\n"), proc.stderr
 
+
+def test_help_documents_the_exit_statuses():
+    proc = run_cli("predict", "--help")
+    assert proc.returncode == 0
+    assert "exit status: 0 success; 1 any failure" in proc.stdout and "130 interrupted" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- load failures
+
+@pytest.mark.parametrize("case", ["syntax", "package", "class", "file"])
+def test_load_failure_printed_once_naming_file_and_line(tmp_path, case):
+    # Cog prints the container's logs then "Model setup failed" (Predictor.waitForContainerReady);
+    # minicog prints the model's own traceback (no minicog frames) and one line that
+    # names the file and line, once.
+    (tmp_path / "syntax.py").write_text("from cog import BaseRunner\nclass Runner(BaseRunner):\n"
+                                        "    def run(self) -> str\n        return 'x'\n")
+    (tmp_path / "package.py").write_text("import os\nimport minicog_no_such_package_abc\n")
+    (tmp_path / "klass.py").write_text("def helper():\n    pass\n")
+    ref, needle = {
+        "syntax": ("syntax.py", f"failed to import {tmp_path}/syntax.py (line 3): SyntaxError: expected ':'"),
+        "package": ("package.py", f"failed to import {tmp_path}/package.py (line 2): ModuleNotFoundError: "
+                                  "No module named 'minicog_no_such_package_abc'"),
+        "class": ("klass.py:Runner", f"{tmp_path}/klass.py has no class or function named 'Runner'"),
+        "file": ("missing.py", f"predictor file not found: {tmp_path}/missing.py"),
+    }[case]
+    if case == "syntax" and sys.version_info < (3, 10):
+        pytest.skip("the SyntaxError text differs before 3.10")
+    proc = run_cli("predict", ref, cwd=str(tmp_path))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.count(needle) == 1, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("Failed to load predictor: ")
+    assert "minicog/" not in proc.stderr and "<frozen" not in proc.stderr, proc.stderr
+    if case == "package":
+        assert 'File "' + str(tmp_path / "package.py") + '", line 2, in <module>' in proc.stderr
+
+
+# ----------------------------------------------------------------------------- streaming, Ctrl-C
 
 def _spawn(*args: str, new_session: bool = False) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
@@ -213,8 +423,9 @@ class _Reader:
             self.data += chunk
 
 
-def test_streamed_output_printed_as_it_arrives():
-    proc = _spawn("predict", "--predictor", predictor("cli_stream.py"), "-i", "count=4", "-i", "pause=0.4")
+def test_stream_flag_prints_tokens_as_they_arrive():
+    # minicog's own: --stream (or a terminal) prints a ConcatenateIterator live.
+    proc = _spawn("predict", predictor("cli_stream.py"), "--stream", "-i", "count=4", "-i", "pause=0.4")
     try:
         out, _err = _Reader(proc.stdout), _Reader(proc.stderr)  # stderr drained so the pipe never fills
         wait_until(lambda: b"tok0 " in out.data, timeout=TIMEOUT, message="the first token")
@@ -249,7 +460,7 @@ def _alive(pid: int) -> bool:
 def test_ctrl_c_cancels_the_prediction_and_exits_130(tmp_path, target):
     # "group" is what a terminal's Ctrl-C does: SIGINT to the command and its worker.
     marker = tmp_path / "canceled"
-    proc = _spawn("predict", "--predictor", predictor("cli_stream.py"), "-i", "count=1000", "-i", "pause=0.2",
+    proc = _spawn("predict", predictor("cli_stream.py"), "--stream", "-i", "count=1000", "-i", "pause=0.2",
                   "-i", f"marker={marker}", new_session=True)
     try:
         out, err = _Reader(proc.stdout), _Reader(proc.stderr)
@@ -274,7 +485,7 @@ def test_ctrl_c_cancels_the_prediction_and_exits_130(tmp_path, target):
 
 
 def test_ctrl_c_during_setup_exits_130_at_once_and_stops_the_worker():
-    proc = _spawn("predict", "--predictor", predictor("cli_slow_setup.py"), new_session=True)
+    proc = _spawn("predict", predictor("cli_slow_setup.py"), new_session=True)
     try:
         _out, err = _Reader(proc.stdout), _Reader(proc.stderr)
         wait_until(lambda: b"cli_slow_setup: setting up" in err.data, timeout=TIMEOUT, message="setup to start")
@@ -302,10 +513,3 @@ def test_schema_prints_the_openapi_document():
     assert props["max_tokens"]["minimum"] == 1 and props["max_tokens"]["maximum"] == 5000
     assert props["seed"].get("nullable") is True
     assert doc["components"]["schemas"]["Output"].get("x-cog-array-display") == "concatenate"
-
-
-def test_cog_yaml_in_the_current_folder_names_the_predictor():
-    proc = run_cli("predict", "-i", "text=abc", "-i", "transform=reverse", "-i", "repeat=2",
-                   cwd=os.path.join(ROOT, "examples"))
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "cba\ncba\n"

@@ -56,6 +56,18 @@ def test_invalid_input_raises_with_every_problem(textgen):
     assert names == ["max_tokens", "unit"]
 
 
+def test_unknown_keyword_is_an_input_validation_error(textgen):
+    # A typo must not vanish: predict/stream/submit refuse it before anything runs,
+    # as Cog's CLI refuses an unknown -i (validateKnownInputs).
+    for call in (textgen.predict, textgen.submit, textgen.stream):
+        with pytest.raises(errors.InputValidationError) as info:
+            call(promt="The", max_tokens=2)
+        assert [d["loc"] for d in info.value.detail] == [["body", "input", "promt"]]
+        assert "valid inputs are: " in info.value.detail[0]["msg"] and "prompt" in info.value.detail[0]["msg"]
+    # submit_input (a dict, for names that are not identifiers) keeps the HTTP API's rule.
+    assert textgen.submit_input({"prompt": "The", "max_tokens": 2, "bogus": 1}).result(TIMEOUT)
+
+
 def test_submit_returns_a_handle_with_logs(textgen):
     handle = textgen.submit(seed=5, max_tokens=3)
     assert len(handle.result(TIMEOUT)) == 3
@@ -162,6 +174,14 @@ def test_serve_in_thread_serves_and_stops():
         body = json.loads(resp.read())
         conn.close()
         assert resp.status == 200 and body["output"] == "hello thread"
+        # The HTTP API keeps Cog's rule: an unknown key is dropped (with a warning), not refused.
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT)
+        conn.request("POST", "/predictions", body=json.dumps({"input": {"name": "x", "nmae": "typo"}}),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        conn.close()
+        assert resp.status == 200 and body["output"] == "hello x"
         port = server.port
     # After stop() the port no longer accepts connections.
     with pytest.raises(OSError):

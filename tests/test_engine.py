@@ -144,3 +144,20 @@ def test_worker_exits_when_the_parent_dies(tmp_path):
         if parent.poll() is None:
             parent.kill()
             parent.wait(5)
+
+
+def test_schema_arrives_before_setup_ends():
+    # The worker sends its schema right after the import, before setup(): a caller
+    # can check input while a 60 s setup() runs (python -m minicog predict does).
+    with running("cli_slow_setup.py", ready=False) as orch:
+        doc = orch.wait_schema(30)
+        assert doc is not None and doc["openapi"] == "3.0.2"
+        assert "Input" in doc["components"]["schemas"]
+        assert orch.state == "STARTING"
+        assert orch.schema is None  # /openapi.json stays 503 until ready, as coglet's
+
+
+def test_wait_schema_is_none_when_the_model_fails_to_load():
+    with running("load_import_error.py", ready=False) as orch:
+        assert orch.wait_schema(30) is None
+        assert orch.state == "SETUP_FAILED"

@@ -147,7 +147,8 @@ def test_import_error_includes_original_text():
     with pytest.raises(LoadError) as exc:
         load_quiet(predictor("load_import_error.py"))
     msg = str(exc.value)
-    assert msg.startswith(f"failed to import {predictor('load_import_error.py')}: ModuleNotFoundError: ")
+    # The file and line of the failing import, then the original error (one line).
+    assert msg.startswith(f"failed to import {predictor('load_import_error.py')} (line 2): ModuleNotFoundError: ")
     assert "No module named 'minicog_no_such_package_xyz'" in msg
     assert isinstance(exc.value.__cause__, ModuleNotFoundError)
     import sys

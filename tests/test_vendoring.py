@@ -73,7 +73,7 @@ def test_predict_with_the_default_model_from_an_empty_folder(pyz, empty):
     proc = _run([sys.executable, "-I", "-S", pyz, "predict", "-i", "prompt=The", "-i", "max_tokens=5", "-i", "seed=4"],
                 empty)
     assert proc.returncode == 0, proc.stderr
-    assert len(proc.stdout.split()) == 5
+    assert len(json.loads(proc.stdout)) == 5  # an iterator's output: the JSON list of its items, as Cog prints it
     assert "textgen: learned" in proc.stderr  # the corpus was read from inside the archive
     assert "built-in demo model" in proc.stderr
     assert os.listdir(empty) == []

@@ -158,6 +158,10 @@ class Engine:
         self._cond = threading.Condition(self._lock)
         self.state = "STARTING"
         self.schema: Optional[dict] = None
+        # The first worker's ``schema`` message (sent before setup(); see wait_schema).
+        # ``schema`` itself is set only on ready, so /openapi.json stays 503 during setup.
+        self._early_schema: Optional[dict] = None
+        self._schema_arrived = False
         self.streaming = False
         self.is_async = False
         self.has_healthcheck = False
@@ -251,6 +255,19 @@ class Engine:
         with self._cond:
             self._cond.wait_for(lambda: self.state != "STARTING", timeout)
             return self.state == "READY"
+
+    def wait_schema(self, timeout: Optional[float] = None) -> Optional[dict]:
+        """The OpenAPI document as soon as a worker has sent it, before setup() ends.
+
+        The worker sends it right after importing the model, so a caller can check
+        its input while a long setup() runs.  None if the workers failed (or had no
+        schema) before sending one, or after *timeout* seconds.
+        """
+        with self._cond:
+            self._cond.wait_for(lambda: self._schema_arrived or self.state != "STARTING", timeout)
+            if self.state == "READY":
+                return self.schema
+            return self._early_schema if self._schema_arrived else None
 
     def wait_state(self, predicate: Callable[[str], bool], timeout: Optional[float] = None) -> str:
         """Wait until ``predicate(state)`` holds (or the timeout); return the state."""
@@ -703,6 +720,12 @@ class Engine:
             if in_setup:
                 seat.setup.add(source, text)
         return in_setup
+
+    def _worker_schema(self, proc: WorkerProcess, doc: Optional[dict]) -> None:
+        with self._lock:
+            if not self._schema_arrived:
+                self._early_schema, self._schema_arrived = doc, True
+                self._cond.notify_all()
 
     def _worker_ready(self, proc: WorkerProcess, msg: dict) -> None:
         seat = proc.seat

@@ -482,6 +482,8 @@ class WorkerProcess:
             message = str(msg.get("message", ""))
             worker_log.log(_LOG_LEVELS.get(str(msg.get("level")), logging.INFO), "%s", message)
             owner._setup_output(self, "minicog", f"[minicog] {message}\n")
+        elif kind == "schema":
+            owner._worker_schema(self, msg.get("schema"))
         elif kind == "ready":
             owner._worker_ready(self, msg)
         elif kind == "setup_failed":

@@ -109,6 +109,48 @@ def describe_exception(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _is_internal_frame(filename: str) -> bool:
+    """Frames of minicog itself or of the import machinery: noise in a model's traceback."""
+    return filename.startswith(("<frozen ", _PACKAGE_DIR)) or os.path.abspath(filename).startswith(_PACKAGE_DIR)
+
+
+def model_traceback(exc: BaseException) -> str:
+    """The traceback of a load/setup failure as the model's author needs it.
+
+    Only the model's own frames are kept (minicog's loader and worker frames and
+    ``<frozen importlib>`` say nothing about the bug).  A ``LoadError`` minicog
+    raised about an exception from the model's code shows that exception; a
+    ``LoadError`` with no such cause (file not found, no such class) shows no
+    traceback at all: its one-line message says everything.
+    """
+    from minicog.errors import LoadError
+
+    if isinstance(exc, LoadError):
+        if exc.__cause__ is None:
+            return ""
+        exc = exc.__cause__
+    return _format_chain(exc, set())
+
+
+def _format_chain(exc: BaseException, seen: set) -> str:
+    seen.add(id(exc))
+    text = ""
+    # Python's own order: the cause (or context) first, then "... during handling ...".
+    if exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        text = _format_chain(exc.__cause__, seen) + \
+            "\nThe above exception was the direct cause of the following exception:\n\n"
+    elif exc.__context__ is not None and not exc.__suppress_context__ and id(exc.__context__) not in seen:
+        text = _format_chain(exc.__context__, seen) + \
+            "\nDuring handling of the above exception, another exception occurred:\n\n"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not _is_internal_frame(f.filename)]
+    if frames:
+        text += "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
+    return text + "".join(traceback.format_exception_only(type(exc), exc))
+
+
 def _timeout_errors() -> tuple[type, ...]:
     """TimeoutError, plus asyncio's own class on 3.10 if the model imported asyncio."""
     aio = sys.modules.get("asyncio")
@@ -291,10 +333,23 @@ class Worker:
 
     def _setup_failed(self, error: str, exc: Optional[BaseException] = None) -> None:
         if exc is not None:
-            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            self.router.control.write("stderr", text)
+            text = model_traceback(exc)
+            if text:
+                self.router.control.write("stderr", text)
         self.router.control.flush_partial()
         self._control_send({"type": "setup_failed", "error": error})
+
+    def _build_schema(self, loaded: Any) -> Optional[dict]:
+        """The OpenAPI document for *loaded*, or None (with a warning) if it cannot be built."""
+        try:
+            from minicog import schema
+
+            doc = schema.build_schema(loaded) if self.mode != "train" else schema.build_schema(None, loaded)
+            protocol.dumps({"type": "schema", "schema": doc})  # must be sendable as JSON
+            return doc
+        except Exception as exc:
+            self.worker_log("warning", f"No schema: {describe_exception(exc)}. Inputs are not validated.")
+            return None
 
     def _setup(self, init: dict) -> Optional[dict]:
         """Load and set up the model; the ``ready`` message, or None after ``setup_failed``."""
@@ -308,6 +363,10 @@ class Worker:
         except BaseException as exc:  # SystemExit in a model's import is a load failure too
             self._setup_failed(f"Failed to load predictor: {describe_exception(exc)}", exc)
             return None
+        # The schema comes from the signatures alone, so it goes out before setup():
+        # a caller can reject a typo in the inputs without waiting for a long setup.
+        doc = self._build_schema(loaded)
+        self._control_send({"type": "schema", "schema": doc})
         if loaded.is_async or inspect.iscoroutinefunction(loaded.healthcheck) \
                 or inspect.iscoroutinefunction(loaded.setup):
             # Before setup, so loop-bound objects made in setup belong to the loop that
@@ -344,15 +403,6 @@ class Worker:
             self._setup_failed(f"Setup failed: {describe_exception(exc)}", exc)
             return None
 
-        doc = None
-        try:
-            from minicog import schema
-
-            doc = schema.build_schema(loaded) if self.mode != "train" else schema.build_schema(None, loaded)
-            protocol.dumps({"type": "ready", "schema": doc})
-        except Exception as exc:
-            self.worker_log("warning", f"No schema: {describe_exception(exc)}. Inputs are not validated.")
-            doc = None
         try:
             from minicog import schema
 
