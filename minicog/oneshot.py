@@ -654,8 +654,9 @@ def _is_file_value(value: Any) -> bool:
 def process_file_outputs(output: Any, schema: Optional[dict], destination: str) -> Any:
     """Cog's ``processFileOutputs``: a file output, or a list of them, written to disk.
 
-    Returns the output with each file replaced by the path written.  Files nested
-    in objects stay as they arrived (data: URIs), as in Cog.
+    Returns the output with each file replaced by the path written (a new object
+    only then: the caller tells from that whether files were written).  Files
+    nested in objects stay as they arrived (data: URIs), as in Cog.
     """
     schema = schema or {}
     uri = schema.get("format") == "uri"
@@ -908,11 +909,13 @@ def _report(handle: Any, args: argparse.Namespace, mode: str, out_schema: Option
     """The end of Cog's ``runPrediction``: files written, then the output or the prediction object."""
     status = handle.status
     output = handle.output if status == "succeeded" else None
+    wrote_files = False
     if status == "succeeded" and output is not None:
         try:
-            output = process_file_outputs(output, out_schema, files_path)
+            written = process_file_outputs(output, out_schema, files_path)
         except OSError as exc:
             raise CliError(f"Failed to write output: {exc.strerror or exc}") from None
+        wrote_files, output = written is not output, written  # a new value only when files were written
 
     if json_mode:
         metrics = dict(handle.metrics)
@@ -943,13 +946,8 @@ def _report(handle: Any, args: argparse.Namespace, mode: str, out_schema: Option
     if printed_live:
         return EXIT_OK
     schema = out_schema or {}
-    items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
-    if schema.get("format") == "uri" or (schema.get("type") == "array" and items.get("format") == "uri"):
-        return EXIT_OK  # every file was announced as it was written
-    if not schema and (isinstance(output, str) and output != handle.output or
-                       isinstance(output, list) and output and all(isinstance(v, str) for v in output)
-                       and output != handle.output):
-        return EXIT_OK  # no schema, and the output was files
+    if wrote_files:
+        return EXIT_OK  # a file or a list of files: each was announced as it was written
     if schema.get("type") == "string" or (not schema and isinstance(output, str)):
         text = output if isinstance(output, str) else go_json(output)
     else:

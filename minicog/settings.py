@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
+import re
 from typing import Any, Callable, Mapping, Optional
 
 __all__ = ["Settings", "MiB", "KiB"]
@@ -38,6 +40,36 @@ def _bool(text: str) -> bool:
     if value in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(f"not a boolean: {text!r}")
+
+
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|μs|ns)")
+_DURATION_PLAIN = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+#: Longest duration accepted (seconds): a year; beyond it a value is surely a mistake.
+MAX_DURATION_SECONDS = 366 * 24 * 3600.0
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration (``30s``, ``1m``, ``1h30m``, ``500ms``) or a plain number
+    of seconds (``30``), as Replicate's ``Cancel-After``; ValueError saying why if malformed."""
+    value = text.strip()
+    if not value:
+        raise ValueError("empty duration")
+    if _DURATION_PLAIN.fullmatch(value):
+        seconds = float(value)
+    else:
+        pos, seconds = 0, 0.0
+        while pos < len(value):
+            m = _DURATION_PART.match(value, pos)
+            if m is None:
+                raise ValueError(f"{text!r} is not a duration such as 30s, 1m, 1h30m or a number of seconds")
+            seconds += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+            pos = m.end()
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{text!r} is not a positive duration")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"{text!r} is longer than a year")
+    return seconds
 
 
 def _webhook_secret(text: str) -> str:
@@ -129,6 +161,20 @@ class Settings:
     max_inline_ipc_bytes: int = 6 * MiB
     #: A single log line longer than this many bytes is cut and marked (coglet's bound).
     max_log_line_bytes: int = 4 * MiB
+
+    #: Seconds after which a prediction without a Cancel-After header is canceled (a server-wide
+    #: deadline); a duration such as 30s, 10m, 1h30m or a number of seconds.  None = no deadline.
+    default_deadline: Optional[float] = dataclasses.field(default=None, metadata=_env("MINICOG_DEFAULT_DEADLINE", cast=parse_duration))
+    #: Threads that run timed work (deadlines, ``Prefer: wait`` answers); each task is tiny.
+    timer_threads: int = 2
+    #: Worker recycling: a worker past one of these limits stops taking predictions, finishes
+    #: the ones it runs and is replaced by a fresh one (setup runs again); one at a time.
+    #: Predictions a worker may run before it is recycled; None = no limit.
+    worker_max_predictions: Optional[int] = dataclasses.field(default=None, metadata=_env("MINICOG_WORKER_MAX_PREDICTIONS", cast=int, check=lambda v: v >= 1))
+    #: Seconds since a worker was spawned after which it is recycled (checked between predictions).
+    worker_max_age: Optional[float] = dataclasses.field(default=None, metadata=_env("MINICOG_WORKER_MAX_AGE", cast=float, check=lambda v: v > 0))
+    #: Resident memory (MiB) of a worker past which it is recycled (checked between predictions).
+    worker_max_rss: Optional[float] = dataclasses.field(default=None, metadata=_env("MINICOG_WORKER_MAX_RSS", cast=float, check=lambda v: v > 0))
 
     # --- Healthcheck ----------------------------------------------------------------
     #: Seconds the user's healthcheck() may run (Cog: 5 s).

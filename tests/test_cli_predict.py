@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -328,6 +329,18 @@ def test_env_flag_reaches_the_model():
     assert proc.stdout == "from -e\n"
 
 
+def test_use_replicate_token_passes_the_token_in_the_context():
+    # runPrediction: --use-replicate-token puts REPLICATE_API_TOKEN into the request
+    # context, and refuses to run without it.
+    proc = run_cli("predict", predictor("cli_outputs.py") + ":Token", "--use-replicate-token",
+                   env={"REPLICATE_API_TOKEN": "r8_secret"})
+    assert (proc.returncode, proc.stdout) == (0, "r8_secret\n"), proc.stderr
+    proc = run_cli("predict", predictor("cli_outputs.py") + ":Token", "--use-replicate-token",
+                   env={"REPLICATE_API_TOKEN": ""})
+    assert (proc.returncode, proc.stderr) == (1, "Failed to find REPLICATE_API_TOKEN in the current environment "
+                                                 "when called with --use-replicate-token\n")
+
+
 def test_file_flag_names_the_cog_yaml_searched_in_parent_folders(tmp_path):
     # addConfigFlag -f + config.GetProjectDir: the file is found in the current folder or a parent.
     (tmp_path / "other.yaml").write_text(f"run: {predictor('cli_text.py')}:Runner\n"
@@ -438,6 +451,37 @@ def test_stream_flag_prints_tokens_as_they_arrive():
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_a_terminal_gets_tokens_as_they_arrive():
+    # minicog's own: with stdout on a terminal, a ConcatenateIterator is printed live
+    # (a pipe gets Cog's list, test_iterator_printed_whole_when_the_prediction_ends).
+    import pty
+
+    leader, follower = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "minicog", "predict", predictor("cli_stream.py"), "-i", "count=3"],
+                            cwd=ROOT, stdout=follower, stderr=subprocess.DEVNULL, env=env)
+    os.close(follower)
+    data = b""
+    try:
+        while True:
+            if not select.select([leader], [], [], TIMEOUT)[0]:
+                break  # nothing for TIMEOUT seconds: the assertions below report it
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the command closed the terminal
+                break
+            if not chunk:
+                break
+            data += chunk
+        assert proc.wait(timeout=TIMEOUT) == 0
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert data.replace(b"\r\n", b"\n") == b"tok0 tok1 tok2 \n"
 
 
 def _children(pid: int) -> list[int]:

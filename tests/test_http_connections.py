@@ -248,3 +248,26 @@ def test_slot_wait_zero_answers_409_at_once_and_a_waiter_that_hangs_up_is_droppe
         r = call(svc, "PUT", "/predictions/after", {"input": {"text": "next"}})
         assert r.status == 200 and r.json()["output"] == "next"
         assert svc.find_inflight("gave-up") is None
+
+
+def test_large_bodies_buffered_by_the_selector_arrive_whole():
+    with running("http_echo.py") as svc:
+        filler = "x" * (3 * 1024 * 1024)
+        r = call(svc, "POST", "/predictions", {"input": {"text": "big", "unknown_filler": filler}}, timeout=60)
+        assert r.status == 200 and r.json()["output"] == "big"
+        # The same body chunked, on one keep-alive connection with a small request after it.
+        data = json.dumps({"input": {"text": "chunked", "unknown_filler": filler}}).encode()
+        with socket.create_connection(("127.0.0.1", svc.port), timeout=30) as s:
+            chunks = b"".join(b"%x\r\n%s\r\n" % (len(data[i:i + 100_000]), data[i:i + 100_000])
+                              for i in range(0, len(data), 100_000))
+            s.sendall(b"POST /predictions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+                      b"GET /health-check HTTP/1.1\r\nHost: x\r\n\r\n")
+            buf = b""
+            deadline = time.monotonic() + 30
+            while buf.count(b"HTTP/1.1 200") < 2 or not buf.rstrip().endswith(b"}"):
+                assert time.monotonic() < deadline, buf[:500]
+                chunk = s.recv(65536)
+                assert chunk, buf[:500]
+                buf += chunk
+        assert b'"output":"chunked"' in buf and b'"status":"READY"' in buf

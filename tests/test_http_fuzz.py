@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 import pytest
 
-from support import predictor
+from support import predictor, wait_until
 
 SEED = 20261202
 CASES = 2400
@@ -186,6 +186,11 @@ def make_case(rng: random.Random, index: int) -> bytes:
     return data
 
 
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return int(next(line for line in fh if line.startswith("Threads:")).split()[1])
+
+
 def exchange(port: int, data: bytes) -> tuple[Optional[int], bytes]:
     """Send *data*, read one response (or until close); (status or None if closed without answer, head)."""
     deadline = time.monotonic() + EXCHANGE_DEADLINE
@@ -244,6 +249,7 @@ def test_fuzzed_requests_get_clean_answers_and_the_server_keeps_working(serve_pr
                         env={"MINICOG_READ_TIMEOUT": "1", "MINICOG_HEADER_TIMEOUT": "1", "COG_LOG_LEVEL": "info"})
     server.wait_ready()
     port = server.port
+    threads_idle = _threads(server.proc.pid)
     statuses: dict[Optional[int], int] = {}
     lock = threading.Lock()
     failures: list[str] = []
@@ -273,6 +279,10 @@ def test_fuzzed_requests_get_clean_answers_and_the_server_keeps_working(serve_pr
     assert status == 200 and doc["status"] == "succeeded" and doc["output"] == "after"
     status, health = server.request("GET", "/health-check")
     assert health["status"] == "READY", health
+    # The request threads leave once idle (Settings.http_thread_idle_timeout, 5 s): the
+    # corpus leaves no thread behind.
+    wait_until(lambda: _threads(server.proc.pid) <= threads_idle + 1, timeout=30,
+               message=f"the server back to its {threads_idle} idle threads")
     tracebacks = [line for line in server.lines if "Traceback" in line or "Error:" in line and "File " in line]
     assert not tracebacks, "\n".join(server.lines[-60:])
     print(f"{CASES} cases in {elapsed:.1f}s: {sorted(statuses.items(), key=str)}")

@@ -239,7 +239,7 @@ def test_pending_retries_hold_no_thread_each():
 
 
 def test_pool_threads_end_when_idle_and_come_back_on_demand():
-    from minicog.server.webhooks import TimerPool
+    from minicog.server.timers import TimerPool
     import threading
     pool = TimerPool("t", 3, idle_timeout=0.2)
     ran = []

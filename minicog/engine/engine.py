@@ -40,6 +40,20 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+def _rss_mib(pid: Optional[int]) -> Optional[float]:
+    """Resident memory of process *pid* in MiB (Linux /proc), None if unknown."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _safe_name(prediction_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", prediction_id)[:64] or "prediction"
 
@@ -115,6 +129,7 @@ class _Seat:
         self.deaths: collections.deque[float] = collections.deque()
         self.hc: Optional[_Healthcheck] = None
         self.health: Optional[tuple[bool, Optional[str]]] = None  # the last healthcheck's answer
+        self.recycle_pending = False  # retiring, or its replacement still setting up
 
     def describe(self) -> dict[str, Any]:
         """(engine lock held) This worker's entry in the health document."""
@@ -411,7 +426,8 @@ class Engine:
         """(lock held) The ready seat with the most free slots (the first on a tie)."""
         best = None
         for seat in self._seats:
-            if seat.state == "READY" and seat.free and (best is None or len(seat.free) > len(best.free)):
+            if seat.state == "READY" and seat.free and (best is None or len(seat.free) > len(best.free)) \
+                    and not (seat.proc is not None and seat.proc.retiring):
                 best = seat
         return best
 
@@ -611,6 +627,7 @@ class Engine:
         seat.setup.status = "failed"
         seat.setup.error = error
         seat.setup.completed_at = _now()
+        seat.recycle_pending = False  # a failed replacement must not block other recycles
         self._set_seat_state(seat, "SETUP_FAILED")
 
     # -- internals: spawning ---------------------------------------------------------------
@@ -674,6 +691,8 @@ class Engine:
         with self._lock:
             if proc.setup_deadline is not None and not proc.ready:
                 deadlines.append(proc.setup_deadline)
+            if proc.stop_deadline is not None:
+                deadlines.append(proc.stop_deadline)
             for run in self._runs.values():
                 if run.proc is proc and run.cancel_deadline is not None:
                     deadlines.append(run.cancel_deadline)
@@ -706,6 +725,9 @@ class Engine:
                     kill = True
             if seat.hc is not None and seat.proc is proc and now >= seat.hc.deadline:
                 expired_hc = seat.hc
+            if proc.stop_deadline is not None and now >= proc.stop_deadline:
+                proc.stop_deadline = None
+                kill = True  # a recycled worker that did not exit after the shutdown message
         if kill:
             log.warning("killing worker %d: %s", proc.popen.pid if proc.popen else -1, proc.kill_reason)
             proc.kill()
@@ -744,6 +766,7 @@ class Engine:
             self.has_healthcheck = bool(msg.get("has_healthcheck"))
             seat.setup.status = "succeeded"
             seat.setup.completed_at = _now()
+            seat.recycle_pending = False  # its recycle (if any) is over: another may start
             self._set_seat_state(seat, "READY")
 
     def _worker_setup_failed(self, proc: WorkerProcess, error: str) -> None:
@@ -771,11 +794,16 @@ class Engine:
     def _run_ended(self, proc: WorkerProcess, index: int, run: Run, outcome: tuple) -> None:
         """A terminal message: the slot is free again *before* the listener's terminal call."""
         seat = proc.seat
+        rss = _rss_mib(proc.pid) if self.settings.worker_max_rss else None
         with self._lock:
             ours = self._runs.get(run.id) is run
             if ours:
                 del self._runs[run.id]
-            if seat.proc is proc and seat.state == "READY" and index < len(proc.slots) \
+            proc.runs_done += 1
+            # Under the same lock as freeing the slot: a worker past a limit must not take
+            # the slot's next prediction.
+            self._check_recycle(proc, rss)
+            if seat.proc is proc and seat.state == "READY" and index < len(proc.slots) and not proc.retiring \
                     and proc.slots[index] is not None and index not in seat.free:
                 seat.free.append(index)
         if not ours:
@@ -788,6 +816,50 @@ class Engine:
             self._finish(run, "failed", run.error)
         else:
             self._finish(run, "succeeded", outcome[1])
+
+    # -- worker recycling ------------------------------------------------------------------
+    def _recycle_reason(self, proc: WorkerProcess, rss: Optional[float]) -> Optional[str]:
+        s = self.settings
+        if s.worker_max_predictions and proc.runs_done >= s.worker_max_predictions:
+            return f"it ran {proc.runs_done} predictions (MINICOG_WORKER_MAX_PREDICTIONS={s.worker_max_predictions})"
+        age = time.monotonic() - proc.spawned_at
+        if s.worker_max_age and age >= s.worker_max_age:
+            return f"it is {age:.0f}s old (MINICOG_WORKER_MAX_AGE={s.worker_max_age:g})"
+        if s.worker_max_rss and rss is not None and rss >= s.worker_max_rss:
+            return f"it uses {rss:.0f} MiB (MINICOG_WORKER_MAX_RSS={s.worker_max_rss:g})"
+        return None
+
+    def _check_recycle(self, proc: WorkerProcess, rss: Optional[float]) -> None:
+        """(lock held) Between predictions: retire *proc* if it is past a recycling limit.
+
+        One worker at a time: while another worker is being recycled, or when no other
+        worker is READY to serve meanwhile (with several workers), this one carries on
+        and is looked at again when its next prediction ends.  A retiring worker takes
+        no new prediction, finishes the ones it runs, then gets the shutdown message;
+        its exit respawns the seat (setup runs again) and counts as a recycle, not a crash.
+        """
+        seat = proc.seat
+        if self._stopped or seat.proc is not proc or seat.state != "READY":
+            return
+        if proc.retiring is None:
+            reason = self._recycle_reason(proc, rss)
+            if reason is None:
+                return
+            others = [o for o in self._seats if o is not seat]
+            if any(o.recycle_pending for o in others):
+                return  # one at a time
+            if others and not any(o.state == "READY" for o in others):
+                return  # capacity must not drop to zero
+            proc.retiring = reason
+            seat.recycle_pending = True
+            log.info("worker %d (pid %s) is recycled: %s; it takes no new predictions", seat.index, proc.pid, reason)
+        if not any(r.proc is proc for r in self._runs.values()):
+            proc.kill_reason = f"recycled: {proc.retiring}"
+            proc.recycling = True
+            proc.stop_deadline = time.monotonic() + self.settings.worker_stop_timeout
+            seat.free = []
+            proc.send_control({"type": "shutdown"})
+            proc.wake()
 
     def _poison(self, proc: WorkerProcess, index: int, error: str) -> None:
         log.error("slot %d poisoned: %s", index, error)
@@ -840,6 +912,8 @@ class Engine:
                     respawn = False
                 else:
                     log.error("worker %d crashed (%s); restarting it", seat.index, desc)
+            elif respawn and proc.recycling:
+                log.info("worker %d recycled (%s); a fresh one sets up", seat.index, proc.retiring)
             elif respawn:
                 log.warning("worker %d killed (%s): %s; restarting it", seat.index, desc, proc.kill_reason)
             if respawn:

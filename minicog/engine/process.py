@@ -126,6 +126,10 @@ class WorkerProcess:
         self.setup_deadline: Optional[float] = None
         self.kill_reason: Optional[str] = None  # set when we kill it on purpose
         self.recycling = False  # being replaced after reaching a recycling limit (not a crash)
+        self.spawned_at = time.monotonic()
+        self.runs_done = 0  # predictions that ended on this process (for worker_max_predictions)
+        self.retiring: Optional[str] = None  # why it takes no new predictions (a recycling limit)
+        self.stop_deadline: Optional[float] = None  # kill it if it has not exited by then
         self.fatal: Optional[str] = None
         self.exited = False
         self.rebuild = False  # the I/O thread must re-read the channel list

@@ -58,8 +58,11 @@ __all__ = ["ConnectionServer", "Connection", "Pool", "RequestReader", "SocketWri
 
 log = logging.getLogger("minicog.http")
 
-# Bytes asked of the kernel per recv on a readable connection.
-_RECV_BYTES = 256 * 1024
+# Bytes asked of the kernel per recv on a readable connection (recv allocates this much
+# before shrinking to what came; larger would cost an mmap per small request).
+_RECV_BYTES = 64 * 1024
+# A body at least this large that ends the buffer is handed over without a copy.
+_HAND_OVER_BYTES = 1024 * 1024
 # Connections accepted per readiness event of the listening socket (fairness with reads).
 _ACCEPT_BATCH = 256
 # Seconds between two sweeps of the connection deadlines.
@@ -198,6 +201,12 @@ class RequestReader:
         while len(self.buf) - self.pos < size:
             if not self._fill():
                 break
+        if size >= _HAND_OVER_BYTES and len(self.buf) - self.pos == size:
+            # A large body the selector buffered: hand over the buffer itself (a bytearray)
+            # rather than a copy, so a 100 MB request does not cost 200 MB.
+            del self.buf[:self.pos]
+            out_array, self.buf, self.pos = self.buf, bytearray(), 0
+            return out_array  # type: ignore[return-value]
         out = bytes(self.buf[self.pos:self.pos + size])
         self.pos += len(out)
         return out

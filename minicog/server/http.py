@@ -72,6 +72,7 @@ from minicog._version import __version__
 from minicog.errors import (AtCapacity, HeaderTooLarge, InputValidationError, MinicogError, NotAcceptable, NotFound,
                             PayloadTooLarge, RequestError, ServiceUnavailable, UnsupportedMediaType)
 from minicog.server.connections import Connection, ConnectionServer, RequestReader, SocketWriter, peer_state
+from minicog.server.deadlines import cancel_after, prefer_wait
 from minicog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from minicog.server.outputs import Body, render_json
 from minicog.server.sse import KEEPALIVE, encode_event
@@ -303,12 +304,14 @@ class App(Protocol):
     def health(self) -> dict: ...
     def openapi(self) -> Optional[dict]: ...
     def metrics_text(self) -> Optional[str]: ...
+    def call_later(self, delay: float, fn: Any) -> Any: ...
     def request_shutdown(self) -> None: ...
     def streaming_supported(self, kind: str) -> bool: ...
     def find_inflight(self, prediction_id: str) -> Any: ...
     def find(self, prediction_id: str) -> Any:
         """The record in flight or finished and still retained with this id, or None."""
-    def create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str], put: bool) -> tuple[Any, bool]:
+    def create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str], put: bool,
+               deadline: Optional[float] = None, since: Optional[float] = None) -> tuple[Any, bool]:
         """The new record (created=True, with a reference held for the caller to release) or the one in flight."""
     def cancel(self, prediction_id: str) -> bool: ...
 
@@ -476,6 +479,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._peek_ok = True
         self._parked = False
         self._slot_deadline: Optional[float] = None
+        self._arrived: Optional[float] = None
         self.close_connection = True
         self.handle_one_request()
         if not self._parked:
@@ -831,9 +835,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                              "type": "value_error"}])
             req.id = url_id
         prefer = parse_prefer(self._header_values("Prefer"))
+        # Both checked before anything starts: a malformed value is a 400 naming its header.
+        deadline = cancel_after(self._header_values("Cancel-After"))
+        wait = prefer_wait(prefer)
         forwarded = {k: v for k in ("traceparent", "tracestate") if (v := self.headers.get(k))}
+        if self._arrived is None:
+            self._arrived = time.monotonic()  # a deadline counts from the request, not from a retry
         try:
-            pred, created = app.create(kind, req, sse=sse, headers=forwarded, put=url_id is not None)
+            pred, created = app.create(kind, req, sse=sse, headers=forwarded, put=url_id is not None,
+                                       deadline=deadline, since=self._arrived)
         except AtCapacity:
             if self._wait_for_slot(params, body):
                 return
@@ -856,7 +866,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             elif "respond-async" in prefer:
                 self._send_json(202, {"id": pred.id, "status": "starting"}, {"Preference-Applied": "respond-async"})
             else:
-                self._respond_sync(pred)
+                self._respond_sync(pred, wait)
                 parked = True  # the reference goes with the wait and is released after the answer
         finally:
             if held and not parked:
@@ -938,7 +948,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return False
         return state == "closed"
 
-    def _respond_sync(self, pred: Any) -> None:
+    def _respond_sync(self, pred: Any, wait: Optional[float] = None) -> None:
         """Answer *pred* when it ends, without holding a thread meanwhile.
 
         The caller's reference on its files comes with the wait and is released once
@@ -947,10 +957,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         the front of the pool's queue.  A prediction that ends within
         ``Settings.sync_inline_wait`` is answered by this thread instead, which reads
         the run's answer itself (:meth:`Prediction.wait`): three thread hand-offs
-        fewer (engine I/O thread, selector, pool) for fast models.
+        fewer (engine I/O thread, selector, pool) for fast models.  With *wait*
+        (``Prefer: wait=N``) a timer ends the wait after N seconds: the answer is then
+        202 with the prediction as it is, and the prediction goes on.
         """
         server = self.server
         budget = server.settings.sync_inline_wait
+        if wait is not None:
+            budget = min(budget, wait)
         if budget > 0 and pred.wait(budget):
             try:
                 self._send_json(200, pred.snapshot())
@@ -964,7 +978,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             try:
                 if self.conn.gone:
                     self.close_connection = True
+                elif not pred.is_terminal:
+                    self._send_json(202, pred.snapshot(), {"Preference-Applied": f"wait={int(wait or 0)}"})
                 else:
+                    pred.wait()  # terminal already; this makes its terminal webhook durable (outbox)
                     self._send_json(200, pred.snapshot())
             except (ConnectionError, TimeoutError, socket.timeout):
                 self.close_connection = True
@@ -980,7 +997,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
             server.app.cancel(pred.id)
 
         self._parked = True
-        pred.add_done_callback(server.park(self.conn, on_done, on_gone))
+        finish = server.park(self.conn, on_done, on_gone)
+        if wait is None:
+            pred.add_done_callback(finish)
+            return
+        # Two events may end the wait (the end, the timer): the first one only.
+        once = threading.Lock()
+        timer = None
+
+        def end_once(*_: Any) -> None:
+            if once.acquire(blocking=False):
+                if timer is not None:
+                    timer.cancel()
+                finish()
+
+        timer = server.app.call_later(wait, end_once)
+        pred.add_done_callback(end_once)
 
     def _write_events(self, events: list) -> None:
         """Write *events* as few HTTP chunks as possible (one per ~64 KiB of text)."""

@@ -83,10 +83,12 @@ from minicog.console import JSONFormatter, configure_logging
 from minicog.engine import DuplicateRun, Engine, plan
 from minicog.errors import ServiceUnavailable, InputValidationError
 from minicog.server.http import HTTPServer, PredictionRequest
+from minicog.server.deadlines import format_duration
 from minicog.server.metrics import Metrics
 from minicog.server.outputs import Uploader
 from minicog.server.prediction import Prediction
 from minicog.server.sse import EventStream
+from minicog.server.timers import Timer, TimerPool
 from minicog.server.webhooks import WebhookDispatcher
 from minicog.settings import Settings
 from minicog.validation import validate_input
@@ -151,6 +153,9 @@ class Service:
         #: Counters and histograms for GET /metrics (recorded even when the route is off: it is cheap).
         self.metrics = Metrics()
         self.webhooks = WebhookDispatcher(self.settings, on_attempt=self.metrics.webhook_attempt)
+        #: Deadlines (Cancel-After, MINICOG_DEFAULT_DEADLINE) and Prefer: wait answers.
+        self.timers = TimerPool("minicog-timer", self.settings.timer_threads, self.settings.webhook_pool_idle_timeout)
+        self._deadlines: dict[int, Timer] = {}  # id(record) → its deadline's timer, until it ends
         self.uploader = Uploader(upload_url, timeout=self.settings.upload_timeout) if upload_url else None
         self.port: Optional[int] = None
         self.url: Optional[str] = None
@@ -280,6 +285,7 @@ class Service:
             # Stopped at once (second signal): the worker gets a short while, not the usual 10 s.
             self.orchestrator.stop(_FORCED_WORKER_STOP if self.force_stop else None)
             self.webhooks.close()
+            self.timers.close()
             if self.uploader is not None:
                 self.uploader.close()
             self._sync_readiness(False)
@@ -482,14 +488,27 @@ class Service:
         out = schemas.get("TrainingOutput" if self.mode == "train" else "Output") or {}
         return out.get("type") == "array"
 
+    def call_later(self, delay: float, fn: Any) -> Optional[Timer]:
+        """Run *fn* in *delay* seconds on the service's timer pool (no thread waits meanwhile)."""
+        return self.timers.call_later(delay, fn)
+
     def create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str],
-               put: bool = False) -> tuple[Prediction, bool]:
+               put: bool = False, deadline: Optional[float] = None,
+               since: Optional[float] = None) -> tuple[Prediction, bool]:
         """Start a prediction, or return the one in flight with the same id (created=False).
 
         A new record comes with one reference (:meth:`Prediction.retain`) taken for
         the caller before it is submitted, so its files cannot be released before the
         caller has answered; the caller gives it back with ``release()``.
+
+        *deadline*: seconds (``Cancel-After``; else ``Settings.default_deadline``) from
+        *since* (the request's arrival, ``time.monotonic()``; default now: a request that
+        waited for a slot counts from its arrival) after which the prediction is
+        canceled, or not started if it is not running yet.
         """
+        accepted = time.monotonic() if since is None else since
+        if deadline is None:
+            deadline = self.settings.default_deadline
         if req.id is not None:
             # In flight, or finished and still retained: that prediction, never a second run.
             existing = self.find(req.id)
@@ -524,6 +543,14 @@ class Service:
             pred.webhook = self.webhooks.sender(req.webhook, pid, events_filter=req.events_filter, headers=headers,
                                                 on_finished=pred.release)
         pred.retain()  # the caller's reference (see the docstring)
+        if deadline is not None and time.monotonic() >= accepted + deadline:
+            # Past its deadline before it could start: never started (Replicate says "aborted";
+            # Cog's statuses have no such word, so it ends canceled without a start).
+            log.info("%s %s: its deadline (%s) passed before it could start; not started", kind, pid,
+                     format_duration(deadline))
+            pred.log("stderr", f"[minicog] deadline ({format_duration(deadline)}) passed before the prediction started\n")
+            pred.canceled()
+            return pred, True
         try:
             pred.attach(self.engine.submit(pid, value, pred, context=req.context))
         except DuplicateRun as exc:
@@ -537,7 +564,29 @@ class Service:
             if pred.webhook is not None:
                 pred.webhook.close()
             raise
+        if deadline is not None:
+            timer = self.timers.call_at(accepted + deadline, lambda: self._deadline_passed(pred, deadline))
+            if timer is not None:
+                with self._lock:
+                    self._deadlines[id(pred)] = timer
+                if pred.is_terminal:  # ended before the timer was recorded
+                    self._drop_deadline(pred)
         return pred, True
+
+    def _deadline_passed(self, pred: Prediction, seconds: float) -> None:
+        with self._lock:
+            self._deadlines.pop(id(pred), None)
+        if pred.is_terminal:
+            return
+        log.info("%s %s: its deadline (%s) passed; canceling it", pred.kind, pred.id, format_duration(seconds))
+        pred.log("stderr", f"[minicog] deadline ({format_duration(seconds)}) passed: canceling the prediction\n")
+        pred.request_cancel()
+
+    def _drop_deadline(self, pred: Prediction) -> None:
+        with self._lock:
+            timer = self._deadlines.pop(id(pred), None)
+        if timer is not None:
+            timer.cancel()
 
     def cancel(self, prediction_id: str) -> bool:
         pred = self.find_inflight(prediction_id)
@@ -547,6 +596,8 @@ class Service:
         return True
 
     def _on_terminal(self, pred: Prediction) -> None:
+        if self._deadlines:
+            self._drop_deadline(pred)
         started = pred.started_mono
         self.metrics.prediction_finished(pred.status, None if started is None else started - pred.created_mono,
                                          None if started is None else time.monotonic() - started)

@@ -22,9 +22,10 @@ payload.  So:
   one is dropped (each payload is a full snapshot, so nothing is lost but an
   intermediate state).
 
-Threads.  Deliveries run on one :class:`TimerPool` per dispatcher: a heap of
-(due time, step) served by at most ``Settings.webhook_workers`` threads, started
-on demand and ended after ``Settings.webhook_pool_idle_timeout`` idle seconds.  A
+Threads.  Deliveries run on one :class:`~minicog.server.timers.TimerPool` per
+dispatcher: a heap of (due time, step) served by at most
+``Settings.webhook_workers`` threads, started on demand and ended after
+``Settings.webhook_pool_idle_timeout`` idle seconds.  A
 retry waiting for its backoff is an entry in the heap, not a sleeping thread, so
 2,000 terminal webhooks being retried cost 2,000 small objects, not 2,000 threads.
 
@@ -93,10 +94,8 @@ import binascii
 import collections
 import errno
 import hashlib
-import heapq
 import hmac
 import http.client
-import itertools
 import json
 import logging
 import os
@@ -108,14 +107,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from minicog._version import __version__
 from minicog.console import redact_text, redact_url
 from minicog.server.outputs import Body, render_json
+from minicog.server.timers import TimerPool
 from minicog.settings import Settings
 
-__all__ = ["WebhookDispatcher", "WebhookSender", "TimerPool", "Signer", "Outbox", "EVENTS", "RETRY_STATUSES",
+__all__ = ["WebhookDispatcher", "WebhookSender", "Signer", "Outbox", "EVENTS", "RETRY_STATUSES",
            "USER_AGENT", "parse_secret"]
 
 log = logging.getLogger("minicog.webhooks")
@@ -140,92 +140,6 @@ _opener = urllib.request.build_opener(_NoRedirect)
 
 class _NotHTTP(ValueError):
     """The webhook URL is not an http(s) URL: nothing is sent, nothing retried."""
-
-
-# ---------------------------------------------------------------------- the pool
-class TimerPool:
-    """Runs callables at given ``time.monotonic()`` times on at most *size* threads.
-
-    Threads start when work is due and none is idle, and end after *idle_timeout*
-    seconds without work (one stays while entries wait in the heap).  A callable
-    that raises is logged; the pool goes on.
-    """
-
-    def __init__(self, name: str, size: int, idle_timeout: float):
-        self.name = name
-        self.size = max(1, size)
-        self.idle_timeout = idle_timeout
-        self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._threads = 0
-        self._idle = 0
-        self._closed = False
-
-    @property
-    def threads(self) -> int:
-        """Threads alive now (for tests and metrics)."""
-        return self._threads
-
-    def __len__(self) -> int:
-        return len(self._heap)
-
-    def call_soon(self, fn: Callable[[], None]) -> bool:
-        return self.call_at(time.monotonic(), fn)
-
-    def call_at(self, when: float, fn: Callable[[], None]) -> bool:
-        """Run *fn* at monotonic time *when* (or as soon as a thread is free); False once closed."""
-        with self._cond:
-            if self._closed:
-                return False
-            heapq.heappush(self._heap, (when, next(self._seq), fn))
-            if self._idle == 0 and self._threads < self.size:
-                self._spawn()
-            else:
-                self._cond.notify()
-            return True
-
-    def close(self) -> None:
-        """Drop what is waiting; threads end after their current call."""
-        with self._cond:
-            self._closed = True
-            self._heap.clear()
-            self._cond.notify_all()
-
-    def _spawn(self) -> None:
-        # Called with the lock held.
-        self._threads += 1
-        threading.Thread(target=self._run, name=f"{self.name}-{self._threads}", daemon=True).start()
-
-    def _run(self) -> None:
-        idle_since = time.monotonic()
-        while True:
-            with self._cond:
-                while True:
-                    if self._closed:
-                        self._threads -= 1
-                        return
-                    now = time.monotonic()
-                    heap = self._heap
-                    if heap and heap[0][0] <= now:
-                        fn = heapq.heappop(heap)[2]
-                        # A burst: more is due and nobody is waiting for it.
-                        if heap and heap[0][0] <= now and self._idle == 0 and self._threads < self.size:
-                            self._spawn()
-                        break
-                    idle_left = idle_since + self.idle_timeout - now
-                    if idle_left <= 0 and (not heap or self._threads > 1):
-                        self._threads -= 1
-                        return
-                    timeout = max(idle_left, 0.05) if not heap else min(heap[0][0] - now, max(idle_left, 0.05))
-                    self._idle += 1
-                    self._cond.wait(timeout)
-                    self._idle -= 1
-            try:
-                fn()
-            except Exception:
-                log.exception("webhook task failed")
-            idle_since = time.monotonic()
 
 
 # ------------------------------------------------------------------- signatures

@@ -1,11 +1,11 @@
 """CLI tests: outputs Cog's CLI prints in its own ways (None, numbers, HTML characters), an
-environment reader, and a trainer whose output is a weights file."""
+environment reader, the context's API token, and a trainer whose output is a weights file."""
 
 import os
 import tempfile
 from typing import Any
 
-from cog import BaseRunner, Input, Path
+from cog import BaseRunner, Input, Path, current_scope
 
 
 class Nothing(BaseRunner):
@@ -24,6 +24,11 @@ class Numbers(BaseRunner):
 class Env(BaseRunner):
     def run(self, name: str = Input(description="variable to read")) -> str:
         return os.environ.get(name, "<unset>")
+
+
+class Token(BaseRunner):
+    def run(self) -> str:
+        return current_scope().context.get("replicate_api_token", "<no token>")
 
 
 class Weights(BaseRunner):
