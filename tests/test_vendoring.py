@@ -119,6 +119,15 @@ def test_serve_from_the_archive_answers_predictions_and_stops_cleanly(pyz, empty
         assert status == 200, body
         assert body["output"]["text"] == "served"
         assert body["output"]["minicog"] in _inside(pyz)
+        # The browser page's static files are read from inside the archive too.
+        conn = http.client.HTTPConnection("127.0.0.1", p, timeout=TIMEOUT)
+        try:
+            conn.request("GET", "/docs")
+            resp = conn.getresponse()
+            page = resp.read()
+            assert resp.status == 200 and b"<html" in page.lower(), (resp.status, page[:200])
+        finally:
+            conn.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(TIMEOUT) == 0
     finally:
