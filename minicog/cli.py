@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "over --workers), each seeing only its own through CUDA_VISIBLE_DEVICES")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="text (default) or one JSON object per line on stderr")
+    serve.add_argument("--no-docs", action="store_true",
+                       help="do not serve the browser page at /docs (as MINICOG_DOCS=0)")
 
     # predict / run / train -----------------------------------------------------------------
     for name, what in (("predict", "prediction"), ("run", "prediction"), ("train", "training")):
@@ -314,6 +316,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .loader import choose_predictor
 
     settings = _settings(args)
+    if args.no_docs:
+        settings = settings.replace(docs=False)
     configure_logging(args.log_format, settings.log_level)
     explicit = args.predictor or args.ref
     # Chosen here so that a wrong cog.yaml or "nothing to serve" is a one-line error

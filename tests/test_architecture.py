@@ -112,4 +112,4 @@ def test_the_engine_is_a_package_of_its_own():
         assert (engine / name).exists(), name
     server_modules = {p.stem for p in (PKG / "server").glob("*.py")} - {"__init__"}
     assert server_modules <= {"http", "connections", "prediction", "sse", "webhooks", "outputs", "service", "orchestrator",
-                              "metrics", "timers", "deadlines"}
+                              "metrics", "timers", "deadlines", "docs"}

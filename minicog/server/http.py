@@ -71,6 +71,7 @@ from typing import Any, Optional, Protocol
 from minicog._version import __version__
 from minicog.errors import (AtCapacity, HeaderTooLarge, InputValidationError, MinicogError, NotAcceptable, NotFound,
                             PayloadTooLarge, RequestError, ServiceUnavailable, UnsupportedMediaType)
+from minicog.server import docs
 from minicog.server.connections import Connection, ConnectionServer, RequestReader, SocketWriter, peer_state
 from minicog.server.deadlines import cancel_after, prefer_wait
 from minicog.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -723,6 +724,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # ------------------------------------------------------------- routing
     def _route(self, path: str) -> tuple[dict[str, str], dict[str, str]]:
         """(method → action, path parameters) for *path*, or ({}, {}) if unknown."""
+        if path == "/docs" or path.startswith("/docs/"):
+            # The browser page (minicog.server.docs routes within /docs itself).
+            return (dict.fromkeys(("GET", "PUT", "POST", "DELETE", "PATCH"), "docs") if self.server.settings.docs
+                    else {}), {"path": path}
         if path in _ROUTES:
             kind = "training" if path == "/trainings" else "prediction"
             return _ROUTES[path], {"kind": kind}
@@ -771,7 +776,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------- routes
     def _do_root(self, params: dict, body: bytes) -> None:
+        if self.server.settings.docs and docs.prefers_html(self._header_values("Accept")):
+            docs.send_root_html(self, self.server.app.discovery())
+            return
         self._send_json(200, self.server.app.discovery())
+
+    def _do_docs(self, params: dict, body: bytes) -> None:
+        docs.handle(self, params["path"], body)
 
     def _do_health(self, params: dict, body: bytes) -> None:
         self._send_json(200, self.server.app.health())

@@ -169,6 +169,10 @@ class Service:
         #: Each holds a reference (Prediction.retain) so its output files stay until it goes.
         self._finished: "collections.OrderedDict[str, tuple[float, Prediction]]" = collections.OrderedDict()
         self._draining = False
+        # Held while the readiness file is made or removed and while draining starts, so
+        # a health check that read "not draining" cannot recreate the file after the drain
+        # removed it (seen under load: the file stayed while health said DRAINING).
+        self._readiness_lock = threading.Lock()
         self._shutdown_requested = threading.Event()
         self._stopped = threading.Event()
         self._stopping = False
@@ -255,6 +259,10 @@ class Service:
     def _sync_readiness(self, ready: bool) -> None:
         if not self.settings.kubernetes_service_host:
             return
+        with self._readiness_lock:
+            self._sync_readiness_locked(ready and not self._draining)
+
+    def _sync_readiness_locked(self, ready: bool) -> None:
         path = self.settings.readiness_file
         try:
             if ready:
@@ -294,7 +302,8 @@ class Service:
 
     def _drain(self, grace: float) -> None:
         deadline = time.monotonic() + grace
-        self._draining = True
+        with self._readiness_lock:
+            self._draining = True
         self._sync_readiness(False)
         n = len(self._unfinished())
         hooks = len(self.webhooks.pending())
