@@ -431,6 +431,9 @@ def test_secrets_are_redacted_in_every_echo_of_a_prediction(tmp_path):
         assert final["output"] == secret[::-1] + "+other"
         assert all(secret.encode() not in r.body for r in rx.requests)
         assert secret.encode() not in again.body and secret.encode() not in first.body
+        got = call(svc, "GET", "/predictions/p1")  # the finished, retained record
+        assert got.status == 200 and got.json()["input"]["api_key"] == "**********"
+        assert secret.encode() not in got.body
 
 
 def test_a_spooled_data_uri_input_is_echoed_as_sent(tmp_path):
