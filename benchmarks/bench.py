@@ -58,6 +58,7 @@ helpers it relies on are tested in ``tests/test_benchmarks.py``.
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime
 import json
 import os
@@ -85,6 +86,12 @@ PREDICTORS = os.path.join(HERE, "predictors")
 HOST = "127.0.0.1"
 SSE_TOKENS = 10_000
 FILE_MB = 100
+#: Size of the data: URI text of the ``datauri`` scenario's input, and its decoded bytes.
+DATA_URI_MB = 70
+DATA_URI_BYTES = DATA_URI_MB * 1000 * 1000 * 3 // 4
+#: Megabytes the ``logs`` scenario's prediction prints, in lines of LOG_WIDTH characters.
+LOG_MB = 50
+LOG_WIDTH = 100
 MiB = 1024 * 1024
 
 # ----------------------------------------------------------------------------------------
@@ -154,6 +161,22 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             {"type": "string", "format": "uri"},
         ),
     },
+    "datauri": {
+        "predictor": "bench_data_uri_input.py:Runner",
+        "coglet_env": {},
+        "schema": _cog_schema({"file": {"title": "File", "type": "string", "format": "uri", "x-order": 0}},
+                              {"type": "integer"}),
+    },
+    "logs": {
+        "predictor": "bench_log_flood.py:Runner",
+        "coglet_env": {},
+        "schema": _cog_schema(
+            {"mb": {"title": "Mb", "type": "integer", "default": LOG_MB, "minimum": 1, "maximum": 1024, "x-order": 0},
+             "width": {"title": "Width", "type": "integer", "default": LOG_WIDTH, "minimum": 1, "maximum": 100000,
+                       "x-order": 1}},
+            {"type": "integer"},
+        ),
+    },
 }
 
 # (metric path, label, unit, goal) — goal is (kind, value): "ge"/"le"/"lt" compare the ratio
@@ -173,6 +196,11 @@ COMPARISON: list[tuple[str, str, str, Optional[tuple[str, float]]]] = [
     ("cpu2.throughput_rps", "CPU 20 ms sync c=2, 2 workers: throughput", "req/s", None),
     ("file.time_s", "100 MB file output: time", "s", None),
     ("file.peak_mb", "100 MB file output: peak tree memory", "MB", ("le", 0.5)),
+    ("datauri.time_s", "70 MB data: URI input: time", "s", None),
+    ("datauri.peak_mb", "70 MB data: URI input: peak tree memory", "MB", None),
+    ("datauri.peak_over_input", "70 MB data: URI input: peak / input size", "x", None),
+    ("logs.time_s", "50 MB of logs in one prediction: time", "s", ("le", 1.0)),
+    ("logs.peak_mb", "50 MB of logs in one prediction: peak tree memory", "MB", None),
     ("overload.c8.throughput_rps", "8 slots, 8 clients: successes", "req/s", None),
     ("overload.c32.throughput_rps", "8 slots, 32 clients: successes", "req/s", ("ge", 1.0)),
     ("overload.c32.p99_ms", "8 slots, 32 clients: p99 of successes", "ms", None),
@@ -399,6 +427,67 @@ def run_file(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str
     }
 
 
+def _data_uri_body() -> bytes:
+    """The ``datauri`` request: ``{"input": {"file": "data:...;base64,<DATA_URI_MB MB>"}}``, built once."""
+    raw = bytes(range(256)) * (DATA_URI_BYTES // 256 + 1)
+    raw = raw[:DATA_URI_BYTES]
+    return b'{"input": {"file": "data:application/octet-stream;base64,' + base64.b64encode(raw) + b'"}}'
+
+
+def run_data_uri(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
+    """One large data: URI input: time to the answer and peak memory of the server's tree."""
+    body = _data_uri_body()
+    runs = []
+    with Server(kind, "datauri", args).start() as server:
+        server.wait_ready(args.ready_timeout)
+        before = loadgen.tree_memory(server.pid)
+        with loadgen.TreeMemorySampler(server.pid, interval=0.01) as sampler:
+            for _ in range(p["datauri_runs"]):
+                server.wait_ready(30)
+                r = loadgen.post_json_bytes(HOST, server.port, body, timeout=180)
+                r["ok"] = r["ok"] and r.get("output") == DATA_URI_BYTES
+                runs.append(r)
+        after = loadgen.tree_memory(server.pid)
+    good = [r for r in runs if r["ok"]]
+    peak_kb = max(after["hwm_kb"], sampler.peak_rss_kb)
+    input_mb = len(body) / MiB
+    return {
+        "ok_runs": len(good),
+        "runs": runs,
+        "input_mb": round(input_mb, 1),
+        "time_s": round(statistics.median(r["time_s"] for r in good), 3) if good else None,
+        "peak_mb": _mb(peak_kb) if good else None,
+        "peak_over_input": round(peak_kb / 1024 / input_mb, 2) if good else None,
+        "peak_hwm_sum_mb": _mb(after["hwm_kb"]),
+        "peak_rss_sampled_mb": _mb(sampler.peak_rss_kb),
+        "rss_before_mb": _mb(before["rss_kb"]),
+    }
+
+
+def run_logs(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
+    """One prediction printing LOG_MB MB of lines: time to the (sync) answer, which carries the logs."""
+    body = json.dumps({"input": {"mb": LOG_MB, "width": LOG_WIDTH}}).encode()
+    expected = LOG_MB * MiB // (LOG_WIDTH + 1)
+    runs = []
+    with Server(kind, "logs", args).start() as server:
+        server.wait_ready(args.ready_timeout)
+        with loadgen.TreeMemorySampler(server.pid, interval=0.05) as sampler:
+            for _ in range(p["logs_runs"]):
+                server.wait_ready(60)
+                r = loadgen.post_json_bytes(HOST, server.port, body, timeout=300)
+                # The answer carries every line: the logs field is at least LOG_MB MB.
+                r["ok"] = r["ok"] and r.get("output") == expected and r["response_bytes"] >= expected * (LOG_WIDTH + 1)
+                runs.append(r)
+        after = loadgen.tree_memory(server.pid)
+    good = [r for r in runs if r["ok"]]
+    return {
+        "ok_runs": len(good),
+        "runs": runs,
+        "time_s": round(statistics.median(r["time_s"] for r in good), 3) if good else None,
+        "peak_mb": _mb(max(after["hwm_kb"], sampler.peak_rss_kb)) if good else None,
+    }
+
+
 def run_cpu(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
     """~20 ms of pure-Python work per sync prediction, 2 clients: 1 worker, and for
     minicog also 2 workers (coglet has one worker; its second client gets 409s)."""
@@ -474,7 +563,8 @@ def run_idle_connections(kind: str, args: argparse.Namespace, p: dict[str, Any])
 
 
 STEPS = [("cold+null", run_cold_and_null), ("async", run_async), ("sse", run_sse), ("cpu", run_cpu),
-         ("file", run_file), ("overload", run_overload), ("idleconn", run_idle_connections)]
+         ("file", run_file), ("datauri", run_data_uri), ("logs", run_logs), ("overload", run_overload),
+         ("idleconn", run_idle_connections)]
 
 
 def bench_all(kinds: list[str], args: argparse.Namespace, p: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -615,7 +705,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark minicog's HTTP server against coglet 0.23.1 on 127.0.0.1.")
     parser.add_argument("--quick", action="store_true", help="small counts; finishes in well under a minute")
     parser.add_argument("--servers", default="minicog,coglet", help="comma-separated: minicog, coglet (default both)")
-    parser.add_argument("--only", default="", help="comma-separated scenarios to run: cold, null, async, sse, cpu, file, overload, idleconn (default all)")
+    parser.add_argument("--only", default="", help="comma-separated scenarios to run: cold, null, async, sse, cpu, file, datauri, logs, overload, idleconn (default all)")
     parser.add_argument("--coglet-venv", default=os.environ.get("COGLET_VENV") or os.path.join(os.path.dirname(REPO), ".venv-coglet"),
                         help="virtual environment holding cog==0.23.1 and coglet==0.23.1 (env COGLET_VENV; default ../.venv-coglet)")
     parser.add_argument("--install-coglet", action="store_true", help="create --coglet-venv with pip first if it does not exist")
@@ -668,12 +758,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.minicog_python = make_minicog_venv(args.minicog_venv)
     if args.quick:
         p = {"cold_starts": 2, "settle_s": 0.3, "warmup": 10, "null_requests": 300, "async_requests": 400,
-             "duration_s": 5.0, "sse_runs": 1, "file_runs": 1, "overload_s": 3.0, "idle_connections": 2000,
-             "cpu_requests": 100}
+             "duration_s": 5.0, "sse_runs": 1, "file_runs": 1, "datauri_runs": 1, "logs_runs": 1, "overload_s": 3.0,
+             "idle_connections": 2000, "cpu_requests": 100}
     else:
         p = {"cold_starts": 5, "settle_s": 1.0, "warmup": 50, "null_requests": 3000, "async_requests": 4000,
-             "duration_s": 20.0, "sse_runs": 3, "file_runs": 2, "overload_s": 10.0, "idle_connections": 2000,
-             "cpu_requests": 400}
+             "duration_s": 20.0, "sse_runs": 3, "file_runs": 2, "datauri_runs": 2, "logs_runs": 2, "overload_s": 10.0,
+             "idle_connections": 2000, "cpu_requests": 400}
     started = time.monotonic()
     git_sha = _git_sha()  # the checkout may move while the benchmark runs: record what was started
     results = bench_all(args.servers, args, p)

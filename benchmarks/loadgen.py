@@ -442,6 +442,32 @@ def stream_sse(
     }
 
 
+def post_json_bytes(host: str, port: int, body: bytes, *, path: str = "/predictions", timeout: float = 120.0) -> dict[str, Any]:
+    """POST a ready-encoded JSON *body* (which may be large) and read the whole answer.
+
+    Returns ``ok`` (200 and ``succeeded``), ``time_s`` (request sent → answer read),
+    ``output`` (the prediction's output) and ``response_bytes``."""
+    conn = _connection(host, port, timeout)
+    t0 = time.perf_counter()
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        elapsed = time.perf_counter() - t0
+    finally:
+        conn.close()
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = {}
+    ok = resp.status == 200 and isinstance(doc, dict) and doc.get("status") == "succeeded"
+    out: dict[str, Any] = {"ok": ok, "status": resp.status, "time_s": round(elapsed, 3),
+                           "output": doc.get("output") if isinstance(doc, dict) else None, "response_bytes": len(data)}
+    if not ok:
+        out["error"] = (doc.get("error") if isinstance(doc, dict) and doc.get("error") else data[:300].decode("utf-8", "replace"))
+    return out
+
+
 def fetch_large(
     host: str,
     port: int,

@@ -50,7 +50,7 @@ from .errors import InputFetchError, OutputError
 __all__ = [
     "guess_mime", "guess_extension", "data_uri", "data_uri_from_path", "iter_data_uri_from_path",
     "parse_data_uri", "filename_from_url", "fetch", "upload", "is_url", "DEFAULT_MIME",
-    "FILENAME_MAX_BYTES",
+    "FILENAME_MAX_BYTES", "FILE_INPUT_SCHEMES", "url_scheme", "file_input_problem",
 ]
 
 DEFAULT_MIME = "application/octet-stream"
@@ -84,9 +84,45 @@ def guess_extension(mime: str) -> Optional[str]:
     return _mime.guess_extension(base) if base else None
 
 
+#: The URL schemes a ``Path``/``File`` input may use; anything else (``file:``, a bare
+#: local path) would let a client make the model read the server's own files.
+FILE_INPUT_SCHEMES = ("data", "http", "https")
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
+_SUPPORTED = "'data', 'http', or 'https' is supported."
+
+
+def url_scheme(value: str) -> str:
+    """The lower-cased scheme of *value* (RFC 3986 syntax), or ``""`` if it has none.
+
+    Looks at the first characters only: a data: URI input can be tens of megabytes,
+    and ``urlsplit`` would copy all of it.
+    """
+    colon = value.find(":", 0, 40)
+    head = value[:colon]
+    if colon > 0 and head[0].isascii() and head[0].isalpha() and all(c in _SCHEME_CHARS for c in head):
+        return head.lower()
+    return ""
+
+
 def is_url(value: object) -> bool:
-    """True for strings Cog coerces into files: ``http://``, ``https://`` and ``data:``."""
-    return isinstance(value, str) and value.startswith(("http://", "https://", "data:"))
+    """True for strings Cog coerces into files: ``http(s)`` and ``data:`` URLs (any case)."""
+    return isinstance(value, str) and url_scheme(value) in FILE_INPUT_SCHEMES
+
+
+def file_input_problem(value: str) -> Optional[str]:
+    """Why the string *value* cannot be a ``Path``/``File`` input, or None if it can.
+
+    A URL of another scheme gets Cog's own text (``File.validate``): ``'file' is not
+    a valid URL scheme. 'data', 'http', or 'https' is supported.``  A string with no
+    scheme (a local path) is not a URL at all, and says so.
+    """
+    scheme = url_scheme(value)
+    if scheme in FILE_INPUT_SCHEMES:
+        return None
+    if scheme:
+        return f"'{scheme}' is not a valid URL scheme. {_SUPPORTED}"
+    shown = value if len(value) <= 80 else value[:77] + "..."
+    return f"{shown!r} is not a URL. {_SUPPORTED}"
 
 
 # --- data: URIs ----------------------------------------------------------------------
@@ -234,9 +270,9 @@ def fetch(url: str, dest_dir: str, *, timeout: float, max_bytes: int, user_agent
     removed and :class:`~minicog.errors.InputFetchError` raised.  Every failure
     raises that class with a message that names the URL or the problem.
     """
-    scheme = urllib.parse.urlsplit(url).scheme.lower() if isinstance(url, str) else ""
-    if scheme not in ("http", "https", "data"):
-        raise InputFetchError(f"'{scheme}' is not a valid URL scheme. 'data', 'http', or 'https' is supported.")
+    scheme = url_scheme(url) if isinstance(url, str) else ""
+    if scheme not in FILE_INPUT_SCHEMES:
+        raise InputFetchError(f"'{scheme}' is not a valid URL scheme. {_SUPPORTED}")
     suffix = filename_from_url(url)
     if scheme == "data":
         _mime, data = parse_data_uri(url)

@@ -97,6 +97,11 @@ class Settings:
     port: int = dataclasses.field(default=5000, metadata=_env("PORT", cast=int, check=lambda v: 0 <= v < 65536))
     #: Largest request body accepted, in bytes (axum's default, as coglet): larger → 413.
     max_body_bytes: int = 100 * MiB
+    #: A ``data:`` URI input longer than this many characters is decoded to a file
+    #: straight from the request body (never held as a string nor sent through the
+    #: worker's channel): see minicog/server/spool.py.  0 turns this off.
+    data_uri_spool_chars: int = dataclasses.field(default=1 * MiB, metadata=_env(
+        "MINICOG_DATA_URI_SPOOL_CHARS", cast=int, check=lambda v: v >= 0))
     #: Largest request line plus headers, in bytes: larger → 431.
     max_header_bytes: int = 64 * KiB
     #: Seconds a connection may stay silent while a request is being read (or idle between
@@ -170,6 +175,14 @@ class Settings:
     max_inline_ipc_bytes: int = 6 * MiB
     #: A single log line longer than this many bytes is cut and marked (coglet's bound).
     max_log_line_bytes: int = 4 * MiB
+    #: Seconds a complete log line may wait in the worker to be sent with the lines that
+    #: follow it (one frame instead of one per line: a flood of prints costs a few hundred
+    #: frames, not a million).  Lines written before an output, a metric or the end of
+    #: the prediction are always sent before it.  0 sends each write's lines at once.
+    log_batch_interval: float = dataclasses.field(default=0.02, metadata=_env(
+        "MINICOG_LOG_BATCH_INTERVAL", cast=float, check=lambda v: 0 <= v <= 5))
+    #: Characters of log text a batch may hold before it is sent without waiting.
+    log_batch_chars: int = 256 * KiB
 
     #: Seconds after which a prediction without a Cancel-After header is canceled (a server-wide
     #: deadline); a duration such as 30s, 10m, 1h30m or a number of seconds.  None = no deadline.

@@ -16,7 +16,11 @@ that it needs a whole value, and booleans are never numbers), ``nullable``,
 ``items``, ``properties``/``required``/``additionalProperties``, ``minimum``/
 ``maximum``, ``minLength``/``maxLength`` (counted in characters, as the Rust
 validator does), and ``pattern`` (an unanchored :func:`re.search`).  ``format``
-is an annotation, never asserted (``uri`` strings are checked by the fetcher).
+is an annotation, never asserted, except ``uri``, which minicog's schema (and
+Cog's) gives exactly the ``Path``/``File`` inputs: such a string must be an
+``http(s)://`` or ``data:`` URL (:func:`minicog.files.file_input_problem`), so a
+``file:///etc/passwd`` or a bare local path is a 422 naming the input and never
+reaches the worker (Cog passes it to ``predict()`` as a path).
 Unknown keywords are ignored, as any JSON-Schema validator does.
 
 Messages are the Rust ``jsonschema`` crate's texts that coglet sends, with
@@ -44,7 +48,8 @@ import re
 import threading
 from typing import Any, Callable, NamedTuple, Optional
 
-__all__ = ["ValidationResult", "Validator", "validate_input", "MISSING_TYPE", "VALUE_TYPE"]
+__all__ = ["ValidationResult", "Validator", "validate_input", "redact_input", "REDACTED", "MISSING_TYPE",
+           "VALUE_TYPE"]
 
 log = logging.getLogger("minicog.validation")
 
@@ -53,6 +58,10 @@ MISSING_TYPE = "value_error.missing"
 VALUE_TYPE = "value_error"
 
 _REF_PREFIX = "#/components/schemas/"
+
+#: What a secret input's value is replaced with wherever a prediction is echoed
+#: (Cog's ``str(Secret(...))``).
+REDACTED = "**********"
 
 # A compiled check appends (path, message) pairs to *errors*; *path* is a tuple of
 # property names / array indices leading to the value.
@@ -213,6 +222,19 @@ class _Compiler:
 
         return check
 
+    def k_format(self, spec: Any, node: dict) -> Optional[Check]:
+        if spec != "uri":
+            return None
+        from .files import file_input_problem
+
+        def check(value: Any, path: tuple, errors: list) -> None:
+            if isinstance(value, str):
+                problem = file_input_problem(value)
+                if problem is not None:
+                    errors.append((path, problem))
+
+        return check
+
     def k_allOf(self, subs: Any, node: dict) -> Optional[Check]:
         if not isinstance(subs, list):
             return None
@@ -369,6 +391,38 @@ def _accept(value: Any, path: tuple, errors: list) -> None:
     return None
 
 
+def _secret_shape(node: Any, schemas: dict, depth: int = 0) -> Optional[str]:
+    """``"value"`` if *node* describes a secret, ``"items"`` for an array of secrets, else None.
+
+    A secret is what Cog's generator (and :mod:`minicog.schema`) publishes for
+    ``Secret``: ``format: password`` with ``x-cog-secret``; either mark counts, and
+    ``$ref``/``allOf``/``anyOf`` wrappers are looked through.
+    """
+    if not isinstance(node, dict) or depth > 8:
+        return None
+    if node.get("x-cog-secret") is True or node.get("format") == "password":
+        return "value"
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_REF_PREFIX):
+        if _secret_shape(schemas.get(ref[len(_REF_PREFIX):]), schemas, depth + 1):
+            return "value"
+    for key in ("allOf", "anyOf", "oneOf"):
+        subs = node.get(key)
+        if isinstance(subs, list) and any(_secret_shape(sub, schemas, depth + 1) for sub in subs):
+            return "value"
+    if _secret_shape(node.get("items"), schemas, depth + 1):
+        return "items"
+    return None
+
+
+def _mask(value: Any, shape: str) -> Any:
+    if value is None:
+        return None  # an absent secret stays visibly absent, as str(Secret(None)) == ""
+    if shape == "items" and isinstance(value, list):
+        return [None if v is None else REDACTED for v in value]
+    return REDACTED
+
+
 
 # Unknown input names shown in the warning at most, and characters per name: a request
 # may carry any number of keys of any length, and the log line must stay bounded.
@@ -413,6 +467,22 @@ class Validator:
             name for name, sub in properties.items()
             if isinstance(sub, dict) and sub.get("nullable") is True and name not in required and "default" not in sub
         ]
+        self.secrets: dict[str, str] = {}
+        for name, sub in properties.items():
+            shape = _secret_shape(sub, schemas)
+            if shape is not None:
+                self.secrets[name] = shape
+
+    def redact(self, value: Any) -> Any:
+        """A copy of the input *value* with every secret input's value replaced by
+        :data:`REDACTED`: the form in which a prediction's input may be echoed."""
+        if not self.secrets or not isinstance(value, dict):
+            return value
+        out = dict(value)
+        for name, shape in self.secrets.items():
+            if name in out:
+                out[name] = _mask(out[name], shape)
+        return out
 
     def validate(self, value: Any) -> ValidationResult:
         if not isinstance(value, dict):
@@ -474,3 +544,16 @@ def validate_input(doc: dict, value: Any, *, component: str = "Input") -> Valida
     (build a new one instead).
     """
     return _validator_for(doc, component).validate(value)
+
+
+def redact_input(doc: Optional[dict], value: Any, *, component: str = "Input") -> Any:
+    """*value* with its secret inputs (per *doc*'s *component*) replaced by :data:`REDACTED`.
+
+    The one redaction point for echoes: the service stores only this form in a
+    prediction's record, so responses, webhooks, SSE events and any later read of
+    the record can never show a secret.  Without a schema nothing is known to be
+    secret and *value* is returned as is.
+    """
+    if not doc:
+        return value
+    return _validator_for(doc, component).redact(value)

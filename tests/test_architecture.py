@@ -111,5 +111,5 @@ def test_the_engine_is_a_package_of_its_own():
     for name in ("engine.py", "process.py", "run.py", "listener.py", "rules.py", "plan.py"):
         assert (engine / name).exists(), name
     server_modules = {p.stem for p in (PKG / "server").glob("*.py")} - {"__init__"}
-    assert server_modules <= {"http", "connections", "prediction", "sse", "webhooks", "outputs", "service", "orchestrator",
-                              "metrics", "timers", "deadlines", "docs"}
+    assert server_modules <= {"http", "connections", "prediction", "sse", "webhooks", "outputs", "spool", "service",
+                              "orchestrator", "metrics", "timers", "deadlines", "docs"}

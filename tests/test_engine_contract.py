@@ -159,7 +159,9 @@ def test_a_log_flood_meets_backpressure_instead_of_growing_memory(tmp_path):
 
         wait_until(stalled, 30, interval=0.05, message="the flood to be held back")
         held = seen[-1]
-        assert held < lines // 10, f"{held} lines printed while the parent read nothing"
+        # Held back after about two log batches (256 KiB each) plus the socket buffers:
+        # ~1 MB, a fifth of the flood.
+        assert held < lines // 4, f"{held} lines printed while the parent read nothing"
         grown = _rss_kib(orch.pid) - base
         assert grown < 4 * 1024, grown  # KiB: below the 5.5 MB produced
         rec.release.set()

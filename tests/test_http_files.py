@@ -1,7 +1,10 @@
 """File outputs over a real server: data: URIs, ordered uploads, upload failure, a big output streamed."""
 
 import base64
+import glob
+import hashlib
 import http.client
+import tempfile
 import json
 import os
 import threading
@@ -113,3 +116,93 @@ def test_url_and_data_inputs_are_fetched_then_removed_and_a_failed_fetch_names_t
             assert b["status"] == "failed"
             assert b["error"].startswith("Input validation error: image: ") and "404" in b["error"], b["error"]
             assert call(svc, "GET", "/health-check").json()["status"] == "READY"
+
+
+def test_local_paths_and_other_url_schemes_are_refused_for_every_file_input():
+    # Only http(s):// and data: URLs are file inputs: file:// or a bare path would make
+    # the model read the server's own files.  A 422 naming the input, before any slot.
+    ok = "data:text/plain;base64," + base64.b64encode(b"page").decode()
+    scheme = "'file' is not a valid URL scheme. 'data', 'http', or 'https' is supported."
+    bare = "'/etc/passwd' is not a URL. 'data', 'http', or 'https' is supported."
+    with running("files_input_kinds.py") as svc:
+        cases = [
+            ({"image": "file:///etc/passwd"}, "image", scheme),
+            ({"image": "/etc/passwd"}, "image", bare),
+            ({"blob": "FILE:///etc/passwd"}, "blob", scheme),
+            ({"mask": "/etc/passwd"}, "mask", bare),
+            ({"pages": [ok, "/etc/passwd"]}, "pages/1", bare),
+            ({"image": "ftp://example.com/x.png"}, "image", scheme.replace("'file'", "'ftp'")),
+        ]
+        for body, loc, msg in cases:
+            r = call(svc, "POST", "/predictions", {"input": body})
+            assert r.status == 422, (body, r.status, r.body)
+            assert r.json()["detail"] == [{"loc": ["body", "input", loc], "msg": msg, "type": "value_error"}], body
+        b = call(svc, "POST", "/predictions", {"input": {"pages": [ok, ok], "blob": ok, "image": ok.upper()[:5] + ok[5:]}}).json()
+        assert b["status"] == "succeeded", b
+        digest = hashlib.sha256(b"page").hexdigest()
+        assert b["output"]["pages_sha"] == [digest, digest] and b["output"]["blob_sha"] == digest
+
+
+def _data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def _spooled_files(directory) -> list:
+    return glob.glob(os.path.join(str(directory), "minicog-input-*"))
+
+
+def test_large_data_uri_inputs_are_decoded_from_the_body_and_reach_every_input_shape(tmp_path, monkeypatch):
+    # Above data_uri_spool_chars a data: URI is decoded to a file while the body is
+    # parsed: the model gets the very bytes, a str input the very string, and the
+    # files are gone once the prediction is answered.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    big = os.urandom(8 * 1024 * 1024 + 1)  # ~11 MB of base64, one padding character
+    small = b"small enough to stay a string"
+    sha = lambda data: hashlib.sha256(data).hexdigest()  # noqa: E731
+    # No retention: the record (which owns the files, for echoes) goes once answered.
+    with running("files_input_kinds.py", settings={"data_uri_spool_chars": 64 * 1024, "retention_seconds": 0}) as svc:
+        uri = _data_uri(big)
+        text = _data_uri(big[:300_000], "text/plain")
+        body = {"input": {"image": uri, "blob": _data_uri(big[:100_000], "application/octet-stream"),
+                          "pages": [_data_uri(small), uri], "text": text}}
+        b = call(svc, "POST", "/predictions", body, timeout=120).json()
+        assert b["status"] == "succeeded", b
+        out = b["output"]
+        assert out["image_sha"] == sha(big) and out["image"].endswith("file.png")
+        assert out["blob_sha"] == sha(big[:100_000])
+        assert out["pages_sha"] == [sha(small), sha(big)]
+        assert out["text_sha"] == sha(text.encode()), "a str input must get the exact string back"
+        # Removed when the record is released, just after the answer was written.
+        wait_until(lambda: not os.path.exists(out["image"]) and not os.path.exists(out["pages"][1]), 10,
+                   message="the decoded inputs to be removed")
+        wait_until(lambda: not _spooled_files(tmp_path), 10, message="spooled inputs to be removed")
+
+
+def test_spooled_inputs_are_removed_when_the_request_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    uri = _data_uri(os.urandom(200_000))
+    with running("files_input_kinds.py", settings={"data_uri_spool_chars": 64 * 1024}) as svc:
+        # 422: another input is invalid; 400: the body is not JSON after the big string.
+        r = call(svc, "POST", "/predictions", {"input": {"image": uri, "mask": "/etc/passwd"}})
+        assert r.status == 422 and r.json()["detail"][0]["loc"] == ["body", "input", "mask"]
+        raw = json.dumps({"input": {"image": uri}}).encode()[:-1]
+        r = call(svc, "POST", "/predictions", raw=raw, headers={"Content-Type": "application/json"})
+        # The error names the place in the body the client sent (the original is parsed).
+        assert r.status == 400 and f"column {len(raw) + 1}".encode() in r.body, r.body
+        assert not _spooled_files(tmp_path)
+
+
+def test_non_canonical_or_misplaced_data_uris_are_left_to_the_json_parser(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    data = os.urandom(150_000)
+    canonical = _data_uri(data)
+    wrapped = canonical[:70_000] + "\n" + canonical[70_000:]  # a line break inside the base64
+    urlsafe = "data:image/png;base64," + base64.urlsafe_b64encode(data).decode()
+    with running("files_input_kinds.py", settings={"data_uri_spool_chars": 64 * 1024}) as svc:
+        for uri in (wrapped, urlsafe):
+            b = call(svc, "POST", "/predictions", {"input": {"image": uri}}).json()
+            assert b["status"] == "succeeded" and b["output"]["image_sha"] == hashlib.sha256(data).hexdigest()
+        # The same string as an id (not an input): the body is parsed as it is.
+        r = call(svc, "POST", "/predictions", {"input": {}, "context": {"k": canonical}})
+        assert r.status == 200 and r.json()["status"] == "succeeded"
+    assert not _spooled_files(tmp_path)

@@ -391,3 +391,65 @@ def test_handler_exception_is_logged_and_answered_500_json(echo, monkeypatch, ca
     assert "discovery exploded" in caplog.text and "Traceback" in caplog.text
     monkeypatch.undo()
     assert call(echo, "GET", "/").status == 200  # the server lives on
+
+
+@pytest.mark.parametrize("cls", ["Predictor", "AsyncPredictor"])
+def test_recording_none_deletes_the_metric_in_sync_and_async_models(cls):
+    with running("metrics_none_deletes.py:" + cls) as svc:
+        b = call(svc, "POST", "/predictions", {"input": {}}).json()
+        assert b["status"] == "succeeded", b
+        metrics = dict(b["metrics"])
+        assert metrics.pop("predict_time") >= 0
+        assert metrics == {"kept": 1, "timing": {"pre": 0.5}, "steps": 7}
+
+
+def test_secrets_are_redacted_in_every_echo_of_a_prediction(tmp_path):
+    # A PUT of an id in flight echoes the stored input; webhooks and SSE carry the
+    # prediction too.  The secret must appear in none of them, while the model gets it.
+    gate = tmp_path / "gate"
+    secret = "hunter2-" + "s3cr3t"
+    body = {"input": {"api_key": secret, "other": secret, "gate": str(gate), "note": "n"}}
+    with Receiver() as rx, running("secrets_echo.py") as svc:
+        first = call(svc, "PUT", "/predictions/p1", {**body, "webhook": rx.url + "/hook"},
+                     headers={"Prefer": "respond-async"})
+        assert first.status == 202
+        wait_until(lambda: "holding" in (svc.find_inflight("p1").logs if svc.find_inflight("p1") else ""), 10)
+        again = call(svc, "PUT", "/predictions/p1", body)
+        assert again.status == 202
+        echoed = again.json()["input"]
+        assert echoed == {"api_key": "**********", "other": "**********", "gate": str(gate), "note": "n"}
+        c = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=20)
+        c.request("PUT", "/predictions/p1", json.dumps(body), {"Content-Type": "application/json",
+                                                               "Accept": "text/event-stream"})
+        stream = c.getresponse()
+        gate.write_text("open")
+        sse = stream.read()
+        c.close()
+        assert b"completed" in sse and secret.encode() not in sse
+        rx.wait_for(lambda rs: any(b'"succeeded"' in r.body for r in rs), 10)
+        final = json.loads([r for r in rx.requests if b'"succeeded"' in r.body][-1].body)
+        assert final["output"] == secret[::-1] + "+other"
+        assert all(secret.encode() not in r.body for r in rx.requests)
+        assert secret.encode() not in again.body and secret.encode() not in first.body
+        got = call(svc, "GET", "/predictions/p1")  # the finished, retained record
+        assert got.status == 200 and got.json()["input"]["api_key"] == "**********"
+        assert secret.encode() not in got.body
+
+
+def test_a_spooled_data_uri_input_is_echoed_as_sent(tmp_path):
+    # A large data: URI input is decoded to a file while the body is parsed; the
+    # PUT-in-flight echo writes it back from that file, identical to what was sent.
+    import base64
+    import os
+
+    gate = tmp_path / "gate"
+    uri = "data:image/png;base64," + base64.b64encode(os.urandom(300_000)).decode()
+    body = {"input": {"api_key": "k", "gate": str(gate), "attachment": uri}}
+    with running("secrets_echo.py", settings={"data_uri_spool_chars": 64 * 1024}) as svc:
+        assert call(svc, "PUT", "/predictions/big", body, headers={"Prefer": "respond-async"}).status == 202
+        wait_until(lambda: svc.find_inflight("big") is not None and "holding" in svc.find_inflight("big").logs, 10)
+        again = call(svc, "PUT", "/predictions/big", {"input": {}})
+        assert again.status == 202
+        assert again.json()["input"] == {"api_key": "**********", "gate": str(gate), "attachment": uri}
+        gate.write_text("open")
+        wait_until(lambda: svc.find_inflight("big") is None, 20, message="the prediction to end")

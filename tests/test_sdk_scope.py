@@ -77,12 +77,26 @@ def test_invalid_mode_message_even_outside_prediction():
         MetricRecorder().record("a", 1, mode="sum")
 
 
-@pytest.mark.parametrize("value,tname", [(None, "NoneType"), ((1, 2), "tuple"), (b"x", "bytes"), ({1}, "set")])
+@pytest.mark.parametrize("value,tname", [((1, 2), "tuple"), (b"x", "bytes"), ({1}, "set")])
 def test_unsupported_value_types(value, tname):
     rec, _ = recorder()
     with pytest.raises(TypeError) as exc:
         rec.record("a", value)
     assert str(exc.value) == f"Unsupported metric value type: {tname}. Expected bool, int, float, str, list, or dict."
+
+
+@pytest.mark.parametrize("mode", [None, "replace", "incr", "append"])
+def test_recording_none_deletes_the_key(mode):
+    # Cog's docs: "Setting a metric to None deletes it" (also with a mode).
+    rec, events = recorder()
+    rec.record("k", 1)
+    rec.record("k", None, mode=mode)
+    rec.record("k", "now a string")  # the type lock went with the key
+    assert events == [("k", 1, "replace"), ("k", None, "replace"), ("k", "now a string", "replace")]
+    with pytest.raises(TypeError, match="Invalid metric mode"):
+        rec.record("k", None, mode="sum")
+    with pytest.raises(ValueError):
+        rec.record("bad name", None)
 
 
 def test_type_invariant_and_delete_resets_it():

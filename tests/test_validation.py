@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from minicog.validation import Validator, ValidationResult, validate_input
+from minicog.validation import REDACTED, Validator, ValidationResult, redact_input, validate_input
 
 
 def doc_with(properties: dict, required=(), extra_components=None, component="Input") -> dict:
@@ -237,10 +237,41 @@ def test_errors_are_json_serializable():
     assert json.loads(json.dumps(res.errors)) == res.errors
 
 
-def test_format_is_not_asserted():
-    assert validate_input(EXAMPLE, {"prompt": "p", "image": "not a uri"}).ok
+def test_format_is_not_asserted_except_uri_for_file_inputs():
+    assert validate_input(EXAMPLE, {"prompt": "p", "api_key": "anything"}).ok
+    for good in ("https://example.com/x.png", "HTTP://example.com/x", "data:,hi"):
+        assert validate_input(EXAMPLE, {"prompt": "p", "image": good}).ok, good
+    res = validate_input(EXAMPLE, {"prompt": "p", "image": "not a uri"})
+    assert res.errors == [{"loc": ["body", "input", "image"], "type": "value_error",
+                           "msg": "'not a uri' is not a URL. 'data', 'http', or 'https' is supported."}]
+    res = validate_input(EXAMPLE, {"prompt": "p", "image": "file:///etc/passwd"})
+    assert res.errors[0]["msg"] == "'file' is not a valid URL scheme. 'data', 'http', or 'https' is supported."
+    # A huge bad value is not echoed whole.
+    res = validate_input(EXAMPLE, {"prompt": "p", "image": "/" + "x" * 100_000})
+    assert len(res.errors[0]["msg"]) < 200
 
 
 @pytest.mark.parametrize("value", [{"prompt": "p", "steps": 1}, {"prompt": "p", "steps": 100}])
 def test_inclusive_bounds(value):
     assert validate_input(EXAMPLE, value).ok
+
+
+def test_redaction_masks_every_secret_shape_and_leaves_the_rest():
+    secret = {"type": "string", "format": "password", "writeOnly": True, "x-cog-secret": True}
+    doc = doc_with({
+        "key": dict(secret),
+        "maybe": {**secret, "nullable": True},
+        "keys": {"type": "array", "items": dict(secret)},
+        "wrapped": {"allOf": [{"$ref": "#/components/schemas/Tok"}]},
+        "plain": {"type": "string"},
+    }, extra_components={"Tok": dict(secret)})
+    value = {"key": "k1", "maybe": None, "keys": ["a", None], "wrapped": "w", "plain": "visible", "extra": 1}
+    before = copy.deepcopy(value)
+    assert redact_input(doc, value) == {"key": REDACTED, "maybe": None, "keys": [REDACTED, None],
+                                        "wrapped": REDACTED, "plain": "visible", "extra": 1}
+    assert value == before, "the clear value (the one the worker gets) must not be changed"
+    assert redact_input(EXAMPLE, {"prompt": "p", "api_key": "sk-1"}) == {"prompt": "p", "api_key": REDACTED}
+    # Training falls back to Input, as validation does; no schema knows no secret.
+    assert redact_input(EXAMPLE, {"api_key": "sk-1"}, component="TrainingInput") == {"api_key": REDACTED}
+    assert redact_input(None, {"api_key": "sk-1"}) == {"api_key": "sk-1"}
+    assert redact_input(EXAMPLE, "not an object") == "not an object"

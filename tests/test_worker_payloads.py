@@ -129,3 +129,14 @@ def test_unreadable_output_spill_fails_the_prediction_and_the_slot_stays_healthy
         assert rec.outputs() == []
         ok = predict(orch, "after", {"size": 5000})
         assert ok.terminal == ("succeeded", False) and ok.outputs() == ["y" * 5000]
+
+
+def test_local_path_for_a_file_input_fails_even_without_parent_validation():
+    # The orchestrator's submit() does not validate: the worker refuses the string
+    # itself rather than handing predict() a path the client chose.
+    with running("file_io.py") as orch:
+        for value, reason in (("file:///etc/passwd", "'file' is not a valid URL scheme."),
+                              ("/etc/passwd", "'/etc/passwd' is not a URL.")):
+            rec = predict(orch, "local", {"mode": "input", "image": value})
+            assert rec.terminal[0] == "failed"
+            assert rec.terminal[1].startswith(f"Input validation error: image: {reason}"), rec.terminal

@@ -336,7 +336,7 @@ class Engine:
 
     # -- runs ------------------------------------------------------------------------------
     def submit(self, prediction_id: str, input: dict, listener: Listener, *,
-               context: Optional[dict] = None) -> Run:
+               context: Optional[dict] = None, input_files: Optional[list] = None) -> Run:
         """Give a run to a free slot and return its :class:`Run` handle.
 
         ``listener.started()`` is called by this method before the request is sent;
@@ -346,7 +346,9 @@ class Engine:
         :class:`DuplicateRun` if *prediction_id* is in flight, and
         :class:`~minicog.errors.RequestError` if the id, context or input cannot be
         sent.  Whatever fails between taking a slot and handing the run to the
-        worker gives the slot back.
+        worker gives the slot back.  *input_files* (``[[name, index or None, path]]``)
+        are file inputs the parent already decoded (:mod:`minicog.server.spool`): the
+        worker uses those paths instead of fetching the values.
         """
         prediction_id = str(prediction_id)
         # Everything that can fail without a slot is done first, so it reserves nothing.
@@ -361,6 +363,8 @@ class Engine:
             folder = os.path.join(self._tmp_root or "", f"{_safe_name(prediction_id)}-{self._dir_counter}")
         msg: dict[str, Any] = {"type": "predict", "id": prediction_id, "context": dict(context or {}),
                                "tmp_dir": folder}
+        if input_files:
+            msg["input_files"] = input_files
         try:
             head = protocol.dumps(msg)
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) is a ValueError
@@ -653,6 +657,8 @@ class Engine:
         return {
             "max_inline_ipc_bytes": s.max_inline_ipc_bytes,
             "max_log_line_bytes": s.max_log_line_bytes,
+            "log_batch_interval": s.log_batch_interval,
+            "log_batch_chars": s.log_batch_chars,
             "healthcheck_timeout": s.healthcheck_timeout,
             "weights": s.weights,
             "user_agent": s.user_agent,

@@ -353,6 +353,14 @@ class WorkerProcess:
                 drain_until = time.monotonic() + _DRAIN_TIME
                 with self._poll_lock:
                     channels = [(obj, index) for obj, index in self._watched.values() if index >= -1]
+                    driven = sorted(self.driven)
+                # A thread driving its run's slot (drive()) reads up to the EOF and lets go:
+                # wait for it, so the run's last frames (the lines printed before os._exit)
+                # are dispatched before the run is failed below.
+                for index in driven:
+                    lock = self.read_locks[index] if index < len(self.read_locks) else None
+                    if lock is not None and lock.acquire(timeout=max(0.0, drain_until - time.monotonic())):
+                        lock.release()
                 for obj, index in channels:
                     try:
                         while time.monotonic() < drain_until and obj.poll():

@@ -18,7 +18,8 @@ Finding the current scope (``current_scope()``) follows coglet:
    unconditionally (outside a prediction nothing happens).
 
 The emit modes are normalised to ``replace`` / ``increment`` / ``append``;
-deleting a key is emitted as ``(name, None, "replace")``.
+deleting a key (``delete``, ``del metrics[k]``, ``metrics[k] = None`` or
+``record_metric(k, None)`` in any mode) is emitted as ``(name, None, "replace")``.
 """
 
 from __future__ import annotations
@@ -149,8 +150,16 @@ class MetricRecorder:
         return self._emit is not None
 
     def record(self, key: str, value: Any, mode: Optional[str] = None) -> None:
-        """Record ``value`` under ``key`` (mode ``replace``, ``incr`` or ``append``)."""
+        """Record ``value`` under ``key`` (mode ``replace``, ``incr`` or ``append``).
+
+        ``None`` deletes the key, whatever the mode (Cog's docs: "Setting a metric to
+        ``None`` deletes it"; coglet's own recorder raises TypeError instead, which
+        failed the prediction).
+        """
         norm = normalize_mode(mode)
+        if value is None:
+            self.delete(key)
+            return
         with self._lock:
             emit = self._emit
             if emit is None:

@@ -207,8 +207,14 @@ class RequestReader:
             del self.buf[:self.pos]
             out_array, self.buf, self.pos = self.buf, bytearray(), 0
             return out_array  # type: ignore[return-value]
-        out = bytes(self.buf[self.pos:self.pos + size])
-        self.pos += len(out)
+        end = min(len(self.buf), self.pos + size)
+        with memoryview(self.buf) as view:
+            out = bytes(view[self.pos:end])  # one copy: a bytearray slice would make a second
+        self.pos = end
+        if self.pos == len(self.buf):
+            # All consumed: free the buffer now rather than hold the body twice.
+            self.buf.clear()
+            self.pos = 0
         return out
 
     def remaining(self) -> bytearray:

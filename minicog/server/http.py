@@ -105,7 +105,7 @@ class BodyShapeError(RequestError):
 class PredictionRequest:
     """The fields of a prediction/training request body, checked for shape."""
 
-    __slots__ = ("id", "input", "context", "webhook", "events_filter")
+    __slots__ = ("id", "input", "context", "webhook", "events_filter", "spooled")
 
     def __init__(self, id: Optional[str] = None, input: Any = None, context: Optional[dict] = None,
                  webhook: Optional[str] = None, events_filter: Optional[list] = None):
@@ -114,6 +114,9 @@ class PredictionRequest:
         self.context = context or {}
         self.webhook = webhook
         self.events_filter = events_filter
+        #: Large data: URI inputs already decoded to files (minicog.server.spool); the
+        #: request owns their files until a prediction record takes them.
+        self.spooled: list = []
 
 
 def _describe(value: Any) -> str:
@@ -190,8 +193,31 @@ def check_id(value: str, settings: Settings) -> str:
 
 
 def parse_prediction_request(content_type: Optional[str], body: bytes, settings: Optional[Settings] = None) -> PredictionRequest:
-    """Cog's body rules for POST/PUT prediction and training routes (see the module docstring)."""
+    """Cog's body rules for POST/PUT prediction and training routes (see the module docstring).
+
+    Large ``data:`` URI inputs are decoded to files first (:mod:`minicog.server.spool`);
+    if that body does not parse, or a spooled string is not an input's value, the
+    files are dropped and the original body is parsed, so errors read the same.
+    """
     settings = settings or Settings()
+    limit = settings.data_uri_spool_chars
+    if content_type is not None and limit and len(body) >= limit:
+        from minicog.server import spool
+
+        reduced, found = spool.spool_data_uris(body, min_chars=limit, directory=settings.tmp_dir)
+        if found:
+            try:
+                req = _parse_prediction_request(content_type, reduced, settings)
+            except MinicogError:
+                req = None
+            if req is not None and spool.attach(req.input, found):
+                req.spooled = list(found.values())
+                return req
+            spool.release(found.values())
+    return _parse_prediction_request(content_type, body, settings)
+
+
+def _parse_prediction_request(content_type: Optional[str], body: bytes, settings: Settings) -> PredictionRequest:
     if content_type is None:
         return PredictionRequest()
     media = content_type.split(";", 1)[0].strip().lower()

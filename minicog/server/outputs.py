@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator, Optional, Union
 from minicog import files
 from minicog.errors import OutputError
 
-__all__ = ["FileOutput", "Body", "render_json", "to_plain", "Uploader", "dumps"]
+__all__ = ["FileOutput", "DataURIInput", "Body", "render_json", "to_plain", "Uploader", "dumps"]
 
 
 def dumps(value: Any) -> str:
@@ -99,6 +99,26 @@ class FileOutput:
     __hash__ = None  # type: ignore[assignment]
 
 
+class DataURIInput(str):
+    """A large ``data:`` URI input that the parent decoded into a file (see :mod:`.spool`).
+
+    As a ``str`` it is only the URI's head, ``"data:<mime>;base64,"`` (enough for
+    validation to see a ``data:`` URL); :attr:`file` is the decoded content, and
+    :func:`render_json` writes the whole URI back from it, streamed.
+    """
+
+    file: FileOutput
+
+    def __new__(cls, file: FileOutput) -> "DataURIInput":
+        obj = super().__new__(cls, file.prefix)
+        obj.file = file
+        return obj
+
+    def text(self) -> str:
+        """The complete ``data:`` URI as a string (what the client sent)."""
+        return self.file.data_uri()
+
+
 Part = Union[bytes, FileOutput]
 
 
@@ -131,7 +151,7 @@ class Body:
 
 
 def _has_files(value: Any) -> bool:
-    if isinstance(value, FileOutput):
+    if isinstance(value, (FileOutput, DataURIInput)):
         return True
     if isinstance(value, dict):
         return any(_has_files(v) for v in value.values())
@@ -153,6 +173,8 @@ def render_json(value: Any) -> Body:
     token = secrets.token_hex(16)
 
     def mark(v: Any) -> Any:
+        if isinstance(v, DataURIInput):
+            v = v.file
         if isinstance(v, FileOutput):
             found.append(v)
             return f"\x00{token}:{len(found) - 1}\x00"
@@ -177,6 +199,8 @@ def render_json(value: Any) -> Body:
 
 def to_plain(value: Any) -> Any:
     """*value* with every FileOutput turned into its ``data:`` URI string."""
+    if isinstance(value, DataURIInput):
+        return value.text()
     if isinstance(value, FileOutput):
         return value.data_uri()
     if isinstance(value, dict):

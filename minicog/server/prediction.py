@@ -40,6 +40,11 @@ Cancels.  The record's cancel flag is its :class:`~minicog.engine.run.Run`'s
 (``self.run``, the handle the engine's ``submit`` returned; a detached one
 until then), so there is one flag per run.
 
+Input.  ``input`` is the input as it may be echoed (the PUT-in-flight answer,
+``snapshot(with_input=True)``): the service gives the record the form
+:func:`minicog.validation.redact_input` made, with secret inputs replaced by
+``**********``, and passes the clear value to the orchestrator only.
+
 Timestamps ``created_at``, ``started_at`` and ``completed_at`` are ISO 8601 UTC
 (Cog's schema declares them; coglet never sends them).
 
@@ -76,6 +81,14 @@ _PENDING = object()  # an output item whose upload has not finished
 def utc_now() -> str:
     """The current time as ISO 8601 UTC with microseconds (``2024-05-01T12:00:00.123456+00:00``)."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def _plain_strings(value: Any) -> Any:
+    if isinstance(value, str) and type(value) is not str:
+        return str.__str__(value)
+    if isinstance(value, list):
+        return [_plain_strings(v) for v in value]
+    return value
 
 
 class Prediction:
@@ -127,6 +140,8 @@ class Prediction:
         self._has_output = False
         self._refs = 1
         self._released = False
+        #: Spooled data: URI inputs (minicog.server.spool) whose files this record owns.
+        self.spooled: list = []
 
     def attach(self, run: Run) -> None:
         """Take the engine's handle for this run; a cancel asked for before carries over."""
@@ -233,6 +248,14 @@ class Prediction:
                 self.on_release(self)
             except Exception:
                 log.exception("releasing the files of prediction %s failed", self.id)
+
+    def forget_spooled(self) -> None:
+        """The spooled inputs' files are gone: echo their heads (``data:<mime>;base64,``)
+        from now on instead of a file that cannot be read."""
+        with self._lock:
+            self.spooled = []
+            if isinstance(self.input, dict):
+                self.input = {k: _plain_strings(v) for k, v in self.input.items()}
 
     # ------------------------------------------------------------- requests
     def request_cancel(self) -> None:

@@ -91,7 +91,7 @@ from minicog.server.sse import EventStream
 from minicog.server.timers import Timer, TimerPool
 from minicog.server.webhooks import WebhookDispatcher
 from minicog.settings import Settings
-from minicog.validation import validate_input
+from minicog.validation import redact_input, validate_input
 
 __all__ = ["Service", "serve", "configure_logging", "JSONFormatter"]
 
@@ -510,11 +510,57 @@ class Service:
         the caller before it is submitted, so its files cannot be released before the
         caller has answered; the caller gives it back with ``release()``.
 
+        The request's spooled data: URI inputs (:mod:`.spool`) go to the new record,
+        which deletes their files when it is released; in every other outcome they
+        are deleted here.
+
         *deadline*: seconds (``Cancel-After``; else ``Settings.default_deadline``) from
         *since* (the request's arrival, ``time.monotonic()``; default now: a request that
         waited for a slot counts from its arrival) after which the prediction is
         canceled, or not started if it is not running yet.
         """
+        spooled = getattr(req, "spooled", None) or []
+        if not spooled:
+            return self._create(kind, req, sse=sse, headers=headers, put=put, deadline=deadline, since=since)
+        from minicog.server import spool
+
+        try:
+            self._unspool_non_file_inputs(kind, req)
+            pred, created = self._create(kind, req, sse=sse, headers=headers, put=put, deadline=deadline,
+                                         since=since)
+        except BaseException:
+            spool.release(spooled)
+            raise
+        if not created or not pred.spooled:  # not taken by a record (another run, never started)
+            spool.release(spooled)
+        return pred, created
+
+    def _unspool_non_file_inputs(self, kind: str, req: PredictionRequest) -> None:
+        """A spooled value given to an input that is not a file input (a ``str``
+        parameter, or any input when there is no schema) gets its string back."""
+        from minicog.server import spool
+        from minicog.server.outputs import DataURIInput
+
+        schema = self.orchestrator.schema or {}
+        schemas = (schema.get("components") or {}).get("schemas") or {}
+        root = schemas.get("TrainingInput" if kind == "training" else "Input") or schemas.get("Input") or {}
+        props = root.get("properties") or {}
+        for name, value in list(req.input.items()):
+            prop = props.get(name) if isinstance(props.get(name), dict) else {}
+            is_file = prop.get("format") == "uri" or (isinstance(prop.get("items"), dict)
+                                                      and prop["items"].get("format") == "uri")
+            if is_file:
+                continue
+            if isinstance(value, DataURIInput):
+                req.input[name] = value.text()
+                spool.release([value])
+            elif isinstance(value, list) and any(isinstance(v, DataURIInput) for v in value):
+                spool.release([v for v in value if isinstance(v, DataURIInput)])
+                req.input[name] = [v.text() if isinstance(v, DataURIInput) else v for v in value]
+
+    def _create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str],
+                put: bool = False, deadline: Optional[float] = None,
+                since: Optional[float] = None) -> tuple[Prediction, bool]:
         accepted = time.monotonic() if since is None else since
         if deadline is None:
             deadline = self.settings.default_deadline
@@ -525,8 +571,9 @@ class Service:
                 return existing, False
         schema = self.orchestrator.schema
         value = req.input
+        component = "TrainingInput" if kind == "training" else "Input"
         if schema is not None:
-            result = validate_input(schema, req.input, component="TrainingInput" if kind == "training" else "Input")
+            result = validate_input(schema, req.input, component=component)
             if result.errors:
                 raise InputValidationError(result.errors)
             value = result.value
@@ -541,7 +588,10 @@ class Service:
         if kind == "prediction" and self.orchestrator.streaming:
             events = EventStream(history=s.stream_history_capacity, queue_size=s.stream_subscriber_queue,
                                  max_subscribers=s.max_stream_subscribers)
-        pred = Prediction(pid, value, kind=kind, settings=s, stream_output=self._stream_output(), events=events,
+        # The record keeps only the redacted input: every echo of it (PUT in flight,
+        # webhooks, SSE, reads of a kept record) goes through this one point.
+        pred = Prediction(pid, redact_input(schema, value, component=component), kind=kind, settings=s,
+                          stream_output=self._stream_output(), events=events,
                           uploader=self.uploader, on_terminal=self._on_terminal, on_release=self._on_release)
         pred.cancel_on_disconnect = sse
         # First of the record's done callbacks, so it is retained before any answer is
@@ -561,7 +611,14 @@ class Service:
             pred.canceled()
             return pred, True
         try:
-            pred.attach(self.engine.submit(pid, value, pred, context=req.context))
+            files = None
+            if getattr(req, "spooled", None):
+                from minicog.server import spool
+
+                pred.spooled = spool.spooled_in(value)  # deleted with the record (_on_release)
+                files = spool.input_files(value)
+            pred.attach(self.engine.submit(pid, value, pred, context=req.context,
+                                           **({"input_files": files} if files else {})))
         except DuplicateRun as exc:
             # Another request started this id meanwhile (two racing PUTs): answer with that one.
             if pred.webhook is not None:
@@ -617,6 +674,11 @@ class Service:
         pred.run.release()  # this run's folder only: an id may have been reused meanwhile
         with self._lock:
             self._lock.notify_all()
+        if pred.spooled:
+            from minicog.server import spool
+
+            spool.release(pred.spooled)
+            pred.forget_spooled()
 
 
 # ---------------------------------------------------------------------- serve()

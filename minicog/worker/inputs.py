@@ -5,12 +5,15 @@ dropped, required ones present).  What is left is what only the worker can do,
 because it needs the live signature (:func:`minicog.schema.describe_inputs`):
 
 * ``Secret`` inputs: strings are wrapped in ``Secret``.
-* ``Path``/``File`` inputs (alone, in a list, or optional): strings starting with
-  ``http://``, ``https://`` or ``data:`` are fetched with :func:`minicog.files.fetch`
-  into the prediction's ``inputs/`` folder, all of them in parallel; a ``Path``
-  input becomes a :class:`minicog.sdk.Path`, a ``File`` input an open binary
-  file.  Other strings pass unchanged, as in Cog.  A failed fetch fails the
-  prediction with ``Input validation error: <input name>: <reason>``.
+* ``Path``/``File`` inputs (alone, in a list, or optional): ``http(s)://`` and
+  ``data:`` URLs are fetched with :func:`minicog.files.fetch` into the
+  prediction's ``inputs/`` folder, all of them in parallel; a ``Path`` input
+  becomes a :class:`minicog.sdk.Path`, a ``File`` input an open binary file.
+  Any other string (``file:///etc/passwd``, a local path) is refused: the
+  parent's validation answers 422 for it, and this check covers callers that
+  skip validation (no schema).  Cog passes such strings on as paths.  A refused
+  string or a failed fetch fails the prediction with ``Input validation error:
+  <input name>: <reason>``.
 * Omitted inputs whose default is an ``Input(...)`` get the default's value
   (``default_factory()`` if given), since Python would otherwise pass the
   ``FieldInfo`` object itself.
@@ -32,7 +35,6 @@ from typing import Any, Callable, Optional
 
 __all__ = ["InputError", "Prepared", "prepare", "read_input_message"]
 
-_URL_PREFIXES = ("http://", "https://", "data:")
 #: Parallel downloads per prediction (Cog uses 8).
 _FETCH_WORKERS = 8
 
@@ -83,8 +85,33 @@ def read_input_message(msg: dict) -> dict:
     return value
 
 
-def _is_url(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(_URL_PREFIXES)
+def _file_url(name: str, value: Any, given: bool) -> bool:
+    """True if *value* is a URL to fetch for the file input *name*.
+
+    A string the client *given* that is not such a URL raises; a default from the
+    code (``Input(default="weights/x.png")``) is the model author's and passes.
+    """
+    if not isinstance(value, str):
+        return False
+    from minicog.files import file_input_problem
+
+    problem = file_input_problem(value)
+    if problem is None:
+        return True
+    if given:
+        raise InputError(f"{name}: {problem}")
+    return False
+
+
+def _local_file(path: str, kind: str, prepared: "Prepared") -> Any:
+    """A file input the parent decoded already: a Path, or an open file for ``File``."""
+    from minicog.sdk.types import Path
+
+    if kind == "file":
+        f = open(path, "rb")
+        prepared.open_files.append(f)
+        return f
+    return Path(path)
 
 
 def _field_default(field: Any) -> Any:
@@ -109,8 +136,14 @@ def _parameters(fn: Callable) -> tuple[Any, bool]:
 
 
 def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Optional[str], *,
-            timeout: float, max_bytes: int, user_agent: Optional[str]) -> Prepared:
-    """Build the call's kwargs from the validated JSON input *raw*; see the module docstring."""
+            timeout: float, max_bytes: int, user_agent: Optional[str],
+            local_files: Optional[list] = None) -> Prepared:
+    """Build the call's kwargs from the validated JSON input *raw*; see the module docstring.
+
+    *local_files* (``[[name, index or None, path]]``, the ``input_files`` of the
+    predict message) are file inputs the parent already decoded: their paths are
+    used as they are, nothing is fetched for them.
+    """
     from minicog.sdk.inputs import FieldInfo
     from minicog.sdk.types import Path, Secret
 
@@ -133,6 +166,7 @@ def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Opt
             kwargs[name] = value
 
     prepared = Prepared(kwargs, inputs_dir)
+    local = {(str(n), i): str(p) for n, i, p in (local_files or ()) if isinstance(p, str)}
     downloads: list[tuple[str, Optional[int], str, str]] = []  # (name, list index, url, kind)
     for spec in specs:
         name = spec.name
@@ -144,10 +178,17 @@ def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Opt
         kind = getattr(spec, "file_kind", None)
         if kind:
             if isinstance(value, list):
+                items = list(value)
                 for i, item in enumerate(value):
-                    if _is_url(item):
+                    if (name, i) in local:
+                        items[i] = _local_file(local[(name, i)], kind, prepared)
+                    elif _file_url(name, item, name in raw):
                         downloads.append((name, i, item, kind))
-            elif _is_url(value):
+                if local:
+                    kwargs[name] = items
+            elif (name, None) in local:
+                kwargs[name] = _local_file(local[(name, None)], kind, prepared)
+            elif _file_url(name, value, name in raw):
                 downloads.append((name, None, value, kind))
 
     if downloads:

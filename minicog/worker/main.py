@@ -86,6 +86,8 @@ class WorkerSettings:
 
     max_inline_ipc_bytes: int = 6 * 1024 * 1024
     max_log_line_bytes: int = 4 * 1024 * 1024
+    log_batch_interval: float = 0.02
+    log_batch_chars: int = 256 * 1024
     healthcheck_timeout: float = 5.0
     weights: Optional[str] = None
     user_agent: Optional[str] = None
@@ -158,7 +160,7 @@ def _timeout_errors() -> tuple[type, ...]:
 
 
 class _Job:
-    __slots__ = ("id", "slot", "channel", "msg", "tmp_dir", "started")
+    __slots__ = ("id", "slot", "channel", "msg", "tmp_dir", "started", "owner")
 
     def __init__(self, slot: int, channel: protocol.Channel, msg: dict):
         self.id = str(msg.get("id"))
@@ -167,6 +169,7 @@ class _Job:
         self.msg = msg
         self.tmp_dir = msg.get("tmp_dir") or None
         self.started = time.monotonic()
+        self.owner: Any = None  # its LogOwner, once it runs
 
     def subdir(self, name: str) -> Optional[str]:
         return os.path.join(self.tmp_dir, name) if self.tmp_dir else None
@@ -254,6 +257,7 @@ class Worker:
         for i in range(self.num_slots, len(self.slots)):
             self.slots[i].close()
         del self.slots[self.num_slots:]
+        self.router.control.flush_lines()  # setup's logs before ready
         # A sync model has one slot, and its main thread reads that slot itself: the
         # I/O thread hand-off (a queue put/get and a thread switch per prediction) goes.
         self.direct = not self.loaded.is_async and len(self.slots) == 1
@@ -281,11 +285,14 @@ class Worker:
 
     def _install_capture(self) -> None:
         from .cancel import CancelGuard
-        from .logs import FdCapture, LogRouter, SlotLogWriter, install_sys_hook
+        from .logs import FdCapture, LogRouter, SlotLogWriter, install_exit_flush, install_sys_hook
 
         self.guard = CancelGuard()
         self.guard.install()
-        self.router = LogRouter(self._control_log, self.settings.max_log_line_bytes, critical=self.guard.critical)
+        s = self.settings
+        self.router = LogRouter(self._control_log, s.max_log_line_bytes, critical=self.guard.critical,
+                                batch_interval=s.log_batch_interval if s.log_batch_interval > 0 else None,
+                                batch_chars=s.log_batch_chars)
         original_out, original_err = sys.stdout, sys.stderr
         for stream in (original_out, original_err):
             try:
@@ -300,7 +307,13 @@ class Worker:
         }
         sys.stdout = self.writers["stdout"]
         sys.stderr = self.writers["stderr"]
+        # The originals write into the capture pipes: text a user stream passes to them
+        # would come back through the fd reader, unattributed and (under a tee) twice.
+        self._original_streams = (original_out, original_err)
+        sys.__stdout__ = self.writers["stdout"]
+        sys.__stderr__ = self.writers["stderr"]
         install_sys_hook(self.writers)
+        install_exit_flush(self.router)
 
     def _ensure_loop(self) -> None:
         """Start the event loop thread once: only async models (or async setup/healthcheck)
@@ -572,11 +585,13 @@ class Worker:
         owner = self.router.open(lambda source, data: self._slot_log(channel, source, data), job.id)
 
         def emit(name: str, value: Any, mode: str) -> None:
+            owner.flush_lines()  # lines printed before the metric arrive before it
             with self.guard.critical():
                 channel.send({"type": "metric", "name": name, "value": value, "mode": mode})
 
         context = job.msg.get("context") or {}
         scope = Scope({str(k): str(v) for k, v in context.items()}, emit)
+        job.owner = owner
         return owner, scope
 
     def _prefix(self) -> str:
@@ -602,7 +617,7 @@ class Worker:
     def _finish(self, job: _Job, owner: Any, scope: Any, outcome: dict) -> None:
         """Flush logs, clean inputs, send the terminal message, free the slot."""
         scope.close()
-        for stream in (sys.__stdout__, sys.__stderr__):
+        for stream in self._original_streams:
             try:
                 if stream is not None:
                     stream.flush()  # binary writes through sys.stdout.buffer
@@ -632,12 +647,14 @@ class Worker:
         raw = read_input_message(job.msg)
         s = self.settings
         return prepare(self.loaded.fn, raw, self.specs, job.subdir("inputs"),
-                       timeout=s.download_timeout, max_bytes=s.max_download_bytes, user_agent=s.user_agent)
+                       timeout=s.download_timeout, max_bytes=s.max_download_bytes, user_agent=s.user_agent,
+                       local_files=job.msg.get("input_files"))
 
     def _sender(self, job: _Job) -> Any:
         from .outputs import OutputSender
 
-        return OutputSender(job.channel, job.subdir("outputs"), self.settings.max_inline_ipc_bytes)
+        flush = job.owner.flush_lines if job.owner is not None else None
+        return OutputSender(job.channel, job.subdir("outputs"), self.settings.max_inline_ipc_bytes, before_send=flush)
 
     # -- sync predictions (main thread) -----------------------------------------------------
 

@@ -22,7 +22,7 @@ nothing (the parent then reports ``null``), as Cog.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from minicog import protocol
 
@@ -30,8 +30,11 @@ __all__ = ["OutputSender"]
 
 
 class OutputSender:
-    def __init__(self, channel: protocol.Channel, outputs_dir: Optional[str], max_inline: int):
+    def __init__(self, channel: protocol.Channel, outputs_dir: Optional[str], max_inline: int,
+                 before_send: Optional[Callable[[], None]] = None):
         self.channel = channel
+        #: Called before each item is sent (the prediction's batched log lines go first).
+        self.before_send = before_send
         self.outputs_dir = outputs_dir
         self.max_inline = max_inline
         self.index = 0
@@ -48,6 +51,8 @@ class OutputSender:
         from minicog.errors import OutputError
 
         index = self.index
+        if self.before_send is not None:
+            self.before_send()
         if isinstance(item, os.PathLike):
             path = os.path.abspath(os.fspath(item))
             self.channel.send({"type": "file", "index": index, "path": path, "mime": files.guess_mime(path)})
