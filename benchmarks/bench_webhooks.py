@@ -222,6 +222,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--ready-timeout", type=float, default=60.0)
     parser.add_argument("--output", default=os.path.join(HERE, "results", "webhooks.json"))
     args = parser.parse_args(argv)
+    args.minicog_env = {}  # bench.Server reads it (extra environment for minicog); ours is per configuration
     only = {s.strip() for s in args.only.split(",")}
     results: dict[str, Any] = {}
     if "cost" in only:

@@ -161,3 +161,20 @@ def test_a_streaming_page_run_survives_its_reader_leaving():
         assert final["status"] == "succeeded" and final["output"] == [f"tok{i}" for i in range(6)]
         # Reattaching after the end: the state says it all; no stream is left to follow.
         assert call(svc, "GET", "/docs/predictions/s1/events").status == 404
+
+
+def test_a_page_run_gives_its_files_back_when_it_ends(tmp_path):
+    def files_left():
+        return [os.path.join(root, f) for root, _, names in os.walk(tmp_path) for f in names]
+
+    # Without the retention of finished predictions (which holds their files on its own).
+    with running("page_image.py:InFolder", settings={"tmp_dir": str(tmp_path), "retention_seconds": 0,
+                                                     "retention_max_records": 0}) as svc:
+        assert call(svc, "PUT", "/docs/predictions/img-1", {"input": {}}).status == 202
+        final = wait_until(lambda: (s := call(svc, "GET", "/docs/predictions/img-1").json())["status"] == "succeeded" and s,
+                           message="the end")
+        # The answer the page keeps has the image inlined, so the output file (written by the
+        # worker into the prediction's folder) is not needed any more.
+        assert final["output"].startswith("data:image/png;base64,")
+        wait_until(lambda: not files_left(), message="the prediction's output file to be removed")
+        assert call(svc, "GET", "/docs/predictions/img-1").json() == final

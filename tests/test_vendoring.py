@@ -119,6 +119,15 @@ def test_serve_from_the_archive_answers_predictions_and_stops_cleanly(pyz, empty
         assert status == 200, body
         assert body["output"]["text"] == "served"
         assert body["output"]["minicog"] in _inside(pyz)
+        # The browser page's static files are read from inside the archive too.
+        conn = http.client.HTTPConnection("127.0.0.1", p, timeout=TIMEOUT)
+        try:
+            conn.request("GET", "/docs")
+            resp = conn.getresponse()
+            page = resp.read()
+            assert resp.status == 200 and b"<html" in page.lower(), (resp.status, page[:200])
+        finally:
+            conn.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(TIMEOUT) == 0
     finally:
@@ -147,3 +156,23 @@ def test_a_copied_folder_works_with_python_m(empty):
                 empty)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"text": "dir", "minicog": os.path.join(empty, "minicog", "__init__.py")}
+
+
+def test_every_module_imports_from_the_archive_with_the_standard_library_alone(pyz, empty):
+    # A module that reads a data file at import time with open(__file__-relative path) would
+    # fail here: inside the archive there is no such file (importlib.resources works).
+    script = (
+        "import importlib, pkgutil, sys\n"
+        f"sys.path.insert(0, {pyz!r})\n"
+        "import minicog\n"
+        "for mod in pkgutil.walk_packages(minicog.__path__, 'minicog.'):\n"
+        "    if mod.name.startswith('minicog.models.') and not mod.ispkg:\n"
+        "        continue\n"
+        "    importlib.import_module(mod.name)\n"
+        "assert all(m.__file__.startswith(sys.path[0]) for n, m in sys.modules.items()\n"
+        "           if n.split('.')[0] == 'minicog' and getattr(m, '__file__', None)), 'imported from outside'\n"
+        "print('ok', len([n for n in sys.modules if n.startswith('minicog')]))\n"
+    )
+    proc = _run([sys.executable, "-I", "-S", "-c", script], empty)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok ")

@@ -640,6 +640,13 @@ class WebhookSender:
     def _attempt_terminal(self, item: _Item) -> None:
         s = self._settings
         attempt = item.attempt
+        if item.data is None and item.entry is None and item.payload is not None:
+            body = render_json(item.payload)
+            if not body.has_files and body.length <= _INLINE_BODY_BYTES:
+                # Rendered once: retries send these bytes, and the prediction's record (its
+                # logs, input, files) is let go now instead of after the retry schedule.
+                item.data, item.payload = body.materialize(), None
+                self._release_record()
         try:
             status = self._post(item)
         except _NotHTTP as exc:

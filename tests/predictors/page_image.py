@@ -56,3 +56,13 @@ class Picture(BaseRunner):
         data = open(image, "rb").read()
         width, height = struct.unpack(">II", data[16:24])
         return f"{width}x{height}"
+
+
+class InFolder(BaseRunner):
+    """The image as an open file object: the worker writes it into the prediction's own folder."""
+
+    def run(self) -> Path:
+        import io
+        buf = io.BytesIO(_png(4, 2, (0, 168, 150)))
+        buf.name = "drawn.png"
+        return buf
