@@ -199,18 +199,28 @@ class BackgroundStreamHandler(logging.Handler):
 def configure_logging(log_format: str = "text", level: str = "info", stream: Any = None) -> logging.Handler:
     """Send the ``minicog`` loggers to *stream* (stderr) as text or JSON lines; returns the handler.
 
-    Calling it again replaces the handler it installed before (never anyone else's),
-    after writing out what that one still holds.
+    Calling it again reconfigures the handler it installed before (never anyone
+    else's).  ``serve`` is configured twice on the way up (by the command line, then
+    by :func:`~minicog.server.service.serve`) while the worker already prints its
+    setup output, so the handler is kept when the stream is the same: removing it
+    and adding another left a moment with no handler, and the records logged then
+    (a model's first setup lines) were lost.
     """
     logger = logging.getLogger("minicog")
-    for h in list(logger.handlers):
-        if getattr(h, "_minicog", False):
+    stream = stream or sys.stderr
+    formatter = JSONFormatter() if log_format == "json" else TextFormatter()
+    old = [h for h in logger.handlers if getattr(h, "_minicog", False)]
+    if len(old) == 1 and old[0].stream is stream:  # type: ignore[attr-defined]
+        handler = old[0]
+        handler.setFormatter(formatter)
+    else:
+        handler = BackgroundStreamHandler(stream)
+        handler._minicog = True  # type: ignore[attr-defined]
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)  # before the old one goes: never a moment without one
+        for h in old:
             logger.removeHandler(h)
-            h.close()
-    handler = BackgroundStreamHandler(stream or sys.stderr)
-    handler._minicog = True  # type: ignore[attr-defined]
-    handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
-    logger.addHandler(handler)
+            h.close()  # writes out what it still holds
     logger.propagate = False
     name = {"warn": "WARNING"}.get(level.lower(), level.upper())
     logger.setLevel(getattr(logging, name, logging.INFO))
