@@ -499,18 +499,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._responded = False
         self._peek_ok = True
         self._parked = False
+        # Held by the thread answering a request and by the thread that resumes it after a
+        # park.  A park can be ended (a slot frees, the prediction ends) before the parking
+        # thread has left run(): without the lock both threads touched this handler at once
+        # and the connection could be handed back twice (seen as a request never answered).
+        self._run_lock = threading.Lock()
 
     def run(self) -> None:
         """Answer the request in the buffer, then hand the connection back (or park it)."""
-        self._responded = False
-        self._peek_ok = True
-        self._parked = False
-        self._slot_deadline: Optional[float] = None
-        self._arrived: Optional[float] = None
-        self.close_connection = True
-        self.handle_one_request()
-        if not self._parked:
-            self._finish_request()
+        with self._run_lock:
+            self._responded = False
+            self._peek_ok = True
+            self._parked = False
+            self._slot_deadline: Optional[float] = None
+            self._arrived: Optional[float] = None
+            self.close_connection = True
+            self.handle_one_request()
+            if not self._parked:
+                self._finish_request()
 
     def _finish_request(self) -> None:
         self.server.done(self.conn, not self.close_connection, self.rfile.remaining())
@@ -930,14 +936,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         waiter: list = []
 
         def on_done() -> None:
-            if self.conn.gone:
-                self.close_connection = True
-                self._finish_request()
-                return
-            self._parked = False
-            self._answer_errors(lambda: self._do_create(params, body))
-            if not self._parked:
-                self._finish_request()
+            with self._run_lock:  # the parking thread may still be on its way out of run()
+                if self.conn.gone:
+                    self.close_connection = True
+                    self._finish_request()
+                    return
+                self._parked = False
+                self._answer_errors(lambda: self._do_create(params, body))
+                if not self._parked:
+                    self._finish_request()
 
         def on_gone() -> None:
             server.drop_slot_waiter(waiter[0])
@@ -1012,6 +1019,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
 
         def on_done() -> None:
+            with self._run_lock:  # the parking thread may still be on its way out of run()
+                answer()
+
+        def answer() -> None:
             try:
                 if self.conn.gone:
                     self.close_connection = True
