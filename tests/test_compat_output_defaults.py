@@ -10,7 +10,7 @@ from support import predictor
 
 
 def test_object_output_fields_with_a_default_are_not_required_nor_nullable():
-    with Model(predictor("compat2_defaulted_fields.py") + ":Predictor") as model:
+    with Model(predictor("compat_defaulted_fields.py") + ":Predictor") as model:
         output = model.schema["components"]["schemas"]["Output"]
         assert output["required"] == ["text"]
         # a default makes a field optional to return, not nullable (only Optional[...] is)
@@ -23,7 +23,7 @@ def test_object_output_fields_with_a_default_are_not_required_nor_nullable():
 
 def test_pydantic_output_field_with_a_default_is_not_required():
     pytest.importorskip("pydantic")
-    with Model(predictor("compat2_defaulted_fields.py") + ":PydanticPredictor") as model:
+    with Model(predictor("compat_defaulted_fields.py") + ":PydanticPredictor") as model:
         output = model.schema["components"]["schemas"]["Output"]
         assert output["required"] == ["text"]
         assert output["properties"]["count"] == {"type": "integer", "title": "Count"}
