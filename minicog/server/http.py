@@ -775,36 +775,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         path = urllib.parse.urlsplit(self.path).path or "/"
-        try:
-            # Read any body first so keep-alive framing stays right whatever we answer.
-            body = self._read_body() if self.command in ("POST", "PUT", "PATCH", "DELETE") or \
-                self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding") else b""
-            methods, params = self._route(path)
-            if not methods:
-                self._send_json(404, {"error": f"Not found: {path}"})
-                return
-            action = methods.get(self.command)
-            if action is None and self.command == "HEAD":
-                action = methods.get("GET")  # as axum does: a GET route answers HEAD, without the body
-            if action is None:
-                self._send_json(405, {"error": f"Method {self.command} not allowed on {path}"},
-                                {"Allow": ", ".join(sorted(methods))})
-                return
-            getattr(self, "_do_" + action)(params, body)
-        except MinicogError as exc:
-            if self._responded:
-                self.close_connection = True
-                return
-            self._error(exc)
-        except (ConnectionError, TimeoutError, socket.timeout):
-            self.close_connection = True
-        except Exception:
-            log.exception("error handling %s %s", self.command, self.path)
-            if self._responded:
-                self.close_connection = True
-                return
-            self.close_connection = True
-            self._send_json(500, {"error": "Internal server error (see the server log)"})
+        self._answer_errors(lambda: self._route_and_run(path))
+
+    def _route_and_run(self, path: str) -> None:
+        # Read any body first so keep-alive framing stays right whatever we answer.
+        body = self._read_body() if self.command in ("POST", "PUT", "PATCH", "DELETE") or \
+            self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding") else b""
+        methods, params = self._route(path)
+        if not methods:
+            self._send_json(404, {"error": f"Not found: {path}"})
+            return
+        action = methods.get(self.command)
+        if action is None and self.command == "HEAD":
+            action = methods.get("GET")  # as axum does: a GET route answers HEAD, without the body
+        if action is None:
+            self._send_json(405, {"error": f"Method {self.command} not allowed on {path}"},
+                            {"Allow": ", ".join(sorted(methods))})
+            return
+        getattr(self, "_do_" + action)(params, body)
 
     # ------------------------------------------------------------- routes
     def _do_root(self, params: dict, body: bytes) -> None:
@@ -956,7 +944,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return True
 
     def _answer_errors(self, fn: Any) -> None:
-        """Run *fn* (a route, resumed after a wait) and answer its errors as :meth:`_dispatch` does."""
+        """Run *fn* (a route, first or resumed after a wait) and answer its errors as JSON."""
         try:
             fn()
         except MinicogError as exc:
