@@ -693,24 +693,23 @@ class Worker:
                         self.worker_log("warning", f"unexpected message {early.get('type')!r} on busy slot 0 ignored")
             except (EOFError, OSError, protocol.ProtocolError):
                 pass  # the next recv() reports it
-            try:
-                self._run_sync(job)
-            except BaseException as exc:
-                reason = f"prediction bookkeeping failed: {describe_exception(exc)}"
-                self._control_send({"type": "fatal", "reason": reason})
-                self._exit(3, reason + "\n" + traceback.format_exc())
+            self._run_sync_or_exit(job)
 
     def _main_loop(self) -> None:
         while True:
             job = self.jobs.get()
             if job is None:
                 return
-            try:
-                self._run_sync(job)
-            except BaseException as exc:
-                reason = f"prediction bookkeeping failed: {describe_exception(exc)}"
-                self._control_send({"type": "fatal", "reason": reason})
-                self._exit(3, reason + "\n" + traceback.format_exc())
+            self._run_sync_or_exit(job)
+
+    def _run_sync_or_exit(self, job: _Job) -> None:
+        """Run *job*; a failure of minicog's own bookkeeping (not the model's) ends the worker."""
+        try:
+            self._run_sync(job)
+        except BaseException as exc:
+            reason = f"prediction bookkeeping failed: {describe_exception(exc)}"
+            self._control_send({"type": "fatal", "reason": reason})
+            self._exit(3, reason + "\n" + traceback.format_exc())
 
     def _run_sync(self, job: _Job) -> None:
         from minicog.sdk.exceptions import CancelationException
