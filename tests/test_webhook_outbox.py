@@ -75,6 +75,36 @@ def test_file_outputs_are_rendered_into_the_outbox_so_the_prediction_files_can_g
         d.close()
 
 
+def test_a_scan_beside_a_live_outbox_never_trips_over_a_removed_segment(tmp_path):
+    """Operators read the directory while the server delivers and removes segments."""
+    errors, done = [], threading.Event()
+
+    def reader():
+        while not done.is_set():
+            try:
+                Outbox.scan(str(tmp_path))
+            except Exception as exc:  # the race this test is about
+                errors.append(exc)
+                return
+
+    with Receiver(lambda rec: (200, {}, b"")) as rx:
+        d = WebhookDispatcher(Settings(webhook_outbox=str(tmp_path), webhook_outbox_segment_bytes=512, **FAST))
+        d.start()
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        senders = []
+        for i in range(60):
+            s = d.sender(rx.url, f"p{i}")
+            s.send("completed", {"id": f"p{i}", "status": "succeeded", "output": "x" * 200})
+            senders.append(s)
+        assert all(s.wait(10) and s.terminal_delivered for s in senders)
+        done.set()
+        t.join(10)
+        d.close()
+    assert errors == []
+    assert entries(tmp_path) == []
+
+
 def test_a_new_dispatcher_redelivers_what_the_outbox_holds_with_the_same_id(tmp_path):
     failing = threading.Event()
     failing.set()
