@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import urllib.error
 import urllib.request
 import zlib
 
@@ -297,6 +298,22 @@ def test_streaming_cancel_and_reload(open_page, default_model):
     calls = _calls_for(page, default_model, run_id)
     assert [c for c in calls if c[0] == "PUT"] == [("PUT", "application/json", "")]
     assert calls.count(("GET", "text/event-stream", "")) == 2 and _canceled_by_cog_route(calls)
+
+
+def test_a_reload_after_the_run_was_forgotten_says_so_and_runs_nothing(open_page, default_model):
+    # The tab remembers a run the server no longer has (restarted, or past its retention).
+    page = open_page(default_model)
+    page.eval("sessionStorage.setItem('minicog.docs.run', JSON.stringify({id: 'page-forgotten', kind: 'prediction', "
+              "startedAt: Date.now(), input: {prompt: 'gone'}}))")
+    page.reload()
+    assert _finished(page) == "unknown"
+    assert "no longer knows run page-forgotten" in page.eval("document.querySelector('#error').textContent")
+    assert page.eval("document.querySelector('#run').disabled") is False
+    # Only looked for, never started again.
+    assert {c[0] for c in _calls_for(page, default_model, "page-forgotten")} == {"GET"}
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(default_model.url + "/predictions/page-forgotten", timeout=30)
+    assert exc.value.code == 404
 
 
 def test_image_output_is_rendered_as_an_image(open_page, image_model):
