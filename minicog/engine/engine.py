@@ -668,6 +668,7 @@ class Engine:
             "user_agent": s.user_agent,
             "download_timeout": s.download_timeout,
             "max_download_bytes": s.max_download_bytes,
+            "cancel_resignal_interval": s.cancel_resignal_interval,
         }
 
     def _spawn(self, seat: _Seat) -> None:
