@@ -1,5 +1,6 @@
 """Webhook delivery against a real loopback receiver: filter, throttle, retry, headers, shutdown flush."""
 
+import base64
 import time
 
 import pytest
@@ -32,6 +33,27 @@ def test_terminal_payload_headers_and_release():
         assert r.headers["traceparent"] == "00-abc-def-01" and r.headers["tracestate"] == "k=v"
         assert released == [1]
         assert d.pending() == []
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_logged(caplog):
+    # urllib alone would take "user:p%40ss@127.0.0.1" for the host name and never connect.
+    with Receiver() as rx:
+        d = WebhookDispatcher(Settings(webhook_auth_token="tok", **FAST))
+        url = rx.url.replace("http://", "http://hook%20user:p%40ss@") + "/hook?x=1"
+        s = d.sender(url, "p1")
+        assert s.send("completed", snap("succeeded"))
+        assert s.wait(5) and s.terminal_delivered is True
+        r = rx.requests[0]
+        assert r.path == "/hook?x=1"
+        # The URL's own credentials win over the server-wide bearer token.
+        assert r.headers["authorization"] == "Basic " + base64.b64encode(b"hook user:p@ss").decode()
+    with Receiver(lambda rec: (503, {}, b"")) as rx:
+        d = WebhookDispatcher(Settings(**{**FAST, "webhook_max_retries": 1}))
+        s = d.sender(rx.url.replace("http://", "http://u:sekrit@"), "p2")
+        with caplog.at_level("WARNING"):
+            s.send("completed", snap("succeeded"))
+            assert s.wait(5) and s.terminal_delivered is False
+        assert len(rx.requests) >= 1 and "sekrit" not in caplog.text
 
 
 def test_filter_and_throttle():

@@ -715,8 +715,9 @@ class WebhookSender:
         return render_json(item.payload)
 
     def _post(self, item: _Item) -> int:
-        if urllib.parse.urlsplit(self.url).scheme.lower() not in ("http", "https"):
-            raise _NotHTTP(f"webhook URL {self.url!r} is not an http:// or https:// URL")
+        url, basic = _without_credentials(self.url)
+        if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+            raise _NotHTTP(f"webhook URL {redact_url(self.url)!r} is not an http:// or https:// URL")
         body = self._body(item)
         timestamp = int(time.time())
         headers = {
@@ -725,7 +726,11 @@ class WebhookSender:
             "User-Agent": USER_AGENT,
             "Content-Length": str(body.length),
         }
-        if self._settings.webhook_auth_token:
+        if basic is not None:
+            # Credentials in this prediction's URL are meant for its receiver alone, so
+            # they win over the server-wide WEBHOOK_AUTH_TOKEN.
+            headers["Authorization"] = basic
+        elif self._settings.webhook_auth_token:
             headers["Authorization"] = f"Bearer {self._settings.webhook_auth_token}"
         headers.update(self._headers)
         headers["webhook-id"] = item.webhook_id
@@ -740,7 +745,7 @@ class WebhookSender:
         signer = self._dispatcher.signer
         if signer is not None:
             headers["webhook-signature"] = signer.sign(item.webhook_id, timestamp, pieces)
-        request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
         limit = self._settings.webhook_max_response_bytes
         try:
             with _opener.open(request, timeout=self._settings.webhook_timeout) as response:
@@ -753,6 +758,21 @@ class WebhookSender:
                 pass
             exc.close()
             return exc.code
+
+
+def _without_credentials(url: str) -> tuple[str, Optional[str]]:
+    """(*url* without ``user:password@``, the matching Basic ``Authorization`` value or None).
+
+    urllib would take the credentials for part of the host name and never connect;
+    HTTP clients (curl, requests, coglet's reqwest) send them as Basic auth instead."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode("utf-8")
+    bare = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return bare, "Basic " + base64.b64encode(pair).decode("ascii")
 
 
 def _call(callback: Optional[Callable[[], None]]) -> None:
