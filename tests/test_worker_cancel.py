@@ -146,7 +146,7 @@ def test_cancel_before_the_request_is_sent_is_delivered():
         t0 = time.monotonic()
         orch.submit("first", {"seconds": 60}, rec)
         assert rec.wait(10) == ("canceled",)
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 < 20  # well before the grace period's kill (60 s)
 
 
 @pytest.mark.parametrize("big", [0, 1024 * 1024])
