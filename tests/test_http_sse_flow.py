@@ -23,6 +23,13 @@ def _open(port, method, path, body, timeout=30):
     return conn, conn.getresponse()
 
 
+def _report_read(folder, pace, count):
+    """Tell the paced model (sse_tokens.py) how many tokens the reader has read."""
+    partial = folder / "read.partial"
+    partial.write_text(str(count))
+    os.replace(partial, pace)  # the model never reads a half-written number
+
+
 def test_fast_reader_gets_all_10000_tokens_in_order(tmp_path):
     # Default lag limit (Settings.stream_subscriber_queue, 1024 events): a reader that keeps
     # reading is never cut off.  The model sends bursts of 1000 tokens at full speed and
@@ -44,9 +51,7 @@ def test_fast_reader_gets_all_10000_tokens_in_order(tmp_path):
                     continue
                 events.append(e)
                 if e["event"] == "output" and (e["data"]["index"] + 1) % burst == 0:
-                    partial = tmp_path / "read.partial"
-                    partial.write_text(str(e["data"]["index"] + 1))
-                    os.replace(partial, pace)  # the model never reads a half-written number
+                    _report_read(tmp_path, pace, e["data"]["index"] + 1)
         finally:
             conn.close()
     errors = [e for e in events if e["event"] == "error"]
@@ -73,10 +78,14 @@ def _dechunk(raw: bytes) -> bytes:
 
 
 @pytest.mark.slow
-def test_reader_that_stops_reading_is_dropped_while_prediction_and_others_go_on():
+def test_reader_that_stops_reading_is_dropped_while_prediction_and_others_go_on(tmp_path):
     n, size = 4000, 4000  # ~16 MB of events: far more than the socket buffers hold
+    # The model waits for the creator between bursts of 1000 tokens (as in the test above),
+    # so only the stalled reader, never the creator, can fall past the 1024-event lag limit.
+    pace, burst = tmp_path / "read", 1000
     with running("sse_tokens.py", settings={"read_timeout": 30.0}) as svc:
-        conn, resp = _open(svc.port, "PUT", "/predictions/slow-reader", {"input": {"n": n, "size": size, "wait_first": 0.5}})
+        conn, resp = _open(svc.port, "PUT", "/predictions/slow-reader",
+                           {"input": {"n": n, "size": size, "wait_first": 0.5, "pace_file": str(pace), "burst": burst}})
         assert resp.status == 200
         first = next(sse_events(resp))
         assert first["event"] == "start"
@@ -93,7 +102,13 @@ def test_reader_that_stops_reading_is_dropped_while_prediction_and_others_go_on(
         wait_until(lambda: pred.events.subscriber_count == 2, 10, message="the second reader")
 
         # The creator reads everything, in order, while the other reader is stalled.
-        rest = [e for e in sse_events(resp, limit=n + 10) if "comment" not in e]
+        rest = []
+        for e in sse_events(resp, limit=n + 10):
+            if "comment" in e:
+                continue
+            rest.append(e)
+            if e["event"] == "output" and (e["data"]["index"] + 1) % burst == 0:
+                _report_read(tmp_path, pace, e["data"]["index"] + 1)
         conn.close()
         outputs = [e["data"]["index"] for e in rest if e["event"] == "output"]
         assert outputs == list(range(n))
