@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 
 import pytest
 
@@ -93,9 +94,13 @@ def test_secrets_never_reach_the_console(serve_proc, log_format):
                             env={"COG_LOG_LEVEL": "debug", "WEBHOOK_AUTH_TOKEN": token,
                                  "MINICOG_SHUTDOWN_GRACE_PERIOD": "1"})
         server.wait_ready()
-        # One webhook reaches the receiver (which fails it), one cannot even be sent; both are logged.
+        # One webhook reaches the receiver (which fails it), one cannot even be sent (nothing
+        # listens on its port); both are logged, the second with its URL's credentials.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed_port = probe.getsockname()[1]
         for pid, url in (("s-1", f"{hook.url}/hook?token={SECRET}-url"),
-                         ("s-2", hook.url.replace("http://", "http://ops:pa55word@") + "/hook")):
+                         ("s-2", f"http://ops:pa55word@127.0.0.1:{closed_port}/hook")):
             status, body = server.request("PUT", f"/predictions/{pid}",
                                           {"input": {"text": "s", "api_key": SECRET}, "webhook": url},
                                           headers={"Prefer": "respond-async"})

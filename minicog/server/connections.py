@@ -413,12 +413,26 @@ class _EpollPoller:
         self._fixed.pop(sock.fileno(), None)
 
     def arm(self, conn: Connection) -> None:
+        # Registration is the kernel's, per descriptor number, not per Connection: a
+        # late arm of a closed connection can register its number after a new
+        # connection got it.  So a closed connection is never armed, and a number that
+        # turns out registered already (EEXIST) or not (ENOENT) is modified or registered
+        # instead: the live connection's arm always takes effect.  Swallowing EEXIST
+        # left a connection disarmed for good, and its next keep-alive request unread.
+        if conn.mode == "closed":
+            return
         flags = select.EPOLLIN | select.EPOLLONESHOT
         try:
             if conn.registered:
-                self._ep.modify(conn.fd, flags)
+                try:
+                    self._ep.modify(conn.fd, flags)
+                except FileNotFoundError:
+                    self._ep.register(conn.fd, flags)
             else:
-                self._ep.register(conn.fd, flags)
+                try:
+                    self._ep.register(conn.fd, flags)
+                except FileExistsError:
+                    self._ep.modify(conn.fd, flags)
                 conn.registered = True
         except (OSError, ValueError):
             pass  # closed meanwhile (the sweep or shutdown got there first)
@@ -464,7 +478,7 @@ class _SelectorPoller:
             pass
 
     def arm(self, conn: Connection) -> None:
-        if not conn.registered:
+        if not conn.registered and conn.mode != "closed":
             try:
                 self._sel.register(conn.sock, selectors.EVENT_READ, conn)
                 conn.registered = True
@@ -598,11 +612,13 @@ class ConnectionServer:
             conn.mode = "busy"
             self.pool.submit(lambda: self._run_handler(conn))  # pipelined: the next one is here
             return
-        conn.mode = "read"
         try:
+            # Before the mode says "read": from then on the selector may take the connection
+            # and hand it to another job, whose socket timeout this must not undo.
             conn.sock.setblocking(False)  # the selector thread's recv must never wait
         except OSError:
             pass
+        conn.mode = "read"
         self._arm(conn)
 
     def park(self, conn: Connection, on_done: Callable[[], None], on_gone: Callable[[], None]) -> Callable[..., None]:
@@ -613,18 +629,22 @@ class ConnectionServer:
         block) queues *on_done* at the front of the pool's queue; *on_done* must
         end with :meth:`done`.
         """
+        waiter = (on_done, on_gone)
         with conn.lock:
-            conn.waiter = (on_done, on_gone)
+            conn.waiter = waiter
             conn.mode = "watch"
         self._arm(conn)
 
         def finish(*_: Any) -> None:
+            # Ends this park only: a late call (after the connection was resumed, answered
+            # and parked again) must not end a later park of the same connection.
             with conn.lock:
-                waiter, conn.waiter = conn.waiter, None
+                if conn.waiter is not waiter:
+                    return
+                conn.waiter = None
                 if conn.mode in ("watch", "wait"):
                     conn.mode = "busy"
-            if waiter is not None:
-                self.pool.submit(lambda: self._run_waiter(conn, waiter[0]), urgent=True)
+            self.pool.submit(lambda: self._run_waiter(conn, on_done), urgent=True)
         return finish
 
     # ---------------------------------------------------------------- arming
@@ -771,11 +791,13 @@ class ConnectionServer:
                 self._close(conn)
 
     def _close(self, conn: Connection) -> None:
-        if conn.mode == "closed":
-            return
-        conn.mode = "closed"
+        with conn.lock:  # the selector and a job may both close it: once only
+            if conn.mode == "closed":
+                return
+            conn.mode = "closed"
         self._poller.forget(conn)
-        self._conns.pop(conn.fd, None)
+        if self._conns.get(conn.fd) is conn:  # its number may already be a new connection's
+            del self._conns[conn.fd]
         try:
             conn.sock.close()
         except OSError:

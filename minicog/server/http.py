@@ -935,7 +935,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     self._finish_request()
 
         def on_gone() -> None:
-            server.drop_slot_waiter(waiter[0])
+            # The hang-up can be seen before the entry is queued (just below); it is then
+            # resumed by its deadline or a free slot and finds the connection gone.
+            if waiter:
+                server.drop_slot_waiter(waiter[0])
 
         self._parked = True
         finish = server.park(self.conn, on_done, on_gone)
