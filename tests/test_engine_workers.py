@@ -17,13 +17,14 @@ def _pid_of(rec):
     return int(rec.logs("stdout").split("pid ", 1)[1].split()[0])
 
 
-def test_two_workers_run_two_sync_predictions_at_once():
+def test_two_workers_run_two_sync_predictions_at_once(tmp_path):
+    release = tmp_path / "release"  # both stay running until the test has looked
     with running("workers_identity.py", workers=2) as orch:
         wait_until(lambda: orch.free_slots == 2, 30, message="both workers ready")
         assert orch.num_slots == 2 and len(set(orch.pids)) == 2
         a, b = Recorder(), Recorder()
-        orch.submit("a", {"seconds": 1.0}, a)
-        orch.submit("b", {"seconds": 1.0}, b)
+        orch.submit("a", {"release_file": str(release)}, a)
+        orch.submit("b", {"release_file": str(release)}, b)
         # Both are running at the same time: each printed from its own process.
         assert {_pid_of(a), _pid_of(b)} == set(orch.pids)
         assert orch.free_slots == 0
@@ -32,6 +33,7 @@ def test_two_workers_run_two_sync_predictions_at_once():
             raise AssertionError("a third prediction found a slot")
         except errors.AtCapacity:
             pass
+        release.write_text("")
         assert a.wait(20)[0] == "succeeded" and b.wait(20)[0] == "succeeded"
         assert orch.free_slots == 2
 
@@ -67,7 +69,8 @@ def test_each_worker_sees_only_its_own_device():
         assert [w["device"] for w in orch.worker_states()] == ["0", "1"]
 
 
-def test_health_is_ready_while_one_worker_has_a_free_slot_and_lists_each_worker():
+def test_health_is_ready_while_one_worker_has_a_free_slot_and_lists_each_worker(tmp_path):
+    release = tmp_path / "release"  # the slow prediction runs until the test has looked
     with serving("workers_identity.py", workers=2) as svc:
         wait_until(lambda: svc.engine.free_slots == 2, 30, message="both workers ready")
         body = call(svc, "GET", "/health-check").json()
@@ -78,7 +81,8 @@ def test_health_is_ready_while_one_worker_has_a_free_slot_and_lists_each_worker(
         result = {}
 
         def slow():
-            result["r"] = call(svc, "POST", "/predictions", {"id": "slow", "input": {"seconds": 2}})
+            result["r"] = call(svc, "POST", "/predictions", {"id": "slow", "input": {"release_file": str(release)}},
+                               timeout=60)
             done.set()
 
         threading.Thread(target=slow, daemon=True).start()
@@ -86,6 +90,7 @@ def test_health_is_ready_while_one_worker_has_a_free_slot_and_lists_each_worker(
         body = call(svc, "GET", "/health-check").json()
         assert body["status"] == "READY"
         assert sorted(w["free_slots"] for w in body["workers"]) == [0, 1]
+        release.write_text("")
         assert done.wait(20) and result["r"].json()["status"] == "succeeded"
 
 
