@@ -34,6 +34,8 @@ import tempfile
 import zipfile
 from typing import Iterator, Optional, Tuple
 
+from .loader import zip_location
+
 __all__ = ["build_bundle", "DEFAULT_INTERPRETER"]
 
 #: The ``#!`` line's interpreter: the archive can then be run as ``./minicog.pyz``.
@@ -55,7 +57,7 @@ sys.exit(main())
 def _package_files(package_dir: str) -> Iterator[Tuple[str, bytes]]:
     """(name inside the archive, data) for every file of the package, bytecode caches excluded."""
     root = os.path.dirname(package_dir)
-    member = _archive_of(package_dir)
+    member = zip_location(package_dir)
     if member is not None:  # minicog itself runs from a .pyz: copy its entries
         archive, inner = member
         with zipfile.ZipFile(archive) as zf:
@@ -71,20 +73,6 @@ def _package_files(package_dir: str) -> Iterator[Tuple[str, bytes]]:
             path = os.path.join(folder, name)
             with open(path, "rb") as fh:
                 yield os.path.relpath(path, root).replace(os.sep, "/"), fh.read()
-
-
-def _archive_of(package_dir: str) -> Optional[Tuple[str, str]]:
-    """(archive, folder inside it) when *package_dir* is inside a zip archive."""
-    head = package_dir
-    while True:
-        parent = os.path.dirname(head)
-        if parent == head:
-            return None
-        if os.path.isfile(parent):
-            if not zipfile.is_zipfile(parent):
-                return None
-            return parent, os.path.relpath(package_dir, parent).replace(os.sep, "/")
-        head = parent
 
 
 def _compiled(name: str, source: bytes, workdir: str) -> Optional[bytes]:

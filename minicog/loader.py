@@ -62,7 +62,7 @@ from .config import load_cog_yaml
 from .errors import ConfigError, LoadError
 from .sdk.predictor import validate_runner_class
 
-__all__ = ["LoadedPredictor", "Choice", "parse_ref", "load_predictor", "choose_predictor", "resolve_ref",
+__all__ = ["LoadedPredictor", "Choice", "parse_ref", "load_predictor", "choose_predictor", "resolve_ref", "zip_location",
            "apply_cog_yaml_environment", "MODES"]
 
 MODES = ("predict", "train")
@@ -113,25 +113,42 @@ def parse_ref(ref: str) -> Tuple[str, Optional[str]]:
     return path, (name if sep else None)
 
 
-def _zip_member(path: str) -> Optional[Tuple[str, str]]:
-    """(archive, path inside it) when *path* lies inside a zip archive such as minicog.pyz."""
+#: Path components :func:`zip_location` climbs at most (real paths are far shallower).
+_MAX_PATH_DEPTH = 256
+
+
+def zip_location(path: str) -> Optional[Tuple[str, str]]:
+    """(archive, path inside it) when *path* lies inside a zip archive such as minicog.pyz.
+
+    The path inside is ``/``-separated, as zip entries are named.  Only the path is
+    looked at, not the archive's entries: a folder usually has no entry of its own,
+    so whether the archive holds *path* is the caller's question.  None when no
+    ancestor of *path* is a file, or the nearest one is not a zip archive.
+    """
     head = path
-    for _ in range(64):  # bounded: one step per path component
+    for _ in range(_MAX_PATH_DEPTH):  # bounded: one step per path component
         parent = os.path.dirname(head)
         if parent == head:
             return None
         if os.path.isfile(parent):
             if not zipfile.is_zipfile(parent):
                 return None
-            inner = os.path.relpath(path, parent).replace(os.sep, "/")
-            try:
-                with zipfile.ZipFile(parent) as archive:
-                    archive.getinfo(inner)
-            except (KeyError, OSError, zipfile.BadZipFile):
-                return None
-            return parent, inner
+            return parent, os.path.relpath(path, parent).replace(os.sep, "/")
         head = parent
     return None
+
+
+def _zip_member(path: str) -> Optional[Tuple[str, str]]:
+    """:func:`zip_location` of *path* if the archive holds that file, else None."""
+    location = zip_location(path)
+    if location is None:
+        return None
+    try:
+        with zipfile.ZipFile(location[0]) as archive:
+            archive.getinfo(location[1])
+    except (KeyError, OSError, zipfile.BadZipFile):
+        return None
+    return location
 
 
 def _spec_for(path: str, module_name: str) -> Any:

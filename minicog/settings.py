@@ -152,11 +152,6 @@ class Settings:
     #: Serve the browser page at /docs (and link it from / for browsers); off for servers
     #: that must expose only Cog's API (also ``serve --no-docs``).
     docs: bool = dataclasses.field(default=True, metadata=_env("MINICOG_DOCS", cast=_bool))
-    #: Finished runs started from the page whose answers are kept so a reloaded page finds them.
-    docs_finished_runs: int = 8
-    #: Largest final answer (bytes of JSON, files inlined) kept for one of those runs; a larger
-    #: one is kept without its output.
-    docs_finished_run_max_bytes: int = 32 * MiB
 
     # --- Worker and slots -----------------------------------------------------------
     #: Number of prediction slots; overrides cog.yaml concurrency.max and @concurrent.

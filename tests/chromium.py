@@ -268,6 +268,7 @@ class Page:
                  mobile: bool, dark: bool):
         self.browser, self.target, self.session = browser, target, session
         self.requests: list[str] = []       # every URL the page asked for
+        self.calls: list[dict] = []         # the same requests: {"method", "url", "accept"}
         self.failed: list[dict] = []        # Network.loadingFailed events
         self.console: list[str] = []        # console messages and uncaught exceptions
         self._lock = threading.Lock()
@@ -285,7 +286,10 @@ class Page:
         method, params = msg.get("method"), msg.get("params", {})
         with self._lock:
             if method == "Network.requestWillBeSent":
-                self.requests.append(params["request"]["url"])
+                request = params["request"]
+                self.requests.append(request["url"])
+                accept = next((v for k, v in request.get("headers", {}).items() if k.lower() == "accept"), None)
+                self.calls.append({"method": request.get("method"), "url": request["url"], "accept": accept})
             elif method == "Network.loadingFailed":
                 self.failed.append(params)
             elif method == "Runtime.consoleAPICalled":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import urllib.error
 import urllib.request
 import zlib
 
@@ -82,8 +83,27 @@ def open_page(browser):
         try:
             outside = [u for u in page.requests if not (u.startswith(url + "/") or u.startswith(("data:", "blob:")))]
             assert not outside, f"the page requested other hosts: {outside}"
+            # Runs go through Cog's routes: under /docs the page asks for its own files only.
+            private = [u for u in page.requests if u.startswith(url + "/docs/") and u not in _page_files(url)]
+            assert not private, f"the page used routes of its own: {private}"
         finally:
             page.close()
+
+
+def _page_files(url):
+    return (url + "/docs/page.js", url + "/docs/page.css")
+
+
+def _calls_for(page, server, run_id):
+    """(method, Accept header, rest of the path) of each request the page sent to this run's
+    URLs in Cog's API, in order."""
+    base = server.url + "/predictions/" + run_id
+    return [(c["method"], c["accept"], c["url"][len(base):]) for c in list(page.calls)
+            if c["url"] == base or c["url"].startswith(base + "/")]
+
+
+def _canceled_by_cog_route(calls):
+    return any(method == "POST" and rest == "/cancel" for method, _, rest in calls)
 
 
 def _field_kinds(page):
@@ -190,9 +210,15 @@ def test_cancel_button_cancels_the_run(open_page, every_input):
     page.click("#run")
     page.wait_for("document.querySelector('#status').textContent === 'processing' && "
                   "document.querySelector('#logs').textContent.includes('starting')")
+    run_id = page.eval("document.querySelector('#run-id').textContent")
     page.click("#cancel")
     assert _finished(page) == "canceled"
     assert page.eval("document.querySelector('#run').disabled") is False
+    calls = _calls_for(page, every_input, run_id)
+    assert calls[0] == ("PUT", "application/json", "") and _canceled_by_cog_route(calls)
+    # The server's record says the same (it keeps finished predictions: a reload would find it).
+    with urllib.request.urlopen(f"{every_input.url}/predictions/{run_id}", timeout=30) as resp:
+        assert json.load(resp)["status"] == "canceled"
 
 
 def test_keyboard_runs_and_cancels(open_page, every_input):
@@ -220,6 +246,10 @@ def test_a_reload_reattaches_to_the_running_prediction(open_page, every_input):
     assert _finished(page) == "succeeded"
     assert "SURVIVE" not in page.eval("document.querySelector('#output').textContent")
     assert "survive" in page.eval("document.querySelector('#output').textContent")
+    # One run created (PUT), then followed by id in Cog's API, before and after the reload.
+    calls = _calls_for(page, every_input, run_id)
+    assert [c for c in calls if c[0] != "GET"] == [("PUT", "application/json", "")]
+    assert calls.count(("GET", "application/json", "")) >= 2
     # Reloading after the end shows a fresh form (the finished run is not resumed again).
     page.reload()
     page.wait_for("!document.querySelector('#run').disabled")
@@ -256,11 +286,34 @@ def test_streaming_cancel_and_reload(open_page, default_model):
     page.set_value("#in-delay", "0.1")
     page.click("#run")
     page.wait_for("(document.querySelector('#output pre.stream') || {}).textContent")
+    run_id = page.eval("document.querySelector('#run-id').textContent")
     page.reload()  # the stream's reader goes away; the run does not
-    page.wait_for("document.querySelector('#status').textContent === 'processing' && "
+    page.wait_for(f"document.querySelector('#run-id').textContent === {json.dumps(run_id)} && "
+                  "document.querySelector('#status').textContent === 'processing' && "
                   "(document.querySelector('#output pre.stream') || {}).textContent.length > 0", timeout=30)
     page.click("#cancel")
     assert _finished(page) == "canceled"
+    # Created once; its tokens read with GET and Accept: text/event-stream, which never starts a
+    # run (twice: before and after the reload); canceled with Cog's route.
+    calls = _calls_for(page, default_model, run_id)
+    assert [c for c in calls if c[0] == "PUT"] == [("PUT", "application/json", "")]
+    assert calls.count(("GET", "text/event-stream", "")) == 2 and _canceled_by_cog_route(calls)
+
+
+def test_a_reload_after_the_run_was_forgotten_says_so_and_runs_nothing(open_page, default_model):
+    # The tab remembers a run the server no longer has (restarted, or past its retention).
+    page = open_page(default_model)
+    page.eval("sessionStorage.setItem('minicog.docs.run', JSON.stringify({id: 'page-forgotten', kind: 'prediction', "
+              "startedAt: Date.now(), input: {prompt: 'gone'}}))")
+    page.reload()
+    assert _finished(page) == "unknown"
+    assert "no longer knows run page-forgotten" in page.eval("document.querySelector('#error').textContent")
+    assert page.eval("document.querySelector('#run').disabled") is False
+    # Only looked for, never started again.
+    assert {c[0] for c in _calls_for(page, default_model, "page-forgotten")} == {"GET"}
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(default_model.url + "/predictions/page-forgotten", timeout=30)
+    assert exc.value.code == 404
 
 
 def test_image_output_is_rendered_as_an_image(open_page, image_model):

@@ -1,4 +1,4 @@
-"""The /docs routes over plain HTTP: the page's files, the HTML link from /, the page's run routes, the off switch.
+"""The /docs routes over plain HTTP: the page's files, the HTML link from /, the routes it runs with, the off switch.
 
 The page itself is driven in a browser in test_docs_page.py; these tests check
 what the server answers, on every supported Python.
@@ -7,12 +7,10 @@ what the server answers, on every supported Python.
 from __future__ import annotations
 
 import html.parser
-import http.client
-import json
 import os
 import re
 
-from http_helpers import call, running, sse_events
+from http_helpers import call, running
 from minicog.server import docs
 from minicog.settings import Settings
 from support import wait_until
@@ -103,78 +101,38 @@ def test_prefers_html_reads_q_values():
     assert docs.prefers_html(["application/json;q=0.1, text/html"])
 
 
-def test_a_page_run_is_followed_and_kept_after_it_ends():
+def test_the_page_has_no_run_routes_of_its_own():
+    # Runs belong to the server's records (Cog's routes, with their retention); /docs serves files only.
     with running("page_every_input.py") as svc:
-        r = call(svc, "PUT", "/docs/predictions/run-1", {"input": {"prompt": "hi", "sleep": 0.6}})
-        assert r.status == 202 and r.json()["id"] == "run-1"
-        # While it runs: its state, logs included (Cog's API has no such read).
-        state = wait_until(lambda: (s := call(svc, "GET", "/docs/predictions/run-1").json()).get("logs") and s,
+        for method, body in (("PUT", {"input": {"prompt": "x"}}), ("GET", None), ("POST", {})):
+            for path in ("/docs/predictions/p-1", "/docs/predictions/p-1/events", "/docs/trainings/p-1"):
+                r = call(svc, method, path, body)
+                assert r.status == 404 and r.json() == {"error": f"Not found: {path}"}, (method, path)
+        assert svc.find("p-1") is None  # nothing ran
+    js = open(os.path.join(docs.PAGE_DIR, "page.js"), encoding="utf-8").read()
+    assert "docs/predictions" not in js and "/events" not in js
+    assert not hasattr(docs, "PageRuns")
+
+
+def test_the_routes_the_page_runs_with():
+    """What the page relies on in Cog's API: an async PUT with its own id, the state with logs
+    while it runs, the final state read again later (after a reload), 422s by input."""
+    with running("page_every_input.py") as svc:
+        r = call(svc, "PUT", "/predictions/run-1", {"id": "run-1", "input": {"prompt": "hi", "sleep": 0.6}},
+                 headers={"Prefer": "respond-async"})
+        assert r.status == 202 and r.json() == {"id": "run-1", "status": "starting"}
+        state = wait_until(lambda: (s := call(svc, "GET", "/predictions/run-1").json()).get("logs") and s,
                            message="logs while running")
         assert state["status"] == "processing" and "starting" in state["logs"] and state["input"]["prompt"] == "hi"
-        final = wait_until(lambda: (s := call(svc, "GET", "/docs/predictions/run-1").json())["status"] == "succeeded" and s,
+        final = wait_until(lambda: (s := call(svc, "GET", "/predictions/run-1").json())["status"] == "succeeded" and s,
                            message="the end")
         assert final["output"].startswith("hello: hi") and "predict_time" in final["metrics"]
-        # Still there later (a reloaded page finds it), and a PUT of Cog's API would run it again.
-        assert call(svc, "GET", "/docs/predictions/run-1").json() == final
-        assert call(svc, "GET", "/docs/predictions/other").status == 404
-        assert call(svc, "GET", "/docs/trainings/run-1").status == 404
-
-
-def test_page_run_errors_are_cog_errors():
-    with running("page_every_input.py") as svc:
-        bad = call(svc, "PUT", "/docs/predictions/bad-1", {"input": {"steps": 1000}})
+        assert call(svc, "GET", "/predictions/run-1").json() == final  # a reloaded page finds it
+        assert call(svc, "GET", "/predictions/other").status == 404  # the page then says the run is lost
+        bad = call(svc, "PUT", "/predictions/bad-1", {"input": {"steps": 1000}}, headers={"Prefer": "respond-async"})
         assert bad.status == 422
         locs = {tuple(d["loc"]) for d in bad.json()["detail"]}
         assert ("body", "input", "steps") in locs and ("body", "input", "prompt") in locs
-        assert call(svc, "PUT", "/docs/predictions/a", {"id": "b", "input": {}}).status == 400
-        assert call(svc, "PUT", "/docs/predictions/x", raw=b"{", headers={"Content-Type": "application/json"}).status == 400
-        assert call(svc, "GET", "/docs/predictions/has%20space").status == 400
-        # A non-streaming model has no event stream to attach to.
-        call(svc, "PUT", "/docs/predictions/plain", {"input": {"prompt": "x", "sleep": 0.5}})
-        r = call(svc, "GET", "/docs/predictions/plain/events", headers={"Accept": "text/event-stream"})
-        assert r.status == 404 and "error" in r.json()
-        assert call(svc, "DELETE", "/docs/predictions/plain").status == 405
-
-
-def test_finished_page_runs_are_bounded():
-    with running("page_no_inputs.py", settings={"docs_finished_runs": 2}) as svc:
-        for i in range(3):
-            assert call(svc, "PUT", f"/docs/predictions/n{i}", {"input": {}}).status == 202
-            wait_until(lambda: call(svc, "GET", f"/docs/predictions/n{i}").json().get("status") == "succeeded",
-                       message=f"run n{i}")
-        wait_until(lambda: call(svc, "GET", "/docs/predictions/n0").status == 404, message="the oldest dropped")
-        assert call(svc, "GET", "/docs/predictions/n2").json()["output"]["answer"] == 42
-
-
-def test_a_streaming_page_run_survives_its_reader_leaving():
-    with running("http_stream.py") as svc:
-        assert call(svc, "PUT", "/docs/predictions/s1", {"input": {"n": 6, "gap": 0.1}}).status == 202
-        conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=10)
-        conn.request("GET", "/docs/predictions/s1/events", headers={"Accept": "text/event-stream"})
-        resp = conn.getresponse()
-        assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
-        first = next(e for e in sse_events(resp) if e.get("event") == "output")
-        assert first["data"]["chunk"] == "tok0"
-        conn.close()  # the page reloads: its reader goes away
-        final = wait_until(lambda: (s := call(svc, "GET", "/docs/predictions/s1").json())["status"] != "processing" and s,
-                           timeout=20, message="the end")
-        assert final["status"] == "succeeded" and final["output"] == [f"tok{i}" for i in range(6)]
-        # Reattaching after the end: the state says it all; no stream is left to follow.
-        assert call(svc, "GET", "/docs/predictions/s1/events").status == 404
-
-
-def test_a_page_run_gives_its_files_back_when_it_ends(tmp_path):
-    def files_left():
-        return [os.path.join(root, f) for root, _, names in os.walk(tmp_path) for f in names]
-
-    # Without the retention of finished predictions (which holds their files on its own).
-    with running("page_image.py:InFolder", settings={"tmp_dir": str(tmp_path), "retention_seconds": 0,
-                                                     "retention_max_records": 0}) as svc:
-        assert call(svc, "PUT", "/docs/predictions/img-1", {"input": {}}).status == 202
-        final = wait_until(lambda: (s := call(svc, "GET", "/docs/predictions/img-1").json())["status"] == "succeeded" and s,
-                           message="the end")
-        # The answer the page keeps has the image inlined, so the output file (written by the
-        # worker into the prediction's folder) is not needed any more.
-        assert final["output"].startswith("data:image/png;base64,")
-        wait_until(lambda: not files_left(), message="the prediction's output file to be removed")
-        assert call(svc, "GET", "/docs/predictions/img-1").json() == final
+        # A model that does not stream has no event stream to follow: the page polls.
+        r = call(svc, "GET", "/predictions/run-1", headers={"Accept": "text/event-stream"})
+        assert r.status == 406 and "error" in r.json()

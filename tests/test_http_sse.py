@@ -17,6 +17,18 @@ def open_stream(port, method, path, body, headers=None, timeout=10):
     return conn, conn.getresponse()
 
 
+def events_to_first_output(resp):
+    """The events read up to and including the first ``output`` (keep-alive comments left out)."""
+    first = []
+    for e in sse_events(resp):
+        if "comment" in e:
+            continue
+        first.append(e)
+        if e["event"] == "output":
+            break
+    return first
+
+
 @pytest.fixture(scope="module")
 def streamer():
     with running("http_stream.py", settings={"sse_keepalive_interval": 0.2, "stream_history_capacity": 1024}) as svc:
@@ -62,13 +74,7 @@ def test_put_reattach_with_last_event_id_resumes(streamer):
     r = call(streamer, "PUT", "/predictions/re-1", {"input": {"n": 4, "gap": 0.3}}, headers={"Prefer": "respond-async"})
     assert r.status == 202
     conn, resp = open_stream(streamer.port, "PUT", "/predictions/re-1", {"input": {}})
-    first = []
-    for e in sse_events(resp):
-        if "comment" in e:
-            continue
-        first.append(e)
-        if e["event"] == "output":
-            break
+    first = events_to_first_output(resp)
     conn.close()  # a reader of an async prediction leaving does not cancel it
     last = first[-1]["id"]
     conn, resp = open_stream(streamer.port, "PUT", "/predictions/re-1", {"input": {}}, headers={"Last-Event-ID": last})
@@ -116,6 +122,54 @@ def test_reader_of_an_async_prediction_may_leave_without_canceling_it(streamer):
     conn.sock.shutdown(socket.SHUT_RDWR)
     conn.close()
     assert pred is not None and pred.wait(10) and pred.status == "succeeded"
+
+
+def get_stream(port, path, headers=None, timeout=10):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request("GET", path, headers={"Accept": "text/event-stream", **(headers or {})})
+    return conn, conn.getresponse()
+
+
+def test_get_attaches_to_a_stream_and_never_starts_one(streamer):
+    # What the /docs page uses: a GET follows a prediction's events (minicog's addition; coglet
+    # has no GET of a prediction) and, unlike a PUT, cannot run the model for an unknown id.
+    conn, resp = get_stream(streamer.port, "/predictions/get-nobody")
+    try:
+        assert resp.status == 404 and "get-nobody" in json.loads(resp.read())["error"]
+    finally:
+        conn.close()
+    assert streamer.find("get-nobody") is None
+    r = call(streamer, "PUT", "/predictions/get-1", {"input": {"n": 6, "gap": 0.1}}, headers={"Prefer": "respond-async"})
+    assert r.status == 202
+    conn, resp = get_stream(streamer.port, "/predictions/get-1")
+    try:
+        assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+        first = events_to_first_output(resp)
+    finally:
+        conn.sock.shutdown(socket.SHUT_RDWR)  # the reader leaves (a page reload): the run goes on
+        conn.close()
+    assert first[0]["event"] == "start" and first[-1]["data"]["chunk"] == "tok0"
+    pred = streamer.find("get-1")
+    assert pred is not None and pred.wait(10) and pred.status == "succeeded"
+    # After the end (the record is retained), a GET with Last-Event-ID gets exactly the rest.
+    conn, resp = get_stream(streamer.port, "/predictions/get-1", {"Last-Event-ID": first[-1]["id"]})
+    try:
+        rest = [e for e in sse_events(resp) if "comment" not in e]
+    finally:
+        conn.close()
+    ids = [int(e["id"]) for e in first + rest]
+    assert ids == list(range(1, len(ids) + 1))
+    assert rest[-1]["event"] == "completed" and rest[-1]["data"]["output"] == [f"tok{i}" for i in range(6)]
+
+
+def test_get_stream_of_a_model_that_does_not_stream_is_406():
+    with running("http_echo.py") as svc:
+        r = call(svc, "PUT", "/predictions/plain-1", {"input": {"text": "x"}})
+        assert r.status == 200
+        for path in ("/predictions/plain-1", "/trainings/plain-1", "/predictions/unknown"):
+            r = call(svc, "GET", path, headers={"Accept": "text/event-stream"})
+            assert r.status == 406 and "streaming" in r.json()["error"], path
+        assert call(svc, "GET", "/predictions/plain-1").json()["output"] == "x"  # the JSON state stays
 
 
 def test_sse_with_webhook_too(streamer):

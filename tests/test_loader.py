@@ -2,6 +2,7 @@
 
 import os
 import textwrap
+import zipfile
 import warnings
 
 import pytest
@@ -285,3 +286,27 @@ def test_resolve_broken_cog_yaml_is_a_load_error_naming_the_line(tmp_path):
 
 def test_all_names():
     assert set(loader.__all__) >= {"LoadedPredictor", "parse_ref", "load_predictor", "resolve_ref"}
+
+
+# ------------------------------------------------------------ paths in a zip
+
+def test_zip_location_finds_files_and_folders_inside_an_archive(tmp_path):
+    archive = tmp_path / "app.pyz"
+    with zipfile.ZipFile(archive, "w") as zf:  # no entries for folders, as in minicog.pyz
+        zf.writestr("pkg/models/echo.py", "def run(text: str) -> str:\n    return text * 2\n")
+    inside = os.path.join(str(archive), "pkg", "models")
+    assert loader.zip_location(os.path.join(inside, "echo.py")) == (str(archive), "pkg/models/echo.py")
+    assert loader.zip_location(inside) == (str(archive), "pkg/models")  # a folder: bundle copies from it
+    # Only the path is read: an entry the archive lacks is still located; the loader says it is missing.
+    assert loader.zip_location(os.path.join(inside, "gone.py")) == (str(archive), "pkg/models/gone.py")
+    with pytest.raises(LoadError, match="predictor file not found"):
+        load_quiet(os.path.join(inside, "gone.py") + ":run")
+    assert load_quiet(os.path.join(inside, "echo.py") + ":run").fn(text="ab") == "abab"
+
+
+def test_zip_location_is_none_outside_an_archive(tmp_path):
+    plain = tmp_path / "notes.txt"
+    plain.write_text("not a zip")
+    assert loader.zip_location(str(tmp_path / "a" / "b.py")) is None  # no ancestor is a file
+    assert loader.zip_location(os.path.join(str(plain), "b.py")) is None  # the nearest file is not a zip
+    assert loader.zip_location("/") is None

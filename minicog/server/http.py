@@ -43,7 +43,8 @@ standard library, and why:
   cancels its prediction); ``Prefer: respond-async`` (parsed as RFC 7240, so
   ``respond-async, wait=5`` works too) → 202 with ``Preference-Applied``;
   ``Accept: text/event-stream`` → SSE, chunked, every event with an ``id:``,
-  ``Last-Event-ID`` honoured on reattach, whatever events a reader is behind
+  ``Last-Event-ID`` honoured on reattach (a ``PUT`` of the id, or a ``GET`` of
+  it, which never starts a prediction), whatever events a reader is behind
   written as one chunk with one ``sendall`` (so the writer keeps pace with a
   fast model), a keep-alive comment after
   ``Settings.sse_keepalive_interval`` seconds of silence.
@@ -837,14 +838,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                            "it is unknown or already finished"})
 
     def _do_get(self, params: dict, body: bytes) -> None:
-        """GET /predictions/{id} (or /trainings/{id}): the current or final state, with its input."""
+        """GET /predictions/{id} (or /trainings/{id}): the current or final state, with its input.
+
+        With ``Accept: text/event-stream`` it attaches to the prediction's SSE stream
+        instead (replayed from its start, or after ``Last-Event-ID``), like a ``PUT`` of
+        the id with that header, but a GET never starts a prediction: an unknown id is a
+        404, where the PUT would run the model with the body's input.  As with the PUT,
+        a reader going away cancels only a prediction that an SSE request created, and
+        only once its last reader is gone.
+        """
         pid = check_id(params["id"], self.server.settings)
+        sse = wants_event_stream(self._header_values("Accept"))
+        if sse and not self.server.app.streaming_supported(params["kind"]):
+            raise NotAcceptable(_TRAIN_406 if params["kind"] == "training" else _STREAM_406)
         pred = self.server.app.find(pid)
         if pred is None:
             raise NotFound(f"No {params['kind']} with id {pid!r}: it is unknown, or finished more than "
                            f"{self.server.settings.retention_seconds:g}s ago (MINICOG_RETENTION_SECONDS)")
         held = pred.retain()
         try:
+            if sse:
+                self._stream(pred, held)
+                return
             self._send_snapshot(200, pred, held, with_input=True)
         finally:
             if held:

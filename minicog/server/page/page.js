@@ -41,6 +41,9 @@
 
   function collection(kind) { return kind === "training" ? "trainings" : "predictions"; }
 
+  // The run's address in Cog's API, relative to /docs: "predictions/ID" is /predictions/ID.
+  function runURL(kind, id) { return collection(kind) + "/" + encodeURIComponent(id); }
+
   async function fetchJSON(url, options) {
     const resp = await fetch(url, Object.assign({ cache: "no-store", headers: { Accept: "application/json" } }, options || {}));
     let body = null;
@@ -564,9 +567,10 @@
     setStatus("starting");
     let r;
     try {
-      r = await fetchJSON("docs/" + collection(kind) + "/" + id, {
+      // Cog's idempotent create, answered at once: the run is then followed like any other.
+      r = await fetchJSON(runURL(kind, id), {
         method: "PUT",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        headers: { "Content-Type": "application/json", Accept: "application/json", Prefer: "respond-async" },
         body: JSON.stringify({ id, input }),
       });
     } catch (e) {
@@ -612,7 +616,7 @@
   async function poll(run) {
     while (!run.done && state.run === run) {
       let r;
-      try { r = await fetchJSON("docs/" + collection(run.kind) + "/" + encodeURIComponent(run.id)); } catch (e) { r = null; }
+      try { r = await fetchJSON(runURL(run.kind, run.id)); } catch (e) { r = null; }
       if (state.run !== run) return;
       if (r && r.status === 200 && r.body) {
         show(run, r.body);
@@ -628,7 +632,7 @@
     // A reloaded page starts from the run's state so far; the events then add to it.
     if (!fresh) {
       try {
-        const r = await fetchJSON("docs/" + collection(run.kind) + "/" + encodeURIComponent(run.id));
+        const r = await fetchJSON(runURL(run.kind, run.id));
         if (r.status === 404) return lost(run);
         if (r.status === 200) {
           show(run, r.body);
@@ -642,7 +646,9 @@
     const live = { items: run.items || [] };
     let completed = null;
     try {
-      const resp = await fetch("docs/" + collection(run.kind) + "/" + encodeURIComponent(run.id) + "/events",
+      // A GET with this Accept attaches to the run's events (replayed from its start) and never
+      // starts a run; the reader going away (a reload) does not cancel it.
+      const resp = await fetch(runURL(run.kind, run.id),
         { headers: { Accept: "text/event-stream" }, cache: "no-store", signal: run.abort.signal });
       if (resp.ok && resp.body) {
         const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -678,7 +684,7 @@
     }
     if (state.run !== run) return;
     if (completed && completed.output !== undefined) return finish(run, completed);
-    // No completed event with the output (or the stream ended early): the page's copy of the run is complete.
+    // No completed event with the output (or the stream ended early): the server's record says the rest.
     poll(run);
   }
 
@@ -723,7 +729,6 @@
     }
     setStatus(snap.status);
     if (snap.error) { $("error").textContent = snap.error; $("error").hidden = false; }
-    if (snap.docs_note) appendLog("[page] " + snap.docs_note + "\n");
     clearTimeout(run.timer);
     tick();
     setRunning(false);
@@ -733,7 +738,8 @@
   function lost(run) {
     run.done = true;
     setStatus("unknown");
-    $("error").textContent = "This server no longer knows run " + run.id + " (it was restarted, or the run ended long ago).";
+    $("error").textContent = "This server no longer knows run " + run.id +
+      " (it was restarted, or the run ended longer ago than it keeps finished predictions: MINICOG_RETENTION_SECONDS).";
     $("error").hidden = false;
     clearTimeout(run.timer);
     setRunning(false);
@@ -746,7 +752,7 @@
     run.canceling = true;
     setStatus("canceling…");
     try {
-      await fetch(collection(run.kind) + "/" + encodeURIComponent(run.id) + "/cancel", { method: "POST", cache: "no-store" });
+      await fetch(runURL(run.kind, run.id) + "/cancel", { method: "POST", cache: "no-store" });
     } catch (e) { /* the run's own state says what happened */ }
   }
 
