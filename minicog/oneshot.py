@@ -816,10 +816,24 @@ def _validation_message(command: str, detail: List[dict]) -> str:
             f"contents. For example:\n\n    minicog {command} -i path=@image.jpg")
 
 
+def _take_ctrl_c() -> None:
+    """Make SIGINT raise KeyboardInterrupt even when the command started with it ignored.
+
+    A shell without job control starts ``cmd &`` with SIGINT ignored, an ignored signal
+    stays ignored across exec, and Python then installs no handler: ``kill -INT`` would
+    neither cancel the prediction nor stop the command.  Cog's CLI (Go's signal.Notify)
+    and ``minicog serve`` take SIGINT whatever they inherited; so does this.
+    """
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_command(args: argparse.Namespace, mode: str) -> int:
     """``predict``/``run`` (mode "predict") or ``train``: returns the exit status."""
     from .embed import Model
     from .settings import Settings
+
+    _take_ctrl_c()
 
     json_mode = args.json is not None
     # Everything that can be checked without the model is checked before it starts

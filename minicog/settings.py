@@ -171,6 +171,10 @@ class Settings:
     weights: Optional[str] = dataclasses.field(default=None, metadata=_env("COG_WEIGHTS"))
     #: Seconds a canceled prediction may keep running before the worker is killed and respawned.
     cancel_grace_period: float = dataclasses.field(default=5.0, metadata=_env("MINICOG_CANCEL_GRACE_PERIOD", cast=float, check=lambda v: v > 0))
+    #: Seconds between two SIGUSR1 a sync worker sends its main thread for one cancel, until
+    #: the CancelationException is raised: a signal that lands just before a blocking call
+    #: (time.sleep, a read) starts is handled only when that call returns, so it is resent.
+    cancel_resignal_interval: float = 0.05
     #: Seconds the worker gets to exit after the shutdown message before it is killed.
     worker_stop_timeout: float = 10.0
     #: Worker deaths tolerated within ``worker_restart_window`` seconds; one more → DEFUNCT.

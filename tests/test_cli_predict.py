@@ -417,9 +417,16 @@ def test_load_failure_printed_once_naming_file_and_line(tmp_path, case):
 
 # ----------------------------------------------------------------------------- streaming, Ctrl-C
 
-def _spawn(*args: str, new_session: bool = False) -> subprocess.Popen:
+#: Runs the rest of its command line with SIGINT ignored, as ``cmd &`` in a shell without
+#: job control does (exec keeps the pid, and an ignored signal stays ignored across exec).
+_SIGINT_IGNORED = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                   "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
+
+
+def _spawn(*args: str, new_session: bool = False, sigint_ignored: bool = False) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "minicog", *args], cwd=ROOT, stdout=subprocess.PIPE,
+    prefix = [sys.executable, "-c", _SIGINT_IGNORED] if sigint_ignored else [sys.executable]
+    return subprocess.Popen([*prefix, "-m", "minicog", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, start_new_session=new_session)
 
 
@@ -500,12 +507,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("target", ["process", "group"])
+@pytest.mark.parametrize("target", ["process", "group", "started-with-sigint-ignored"])
 def test_ctrl_c_cancels_the_prediction_and_exits_130(tmp_path, target):
     # "group" is what a terminal's Ctrl-C does: SIGINT to the command and its worker.
+    # "started-with-sigint-ignored": launched by a shell without job control (``cmd &`` in
+    # a script, a CI runner), the command still takes ``kill -INT`` as Cog's does.
     marker = tmp_path / "canceled"
     proc = _spawn("predict", predictor("cli_stream.py"), "--stream", "-i", "count=1000", "-i", "pause=0.2",
-                  "-i", f"marker={marker}", new_session=True)
+                  "-i", f"marker={marker}", new_session=True, sigint_ignored=target.startswith("started"))
     try:
         out, err = _Reader(proc.stdout), _Reader(proc.stderr)
         wait_until(lambda: b"tok1 " in out.data, timeout=TIMEOUT, message="the prediction to stream")

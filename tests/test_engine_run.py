@@ -31,11 +31,14 @@ def test_submit_returns_a_run_that_knows_its_id_listener_worker_and_end():
 
 
 @pytest.mark.parametrize("order", [
+    # Every order of the three (a disconnect is a cancel then a release), and a release repeated.
     ("end", "release", "cancel"),
+    ("end", "cancel", "release"),
     ("release", "cancel", "end"),
+    ("release", "end", "cancel"),
     ("cancel", "release", "end"),
-    ("release", "end", "release"),
     ("cancel", "end", "release"),
+    ("release", "end", "release"),
 ])
 def test_the_folder_goes_exactly_once_whatever_the_order(order):
     with running("run_file_then_wait.py") as orch:

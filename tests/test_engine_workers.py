@@ -1,6 +1,7 @@
 """Several workers behind one engine (minicog.engine.engine): capacity, isolation of a
 crash, per-worker devices, and what health reports."""
 
+import logging
 import os
 import signal
 import threading
@@ -16,13 +17,14 @@ def _pid_of(rec):
     return int(rec.logs("stdout").split("pid ", 1)[1].split()[0])
 
 
-def test_two_workers_run_two_sync_predictions_at_once():
+def test_two_workers_run_two_sync_predictions_at_once(tmp_path):
+    release = tmp_path / "release"  # both stay running until the test has looked
     with running("workers_identity.py", workers=2) as orch:
         wait_until(lambda: orch.free_slots == 2, 30, message="both workers ready")
         assert orch.num_slots == 2 and len(set(orch.pids)) == 2
         a, b = Recorder(), Recorder()
-        orch.submit("a", {"seconds": 1.0}, a)
-        orch.submit("b", {"seconds": 1.0}, b)
+        orch.submit("a", {"release_file": str(release)}, a)
+        orch.submit("b", {"release_file": str(release)}, b)
         # Both are running at the same time: each printed from its own process.
         assert {_pid_of(a), _pid_of(b)} == set(orch.pids)
         assert orch.free_slots == 0
@@ -31,6 +33,7 @@ def test_two_workers_run_two_sync_predictions_at_once():
             raise AssertionError("a third prediction found a slot")
         except errors.AtCapacity:
             pass
+        release.write_text("")
         assert a.wait(20)[0] == "succeeded" and b.wait(20)[0] == "succeeded"
         assert orch.free_slots == 2
 
@@ -66,7 +69,8 @@ def test_each_worker_sees_only_its_own_device():
         assert [w["device"] for w in orch.worker_states()] == ["0", "1"]
 
 
-def test_health_is_ready_while_one_worker_has_a_free_slot_and_lists_each_worker():
+def test_health_is_ready_while_one_worker_has_a_free_slot_and_lists_each_worker(tmp_path):
+    release = tmp_path / "release"  # the slow prediction runs until the test has looked
     with serving("workers_identity.py", workers=2) as svc:
         wait_until(lambda: svc.engine.free_slots == 2, 30, message="both workers ready")
         body = call(svc, "GET", "/health-check").json()
@@ -77,7 +81,8 @@ def test_health_is_ready_while_one_worker_has_a_free_slot_and_lists_each_worker(
         result = {}
 
         def slow():
-            result["r"] = call(svc, "POST", "/predictions", {"id": "slow", "input": {"seconds": 2}})
+            result["r"] = call(svc, "POST", "/predictions", {"id": "slow", "input": {"release_file": str(release)}},
+                               timeout=60)
             done.set()
 
         threading.Thread(target=slow, daemon=True).start()
@@ -85,6 +90,7 @@ def test_health_is_ready_while_one_worker_has_a_free_slot_and_lists_each_worker(
         body = call(svc, "GET", "/health-check").json()
         assert body["status"] == "READY"
         assert sorted(w["free_slots"] for w in body["workers"]) == [0, 1]
+        release.write_text("")
         assert done.wait(20) and result["r"].json()["status"] == "succeeded"
 
 
@@ -122,3 +128,63 @@ def test_a_worker_killed_after_its_cancel_grace_period_leaves_the_other_serving(
         assert other.wait(20) == ("succeeded", False)
         wait_until(lambda: orch.free_slots == 2, 30, message="the killed worker to be back")
         assert orch.pids[run_other.worker] == other_pid  # only the stuck worker was restarted
+
+
+def _starts(folder, device):
+    """Setups the worker on *device* has begun (one line each, by setup_fails_on_restart.py)."""
+    path = folder / f"starts-{device}"
+    return path.read_text().split() if path.exists() else []
+
+
+def _engine_state_changes(caplog):
+    return [r.getMessage() for r in caplog.records
+            if r.name == "minicog.orchestrator" and r.getMessage().startswith("worker state ")]
+
+
+def test_a_failed_re_setup_of_one_worker_leaves_the_other_serving(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="minicog.orchestrator")
+    # Worker 1 (device "1") fails its second setup; its third waits for the go file.
+    env = {"W_STARTS_DIR": str(tmp_path), "W_FAIL_DEVICE": "1", "W_FAIL_STARTS": "2", "W_HOLD_START": "3"}
+    with running("setup_fails_on_restart.py", workers=2, devices=["0", "1"], env=env) as orch:
+        wait_until(lambda: orch.free_slots == 2, 30, message="both workers ready")
+        changes = len(_engine_state_changes(caplog))
+        victim, other = orch.pids[1], orch.pids[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: len(_starts(tmp_path, "1")) == 3, 30, message="worker 1's third setup")
+        # Its second setup failed; its third is held: worker 0 alone serves meanwhile.
+        assert [w["status"] for w in orch.worker_states()] == ["READY", "STARTING"]
+        assert orch.state == "READY" and orch.free_slots == 1
+        during = predict(orch, "during", {})
+        assert during.terminal == ("succeeded", False) and during.outputs()[0]["device"] == "0"
+        # How the failed worker is reported: its setup error and its restart, by index.
+        messages = [r.getMessage() for r in caplog.records if r.name == "minicog.orchestrator"]
+        assert "worker 1: Setup failed: RuntimeError: weights for device 1 are gone (start 2)" in messages, messages
+        assert "worker 1 could not set up again; restarting it" in messages, messages
+        assert orch.restarts["crash"] == 2  # the kill, then the failed setup
+        (tmp_path / "go").write_text("")
+        wait_until(lambda: orch.free_slots == 2, 30, message="worker 1 back after its third setup")
+        assert orch.pids[0] == other and victim not in orch.pids  # worker 0 was never touched
+        # The engine never left READY (every engine state change is logged).
+        assert _engine_state_changes(caplog)[changes:] == []
+        recs = [Recorder(), Recorder()]
+        runs = [orch.submit(f"after{i}", {"seconds": 0.5}, r) for i, r in enumerate(recs)]
+        assert sorted(r.worker for r in runs) == [0, 1]
+        assert sorted(r.wait(20) and r.outputs()[0]["device"] for r in recs) == ["0", "1"]
+
+
+def test_a_worker_whose_re_setup_keeps_failing_is_defunct_alone(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="minicog.orchestrator")
+    env = {"W_STARTS_DIR": str(tmp_path), "W_FAIL_DEVICE": "1", "W_FAIL_STARTS": "2-"}
+    with running("setup_fails_on_restart.py", workers=2, devices=["0", "1"], env=env,
+                 max_worker_restarts=1) as orch:
+        wait_until(lambda: orch.free_slots == 2, 30, message="both workers ready")
+        changes = len(_engine_state_changes(caplog))
+        os.kill(orch.pids[1], signal.SIGKILL)  # death 1: restarted; its setup fails: death 2
+        wait_until(lambda: orch.worker_states()[1]["status"] == "DEFUNCT", 30, message="worker 1 DEFUNCT")
+        assert len(_starts(tmp_path, "1")) == 2  # not restarted again
+        assert orch.state == "READY" and orch.free_slots == 1
+        assert predict(orch, "after", {}).outputs()[0]["device"] == "0"
+        messages = [r.getMessage() for r in caplog.records if r.name == "minicog.orchestrator"]
+        assert any(m.startswith("worker 1 could not set up again; 2 deaths within") and m.endswith("DEFUNCT")
+                   for m in messages), messages
+        assert _engine_state_changes(caplog)[changes:] == []

@@ -8,6 +8,7 @@ up the prediction or the other readers.
 
 import http.client
 import json
+import os
 import socket
 
 import pytest
@@ -22,13 +23,35 @@ def _open(port, method, path, body, timeout=30):
     return conn, conn.getresponse()
 
 
-def test_fast_reader_gets_all_10000_tokens_in_order():
-    # Default lag limit (Settings.stream_subscriber_queue): a reader that keeps reading is never cut off.
+def _report_read(folder, pace, count):
+    """Tell the paced model (sse_tokens.py) how many tokens the reader has read."""
+    partial = folder / "read.partial"
+    partial.write_text(str(count))
+    os.replace(partial, pace)  # the model never reads a half-written number
+
+
+def test_fast_reader_gets_all_10000_tokens_in_order(tmp_path):
+    # Default lag limit (Settings.stream_subscriber_queue, 1024 events): a reader that keeps
+    # reading is never cut off.  The model sends bursts of 1000 tokens at full speed and
+    # waits for the reader between bursts (it writes how many it read into pace_file), so
+    # the reader is never more than one burst behind: a starved writer thread on a loaded
+    # machine cannot turn this into a lag, while every burst still tests the catching up.
+    # How fast an unpaced stream goes is measured in benchmarks/, not asserted here.
+    pace = tmp_path / "read"
+    burst = 1000
     with running("sse_tokens.py") as svc:
-        conn, resp = _open(svc.port, "POST", "/predictions", {"input": {"n": 10000}})
+        assert burst + 2 <= svc.settings.stream_subscriber_queue  # start + a burst + completed
+        conn, resp = _open(svc.port, "POST", "/predictions",
+                           {"input": {"n": 10000, "pace_file": str(pace), "burst": burst}})
         try:
             assert resp.status == 200
-            events = [e for e in sse_events(resp, limit=20000) if "comment" not in e]
+            events = []
+            for e in sse_events(resp, limit=20000):
+                if "comment" in e:
+                    continue
+                events.append(e)
+                if e["event"] == "output" and (e["data"]["index"] + 1) % burst == 0:
+                    _report_read(tmp_path, pace, e["data"]["index"] + 1)
         finally:
             conn.close()
     errors = [e for e in events if e["event"] == "error"]
@@ -55,10 +78,14 @@ def _dechunk(raw: bytes) -> bytes:
 
 
 @pytest.mark.slow
-def test_reader_that_stops_reading_is_dropped_while_prediction_and_others_go_on():
+def test_reader_that_stops_reading_is_dropped_while_prediction_and_others_go_on(tmp_path):
     n, size = 4000, 4000  # ~16 MB of events: far more than the socket buffers hold
+    # The model waits for the creator between bursts of 1000 tokens (as in the test above),
+    # so only the stalled reader, never the creator, can fall past the 1024-event lag limit.
+    pace, burst = tmp_path / "read", 1000
     with running("sse_tokens.py", settings={"read_timeout": 30.0}) as svc:
-        conn, resp = _open(svc.port, "PUT", "/predictions/slow-reader", {"input": {"n": n, "size": size, "wait_first": 0.5}})
+        conn, resp = _open(svc.port, "PUT", "/predictions/slow-reader",
+                           {"input": {"n": n, "size": size, "wait_first": 0.5, "pace_file": str(pace), "burst": burst}})
         assert resp.status == 200
         first = next(sse_events(resp))
         assert first["event"] == "start"
@@ -75,7 +102,13 @@ def test_reader_that_stops_reading_is_dropped_while_prediction_and_others_go_on(
         wait_until(lambda: pred.events.subscriber_count == 2, 10, message="the second reader")
 
         # The creator reads everything, in order, while the other reader is stalled.
-        rest = [e for e in sse_events(resp, limit=n + 10) if "comment" not in e]
+        rest = []
+        for e in sse_events(resp, limit=n + 10):
+            if "comment" in e:
+                continue
+            rest.append(e)
+            if e["event"] == "output" and (e["data"]["index"] + 1) % burst == 0:
+                _report_read(tmp_path, pace, e["data"]["index"] + 1)
         conn.close()
         outputs = [e["data"]["index"] for e in rest if e["event"] == "output"]
         assert outputs == list(range(n))

@@ -172,13 +172,15 @@ def test_file_outputs_are_streamed_into_the_webhook_body(tmp_path):
 def test_only_http_urls_are_posted_and_others_are_given_up_at_once(url, caplog):
     # A client-chosen file:///dev/zero must not make the server read forever (nor be retried).
     released = []
-    d = WebhookDispatcher(Settings(**{**FAST, "webhook_backoff_base": 0.5}))
+    # A retry would wait the 10 s backoff first: ending well before it means none happened,
+    # with room for a loaded machine.
+    d = WebhookDispatcher(Settings(**{**FAST, "webhook_backoff_base": 10.0}))
     s = d.sender(url, "p1", on_finished=lambda: released.append(1))
     s.send("start", snap())
     t0 = time.monotonic()
     assert s.send("completed", snap("succeeded"))
-    assert s.wait(3), "the sender must give up on a non-http(s) URL without retrying"
-    assert time.monotonic() - t0 < 0.5
+    assert s.wait(8), "the sender must give up on a non-http(s) URL without retrying"
+    assert time.monotonic() - t0 < 8
     assert s.terminal_delivered is False and released == [1] and d.pending() == []
     assert "http" in caplog.text and "not retried" in caplog.text
 

@@ -8,17 +8,38 @@ from engine_support import Gate, Recorder, predict, running
 
 
 def test_cancel_interrupts_time_sleep_quickly():
-    with running("sleeps.py") as orch:
+    # Grace period 60 s: a cancel that did not interrupt the 30 s sleep could end the run
+    # only by the kill after it, which the pid and the restart counts would show.
+    with running("sleeps.py", cancel_grace_period=60) as orch:
+        pid = orch.pid
         rec = Recorder()
         orch.submit("s", {"seconds": 30}, rec)
         assert rec.first_log.wait(10)
-        t0 = time.monotonic()
         assert orch.cancel("s")
-        assert rec.wait(10) == ("canceled",)
-        assert time.monotonic() - t0 < 2.0
+        assert rec.wait(20) == ("canceled",)
+        assert "slept" not in str(rec.events)  # ended inside its sleep, well before 30 s
         # The worker is the same process and serves the next prediction.
+        assert orch.pid == pid and orch.restarts["cancel_timeout"] == 0
         rec2 = predict(orch, "after", {"seconds": 0})
         assert rec2.terminal == ("succeeded", False)
+
+
+def test_a_cancel_signal_landing_just_before_a_blocking_call_is_not_lost():
+    """The main thread gives the GIL up right before it sleeps; the I/O thread, waiting for
+    it with a cancel in hand, then signals before the sleep has begun, and that signal is
+    handled only when the sleep returns.  It happened about once in a hundred cancels sent
+    right after the submit; the guard now signals again until the exception is raised."""
+    with running("sleeps.py", cancel_grace_period=60) as orch:
+        pid = orch.pid
+        for i in range(300):
+            rec = Recorder()
+            orch.submit(f"s{i}", {"seconds": 60}, rec)
+            if i % 3 == 0:  # sometimes once it is inside the model
+                assert rec.first_log.wait(20)
+            assert orch.cancel(f"s{i}")
+            assert rec.done.wait(20), f"cancel {i} lost: {rec.events}"
+            assert rec.terminal == ("canceled",)
+        assert orch.pid == pid and orch.restarts["cancel_timeout"] == 0
 
 
 @pytest.mark.parametrize("gap", [0.01, 0.0])
@@ -125,7 +146,7 @@ def test_cancel_before_the_request_is_sent_is_delivered():
         t0 = time.monotonic()
         orch.submit("first", {"seconds": 60}, rec)
         assert rec.wait(10) == ("canceled",)
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 < 20  # well before the grace period's kill (60 s)
 
 
 @pytest.mark.parametrize("big", [0, 1024 * 1024])

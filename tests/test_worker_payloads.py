@@ -40,7 +40,7 @@ def test_four_async_predictions_at_once():
         assert orch.free_slots == 0
         for rec in recs:
             assert rec.wait(10) == ("succeeded", False)
-        assert time.monotonic() - t0 < 3.0  # concurrent, not 4 s in a row
+        assert time.monotonic() - t0 < 4.0  # concurrent: four in a row take 4 s at least
         peaks = [e[2] for rec in recs for e in rec.events if e[0] == "metric" and e[1] == "peak"]
         assert max(peaks) == 4
         assert orch.free_slots == 4

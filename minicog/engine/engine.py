@@ -646,6 +646,10 @@ class Engine:
         seat.setup.error = error
         seat.setup.completed_at = _now()
         seat.recycle_pending = False  # a failed replacement must not block other recycles
+        if self.workers > 1:
+            # The engine may stay READY on the other workers, so no state change (which the
+            # service logs) would tell the operator why this one failed.
+            log.error("worker %d: %s", seat.index, error)
         self._set_seat_state(seat, "SETUP_FAILED")
 
     # -- internals: spawning ---------------------------------------------------------------
@@ -678,6 +682,7 @@ class Engine:
             "user_agent": s.user_agent,
             "download_timeout": s.download_timeout,
             "max_download_bytes": s.max_download_bytes,
+            "cancel_resignal_interval": s.cancel_resignal_interval,
         }
 
     def _spawn(self, seat: _Seat) -> None:
@@ -908,6 +913,7 @@ class Engine:
                 seat.free = []
             respawn = False
             counted = proc.kill_reason is None
+            what = f"crashed ({desc})"
             if self._stopped or not current:
                 pass
             elif seat.state == "STARTING":
@@ -915,9 +921,11 @@ class Engine:
                 # With several workers, a respawned worker whose setup fails is a crash of
                 # that worker only (the model did set up before): retry within the budget.
                 respawn = self.workers > 1 and proc.number > 1
+                what = "could not set up again"
             elif seat.state == "SETUP_FAILED":
                 respawn = self.workers > 1 and proc.number > 1
                 counted = True
+                what = "could not set up again"
             elif seat.state == "READY":
                 respawn = True
             if respawn and counted:
@@ -926,12 +934,12 @@ class Engine:
                 while seat.deaths and now - seat.deaths[0] > self.settings.worker_restart_window:
                     seat.deaths.popleft()
                 if len(seat.deaths) > self.settings.max_worker_restarts:
-                    log.error("worker %d crashed (%s) %d times within %gs: DEFUNCT", seat.index, desc,
+                    log.error("worker %d %s; %d deaths within %gs: DEFUNCT", seat.index, what,
                               len(seat.deaths), self.settings.worker_restart_window)
                     self._set_seat_state(seat, "DEFUNCT")
                     respawn = False
                 else:
-                    log.error("worker %d crashed (%s); restarting it", seat.index, desc)
+                    log.error("worker %d %s; restarting it", seat.index, what)
             elif respawn and proc.recycling:
                 log.info("worker %d recycled (%s); a fresh one sets up", seat.index, proc.retiring)
             elif respawn:

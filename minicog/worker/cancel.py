@@ -18,6 +18,14 @@ that arrives while the main thread is outside the guard (between two
 generator items, say) is raised when the guard is next entered — for a
 generator, by throwing it into the generator so the model's handler runs.
 
+A signal that lands after the main thread's last check for pending signals and
+before it enters a blocking call (``time.sleep``, a read) is handled only when
+that call returns, up to the whole prediction later.  So the signal is sent again
+every ``Settings.cancel_resignal_interval`` seconds by a small thread until the exception
+has been raised for that prediction or it left the guard.  The exception is
+raised at most once per prediction: the model's own ``except
+CancelationException`` block is never interrupted by a later signal.
+
 Only predictions the worker has received and not yet finished can be
 canceled (:meth:`CancelGuard.register` ... :meth:`CancelGuard.forget`).  A
 cancel for any other id is stale — it crossed the prediction's terminal
@@ -42,13 +50,16 @@ __all__ = ["CancelGuard"]
 
 
 class CancelGuard:
-    def __init__(self) -> None:
+    def __init__(self, resignal_interval: float = 0.05) -> None:
+        self._resignal_interval = resignal_interval
         self._main = threading.main_thread().ident
         self._active: Optional[str] = None
         self._requested: set[str] = set()
         self._known: set[str] = set()  # received and not yet finished
         self._critical = 0
         self._deferred = False
+        self._taken: Optional[str] = None  # the prediction a CancelationException was raised for
+        self._resignaling: set[str] = set()  # predictions a _resignal thread watches
         self._lock = threading.Lock()
 
     def install(self) -> None:
@@ -69,9 +80,31 @@ class CancelGuard:
                 return False
             self._requested.add(prediction_id)
             running = self._active == prediction_id
+            resignal = running and prediction_id not in self._resignaling
+            if resignal:
+                self._resignaling.add(prediction_id)
         if running and self._main is not None:
             signal.pthread_kill(self._main, signal.SIGUSR1)
+        if resignal and self._main is not None:
+            threading.Thread(target=self._resignal, args=(prediction_id,), name="minicog-cancel-resignal",
+                             daemon=True).start()
         return True
+
+    def _pending(self, prediction_id: str) -> bool:
+        """The cancel of *prediction_id* is still to be raised on the main thread."""
+        with self._lock:
+            return (prediction_id in self._requested and self._active == prediction_id
+                    and self._taken != prediction_id)
+
+    def _resignal(self, prediction_id: str) -> None:
+        """Signal the main thread again until the cancel was raised or the prediction left the guard."""
+        stop = threading.Event()  # only for its interruptible, bounded wait
+        try:
+            while not stop.wait(self._resignal_interval) and self._pending(prediction_id):
+                signal.pthread_kill(self._main, signal.SIGUSR1)  # type: ignore[arg-type]
+        finally:
+            with self._lock:
+                self._resignaling.discard(prediction_id)
 
     def was_requested(self, prediction_id: str) -> bool:
         with self._lock:
@@ -82,19 +115,30 @@ class CancelGuard:
         with self._lock:
             self._requested.discard(prediction_id)
             self._known.discard(prediction_id)
+            if self._taken == prediction_id:
+                self._taken = None
 
     # -- main thread -------------------------------------------------------------------
 
     def _should_raise(self) -> bool:
         active = self._active
-        return active is not None and active in self._requested
+        return active is not None and active in self._requested and active != self._taken
+
+    def _raise(self) -> None:
+        self._taken = self._active  # once per prediction (see the module docstring)
+        raise CancelationException()
+
+    def taken(self, prediction_id: str) -> None:
+        """The caller delivers the cancel of *prediction_id* itself (``generator.throw``):
+        no signal raises it again."""
+        self._taken = prediction_id
 
     def _handler(self, signum: int, frame: object) -> None:
         if self._should_raise():
             if self._critical:
                 self._deferred = True
                 return
-            raise CancelationException()
+            self._raise()
 
     @contextlib.contextmanager
     def cancelable(self, prediction_id: str, *, check: bool = True) -> Iterator[None]:
@@ -107,7 +151,7 @@ class CancelGuard:
         try:
             self._active = prediction_id  # plain assignment: atomic, no lock a signal could tear
             if check and self._should_raise():
-                raise CancelationException()
+                self._raise()
             yield
         finally:
             self._active = None
@@ -127,4 +171,4 @@ class CancelGuard:
             if not self._critical and self._deferred:
                 self._deferred = False
                 if self._should_raise():
-                    raise CancelationException()
+                    self._raise()

@@ -93,6 +93,7 @@ class WorkerSettings:
     user_agent: Optional[str] = None
     download_timeout: float = 10.0
     max_download_bytes: int = 1024 * 1024 * 1024
+    cancel_resignal_interval: float = 0.05
 
     @classmethod
     def from_message(cls, values: Optional[dict]) -> "WorkerSettings":
@@ -287,7 +288,7 @@ class Worker:
         from .cancel import CancelGuard
         from .logs import FdCapture, LogRouter, SlotLogWriter, install_exit_flush, install_sys_hook
 
-        self.guard = CancelGuard()
+        self.guard = CancelGuard(resignal_interval=float(self.settings.cancel_resignal_interval))
         self.guard.install()
         s = self.settings
         self.router = LogRouter(self._control_log, s.max_log_line_bytes, critical=self.guard.critical,
@@ -761,6 +762,7 @@ class Worker:
                             # Canceled while we were sending the previous item: raise it where
                             # the model can see it (its ``except CancelationException``).
                             thrown = True
+                            self.guard.taken(job.id)
                             item = gen.throw(CancelationException())
                         else:
                             item = next(gen)

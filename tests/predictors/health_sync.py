@@ -1,10 +1,15 @@
-"""Worker tests: a sync healthcheck whose answer is chosen through a file next to the model."""
+"""Worker tests: a sync healthcheck whose answer is chosen through a file next to the model.
+
+In mode "slow" the healthcheck first creates ``W_HEALTH_STARTED_FILE`` (when set), so a
+test knows it is running, then sleeps 30 s.  predict() prints a line before it sleeps.
+"""
 import os
 import time
 
 from cog import BasePredictor
 
 MODE_FILE = os.environ.get("W_HEALTH_MODE_FILE", "")
+STARTED_FILE = os.environ.get("W_HEALTH_STARTED_FILE", "")
 
 
 class Predictor(BasePredictor):
@@ -15,9 +20,12 @@ class Predictor(BasePredictor):
         if mode == "raise":
             raise ValueError("hc raised")
         if mode == "slow":
+            if STARTED_FILE:
+                open(STARTED_FILE, "w").close()
             time.sleep(30)
         return True
 
     def predict(self, seconds: float = 0.0) -> str:
+        print("predicting", flush=True)
         time.sleep(seconds)
         return "ok"
