@@ -128,6 +128,13 @@ class Settings:
         "MINICOG_GIL_SWITCH_INTERVAL", cast=float, check=lambda v: v >= 0))
     #: Seconds an idle thread of that pool waits for work before it exits.
     http_thread_idle_timeout: float = 5.0
+    #: Seconds a request thread waits on a keep-alive connection for the next request
+    #: after answering one, before handing the connection back to the selector.  A client
+    #: that sends its requests back to back (a closed loop) is then answered without the
+    #: selector's wake-up and hand-over (two thread switches per request).  Only while no
+    #: request waits for a thread and the pool has one to spare; 0 turns it off.
+    keepalive_linger: float = dataclasses.field(default=0.002, metadata=_env(
+        "MINICOG_KEEPALIVE_LINGER", cast=float, check=lambda v: 0 <= v <= 1))
     #: Connections the kernel may queue before the server accepts them (listen backlog;
     #: the kernel caps it at net.core.somaxconn).
     listen_backlog: int = 1024

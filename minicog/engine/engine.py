@@ -336,7 +336,7 @@ class Engine:
 
     # -- runs ------------------------------------------------------------------------------
     def submit(self, prediction_id: str, input: dict, listener: Listener, *,
-               context: Optional[dict] = None, input_files: Optional[list] = None) -> Run:
+               context: Optional[dict] = None, input_files: Optional[list] = None, wait: bool = False) -> Run:
         """Give a run to a free slot and return its :class:`Run` handle.
 
         ``listener.started()`` is called by this method before the request is sent;
@@ -349,6 +349,11 @@ class Engine:
         worker gives the slot back.  *input_files* (``[[name, index or None, path]]``)
         are file inputs the parent already decoded (:mod:`minicog.server.spool`): the
         worker uses those paths instead of fetching the values.
+
+        *wait*: the caller waits for the run next, on its own thread (a sync request),
+        and must call :meth:`Run.wait` (any timeout) at least once.  The slot is then
+        kept from the I/O thread before the request is sent, so the answer never wakes
+        that thread, even when it comes back before the caller starts waiting.
         """
         prediction_id = str(prediction_id)
         # Everything that can fail without a slot is done first, so it reserves nothing.
@@ -396,6 +401,10 @@ class Engine:
             else:
                 frame = head[:-1] + b',"input":' + data + b"}"
             call_listener(listener, "started")
+            if wait:
+                proc.take_slot(run.slot)
+            else:
+                proc.give_slot(run.slot)  # the I/O thread reads what nobody waits for
             channel = proc.slots[run.slot] if run.slot < len(proc.slots) else None
             handed = True  # from here on, a failure is the channel's: the slot is poisoned
             if channel is None:

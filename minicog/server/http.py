@@ -339,7 +339,8 @@ class App(Protocol):
     def find(self, prediction_id: str) -> Any:
         """The record in flight or finished and still retained with this id, or None."""
     def create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str], put: bool,
-               deadline: Optional[float] = None, since: Optional[float] = None) -> tuple[Any, bool]:
+               deadline: Optional[float] = None, since: Optional[float] = None,
+               wait: bool = False) -> tuple[Any, bool]:
         """The new record (created=True, with a reference held for the caller to release) or the one in flight."""
     def cancel(self, prediction_id: str) -> bool: ...
 
@@ -888,8 +889,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self._arrived is None:
             self._arrived = time.monotonic()  # a deadline counts from the request, not from a retry
         try:
+            # A sync answer is waited for by this thread (_respond_sync), which then reads
+            # the run's answer itself.
             pred, created = app.create(kind, req, sse=sse, headers=forwarded, put=url_id is not None,
-                                       deadline=deadline, since=self._arrived)
+                                       deadline=deadline, since=self._arrived,
+                                       wait=not sse and "respond-async" not in prefer)
         except AtCapacity:
             if self._wait_for_slot(params, body):
                 return
@@ -1015,7 +1019,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         budget = server.settings.sync_inline_wait
         if wait is not None:
             budget = min(budget, wait)
-        if budget > 0 and pred.wait(budget):
+        # Waited for even with no budget: a record created for a sync answer expects it
+        # (see Engine.submit's *wait*), and one that is already over is answered now.
+        if pred.wait(max(0.0, budget)):
             try:
                 self._send_json(200, pred.snapshot())
             except (ConnectionError, TimeoutError, socket.timeout):

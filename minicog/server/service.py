@@ -515,7 +515,7 @@ class Service:
 
     def create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str],
                put: bool = False, deadline: Optional[float] = None,
-               since: Optional[float] = None) -> tuple[Prediction, bool]:
+               since: Optional[float] = None, wait: bool = False) -> tuple[Prediction, bool]:
         """Start a prediction, or return the one in flight with the same id (created=False).
 
         A new record comes with one reference (:meth:`Prediction.retain`) taken for
@@ -530,16 +530,20 @@ class Service:
         *since* (the request's arrival, ``time.monotonic()``; default now: a request that
         waited for a slot counts from its arrival) after which the prediction is
         canceled, or not started if it is not running yet.
+
+        *wait*: the caller calls :meth:`Prediction.wait` on a new record next (a sync
+        request; see :meth:`Engine.submit`).
         """
         spooled = getattr(req, "spooled", None) or []
         if not spooled:
-            return self._create(kind, req, sse=sse, headers=headers, put=put, deadline=deadline, since=since)
+            return self._create(kind, req, sse=sse, headers=headers, put=put, deadline=deadline, since=since,
+                                wait=wait)
         from minicog.server import spool
 
         try:
             self._unspool_non_file_inputs(kind, req)
             pred, created = self._create(kind, req, sse=sse, headers=headers, put=put, deadline=deadline,
-                                         since=since)
+                                         since=since, wait=wait)
         except BaseException:
             spool.release(spooled)
             raise
@@ -572,7 +576,7 @@ class Service:
 
     def _create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str],
                 put: bool = False, deadline: Optional[float] = None,
-                since: Optional[float] = None) -> tuple[Prediction, bool]:
+                since: Optional[float] = None, wait: bool = False) -> tuple[Prediction, bool]:
         accepted = time.monotonic() if since is None else since
         if deadline is None:
             deadline = self.settings.default_deadline
@@ -634,7 +638,7 @@ class Service:
 
                 pred.spooled = spool.spooled_in(value)  # deleted with the record (_on_release)
                 files = spool.input_files(value)
-            pred.attach(self.engine.submit(pid, value, pred, context=req.context,
+            pred.attach(self.engine.submit(pid, value, pred, context=req.context, wait=wait,
                                            **({"input_files": files} if files else {})))
         except DuplicateRun as exc:
             # Another request started this id meanwhile (two racing PUTs): answer with that one.

@@ -669,6 +669,9 @@ class Worker:
         copy is then already queued behind the request, so it is read here before the
         prediction starts.  A copy read for a prediction that ended is stale: ignored.
         """
+        # A poll object made once: Connection.poll() builds a selector on every call.
+        pending = select.poll()
+        pending.register(chan.fileno(), select.POLLIN)
         while True:
             try:
                 msg = chan.recv()
@@ -686,7 +689,7 @@ class Worker:
             self.busy.add(0)
             self.guard.register(job.id)
             try:
-                while chan.conn.poll(0):  # a cancel copy already behind the request
+                while pending.poll(0):  # a cancel copy already behind the request
                     early = chan.recv()
                     if early.get("type") == "cancel":
                         self._cancel(str(early.get("id")))
