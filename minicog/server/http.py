@@ -60,6 +60,7 @@ owns state; this module only speaks HTTP.  The app's methods are listed in
 from __future__ import annotations
 
 import collections
+import email.utils
 import http.server
 import json
 import logging
@@ -95,6 +96,28 @@ _SSE_BATCH_EVENTS = 4096
 # Header lines per request (http.server's own limit).
 _MAX_HEADERS = 100
 _SSE_CHUNK_BYTES = 64 * 1024
+# Status lines by code, and the Date header of the current second: http.server formats
+# both for every response, which cost more than the rest of a null prediction's answer.
+_STATUS_LINES: dict[int, bytes] = {}
+_date_line: tuple[int, bytes] = (0, b"")
+
+
+def _status_line(code: int) -> bytes:
+    line = _STATUS_LINES.get(code)
+    if line is None:
+        reason = http.server.BaseHTTPRequestHandler.responses.get(code, ("",))[0]
+        line = _STATUS_LINES[code] = f"HTTP/1.1 {code} {reason}\r\n".encode("latin-1")
+    return line
+
+
+def _date_header() -> bytes:
+    """``Date: ...`` (RFC 7231, what ``date_time_string`` gives), made once a second."""
+    global _date_line
+    second = int(time.time())
+    cached = _date_line  # one read: another thread may replace it meanwhile
+    if cached[0] != second:
+        cached = _date_line = (second, f"Date: {email.utils.formatdate(second, usegmt=True)}\r\n".encode("latin-1"))
+    return cached[1]
 
 
 class BodyShapeError(RequestError):
@@ -501,6 +524,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._responded = False
         self._peek_ok = True
         self._parked = False
+        self._server_header = f"Server: {self.version_string()}\r\n".encode("latin-1")
         # Held by the thread answering a request and by the thread that resumes it after a
         # park.  A park can be ended (a slot frees, the prediction ends) before the parking
         # thread has left run(): without the lock both threads touched this handler at once
@@ -660,24 +684,31 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._send_body(status, body, "application/json", headers)
 
     def _send_body(self, status: int, body: Body, content_type: str, headers: Optional[dict[str, str]] = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(body.length))
+        # The head http.server's send_response/send_header would write (status line, Server,
+        # Date, then ours, with its handling of a Connection header), built directly.
+        self.log_request(status)
+        head = [_status_line(status), self._server_header, _date_header(),
+                f"Content-Type: {content_type}\r\nContent-Length: {body.length}\r\n".encode("latin-1")]
         for k, v in (headers or {}).items():
-            self.send_header(k, v)
+            head.append(f"{k}: {v}\r\n".encode("latin-1", "strict"))
+            if k.lower() == "connection":
+                if v.lower() == "close":
+                    self.close_connection = True
+                elif v.lower() == "keep-alive":
+                    self.close_connection = False
         if self.close_connection and not (headers and "Connection" in headers):
-            self.send_header("Connection", "close")
+            head.append(b"Connection: close\r\n")
+        head.append(b"\r\n")
         self._responded = True
         if self.command == "HEAD":
-            self.end_headers()
+            self.wfile.write(b"".join(head))
             return
         if not body.has_files and body.length <= 65536:
             # Headers and a small body in one send (see disable_nagle_algorithm).
-            self._headers_buffer.append(b"\r\n")
-            self._headers_buffer.extend(body.parts)
-            self.flush_headers()
+            head.extend(body.parts)
+            self.wfile.write(b"".join(head))
             return
-        self.end_headers()
+        self.wfile.write(b"".join(head))
         try:
             for chunk in body.chunks():
                 self.wfile.write(chunk)

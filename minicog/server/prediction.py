@@ -83,6 +83,19 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
+def _copy_json(value: Any) -> Any:
+    """A copy of a JSON value (dicts and lists copied, the rest shared: immutable).
+
+    Metrics hold only JSON values; ``copy.deepcopy`` of them cost several times more
+    (its memo), twice per prediction.
+    """
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]
+    return value
+
+
 def _plain_strings(value: Any) -> Any:
     if isinstance(value, str) and type(value) is not str:
         return str.__str__(value)
@@ -210,7 +223,7 @@ class Prediction:
 
     def _snapshot(self, with_input: bool = False) -> dict:
         snap: dict[str, Any] = {"id": self.id, "status": self.status, "logs": self._logs_joined(),
-                                "metrics": copy.deepcopy(self.metrics)}
+                                "metrics": _copy_json(self.metrics)}
         if self.is_terminal:
             if self._has_output:
                 snap["output"] = self._output

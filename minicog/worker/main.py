@@ -638,6 +638,7 @@ class Worker:
         self.busy.discard(job.slot)
         try:
             job.channel.send(outcome)
+            job.channel.release()  # what a sync prediction held since its model returned
         except (OSError, ValueError) as exc:
             self.worker_log("error", f"slot {job.slot} poisoned: cannot send the result of {job.id}: {exc}")
             self.poisoned.add(job.slot)
@@ -734,10 +735,12 @@ class Worker:
                     self._iterate_sync(job, result, sender)
                     is_stream = True
                 elif isinstance(result, (list, tuple)):
+                    job.channel.hold()  # released with the terminal message (_finish)
                     for item in result:
                         sender.send(item)
                     is_stream = True
                 else:
+                    job.channel.hold()  # released with the terminal message (_finish)
                     if result is not None:
                         sender.send(result)
                     is_stream = False
