@@ -435,6 +435,20 @@ class Engine:
             self._send_cancel(run, first=True)  # cancel() ran before the request was out
         return run
 
+    def full(self) -> bool:
+        """True when the engine is READY and every slot of every ready worker is taken.
+
+        A hint read without the lock (:meth:`submit` decides): it lets a request that
+        will be answered 409 skip building what a run needs, so a flood of them costs
+        little of the CPU the running predictions need.
+        """
+        if self.state != "READY":
+            return False  # submit answers why (503)
+        for seat in self._seats:
+            if seat.state == "READY" and seat.free and not (seat.proc is not None and seat.proc.retiring):
+                return False
+        return True
+
     def _pick_seat(self) -> Optional[_Seat]:
         """(lock held) The ready seat with the most free slots (the first on a tie)."""
         best = None

@@ -66,7 +66,7 @@ import time
 from typing import Any, Callable, Optional
 
 from minicog.engine.rules import TERMINAL_STATUSES, merge_metric, shape_output
-from minicog.engine.run import Run
+from minicog.engine.run import Latch, Run
 from minicog.server.outputs import FileOutput
 from minicog.server.sse import EventStream
 from minicog.settings import Settings
@@ -130,7 +130,7 @@ class Prediction:
         self.cancel_on_disconnect = False
 
         self._lock = threading.Lock()
-        self._done = threading.Event()
+        self._done = Latch()
         self._callbacks: list[Callable[["Prediction"], None]] = []
         self.status = "starting"
         self.created_at = utc_now()

@@ -74,6 +74,7 @@ import logging
 import os
 import platform
 import signal
+import sys
 import threading
 import time
 from typing import Any, Optional
@@ -81,7 +82,7 @@ from typing import Any, Optional
 from minicog._version import COG_VERSION, __version__
 from minicog.console import JSONFormatter, configure_logging
 from minicog.engine import DuplicateRun, Engine, plan
-from minicog.errors import ServiceUnavailable, InputValidationError
+from minicog.errors import AtCapacity, InputValidationError, ServiceUnavailable
 from minicog.server.http import HTTPServer, PredictionRequest
 from minicog.server.deadlines import format_duration
 from minicog.server.metrics import Metrics
@@ -597,6 +598,11 @@ class Service:
             raise InputValidationError(result.errors)
         if self._draining:
             raise ServiceUnavailable(_DRAINING_MESSAGE)
+        if self.engine.full() and (deadline is None or time.monotonic() < accepted + deadline):
+            # Every slot busy: 409 now (after validation, as Cog orders them), before the
+            # record, its webhook sender and the worker's frame are built for nothing.
+            # (A request already past its deadline still ends as a canceled record.)
+            raise AtCapacity()
         pid = req.id or self._new_id()
         s = self.settings
         events = None
@@ -705,6 +711,8 @@ def serve(ref: Optional[str] = None, *, host: Optional[str] = None, port: Option
     """Serve until shut down; returns the process exit code (see docs/architecture.rst)."""
     settings = settings if settings is not None else Settings.from_env()
     configure_logging(log_format, settings.log_level)
+    if settings.gil_switch_interval > 0:
+        sys.setswitchinterval(settings.gil_switch_interval)  # this process is the server's alone
     service = Service(ref, settings=settings, host=host, port=port, upload_url=upload_url, mode=mode,
                       max_concurrency=max_concurrency, await_explicit_shutdown=await_explicit_shutdown,
                       cwd=cwd, env=env, orchestrator=orchestrator, workers=workers, gpus=gpus)
