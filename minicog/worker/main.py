@@ -586,8 +586,9 @@ class Worker:
         owner = self.router.open(lambda source, data: self._slot_log(channel, source, data), job.id)
 
         def emit(name: str, value: Any, mode: str) -> None:
-            owner.flush_lines()  # lines printed before the metric arrive before it
+            # Called from user code: critical throughout, locks included (see .cancel).
             with self.guard.critical():
+                owner.flush_lines()  # lines printed before the metric arrive before it
                 channel.send({"type": "metric", "name": name, "value": value, "mode": mode})
 
         context = job.msg.get("context") or {}
@@ -650,7 +651,7 @@ class Worker:
         s = self.settings
         return prepare(self.loaded.fn, raw, self.specs, job.subdir("inputs"),
                        timeout=s.download_timeout, max_bytes=s.max_download_bytes, user_agent=s.user_agent,
-                       local_files=job.msg.get("input_files"))
+                       local_files=job.msg.get("input_files"), critical=self.guard.critical)
 
     def _sender(self, job: _Job) -> Any:
         from .outputs import OutputSender
