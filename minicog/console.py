@@ -52,6 +52,11 @@ FIELDS = ("prediction_id", "kind", "status", "predict_time", "error", "source", 
 _CAPACITY = 10000
 #: Seconds a flush (at exit, or when the handler is replaced) waits for the queue to drain.
 _FLUSH_TIMEOUT = 5.0
+#: Seconds the writer lets records gather after a write before it writes again.  Waking
+#: it for every record (one line per finished prediction) cost a thread switch per
+#: request, and the woken writer took the GIL from the thread answering the next one.
+#: Warnings and errors are written at once; flush() and close() do not wait for it.
+_GATHER_SECONDS = 0.02
 
 
 def redact_url(url: str) -> str:
@@ -125,6 +130,8 @@ class BackgroundStreamHandler(logging.Handler):
         self._dropped = 0
         self._busy = False
         self._closed = False
+        self._idle = False  # the writer waits for a first record (not gathering)
+        self._urgent = False  # flush(), close() or a warning: write now
         self._thread = threading.Thread(target=self._run, name="minicog-log-writer", daemon=True)
         self._thread.start()
 
@@ -143,14 +150,19 @@ class BackgroundStreamHandler(logging.Handler):
                 self._dropped += 1
                 return
             self._queue.append(record)
-            if len(self._queue) == 1:
+            if record.levelno >= logging.WARNING:
+                self._urgent = True
+                self._cond.notify()
+            elif self._idle:
                 self._cond.notify()
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._queue and not self._dropped and not self._closed:
+                    self._idle = True
                     self._cond.wait()
+                    self._idle = False
                 if self._closed and not self._queue:
                     self._cond.notify_all()
                     return
@@ -177,12 +189,19 @@ class BackgroundStreamHandler(logging.Handler):
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+                    # Let the next records gather (emit() does not wake a gathering writer).
+                    if not (self._urgent or self._closed):
+                        self._cond.wait(_GATHER_SECONDS)
+                    self._urgent = False
 
     def flush(self, timeout: Optional[float] = None) -> None:
         """Wait (up to *timeout*, default 5 s) until every queued record is written."""
         deadline = time.monotonic() + (_FLUSH_TIMEOUT if timeout is None else timeout)
         with self._cond:
             while (self._queue or self._busy) and self._thread.is_alive():
+                if self._queue:
+                    self._urgent = True  # a gathering writer writes now
+                    self._cond.notify_all()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return

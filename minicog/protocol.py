@@ -172,6 +172,7 @@ class Channel:
         self.name = name
         self.lock = threading.Lock()
         self.broken: Optional[BaseException] = None
+        self._held: Optional[list[bytes]] = None
 
     def send(self, msg: dict) -> None:
         self.send_raw(dumps(msg))
@@ -181,11 +182,38 @@ class Channel:
         with self.lock:
             if self.broken is not None:
                 raise BrokenPipeError(f"{self.name} is broken: {self.broken}")
-            try:
-                self.conn.send_bytes(data)
-            except (OSError, ValueError) as exc:
-                self.broken = exc
-                raise
+            if self._held is not None:
+                self._held.append(data)
+                return
+            self._send_locked(data)
+
+    def _send_locked(self, data: bytes) -> None:
+        try:
+            self.conn.send_bytes(data)
+        except (OSError, ValueError) as exc:
+            self.broken = exc
+            raise
+
+    def hold(self) -> None:
+        """Keep the messages sent from now on until :meth:`release`.
+
+        The worker holds a sync prediction's last messages (its output, the last
+        log lines, the terminal message) and releases them back to back: the
+        parent's reader then finds them together and wakes once, not once for
+        the output and again for the terminal message.  The order is unchanged.
+        """
+        with self.lock:
+            if self._held is None:
+                self._held = []
+
+    def release(self) -> None:
+        """Send the held messages, in order, and stop holding."""
+        with self.lock:
+            held, self._held = self._held, None
+            if self.broken is not None and held:
+                raise BrokenPipeError(f"{self.name} is broken: {self.broken}")
+            for data in held or ():
+                self._send_locked(data)
 
     def recv(self) -> dict:
         return recv(self.conn)

@@ -116,18 +116,33 @@ class Settings:
     #: More lets more slow readers of large responses be served at once; fewer keeps the GIL
     #: for the threads that complete predictions when clients flood a busy server.
     http_threads: int = dataclasses.field(default=4, metadata=_env("MINICOG_HTTP_THREADS", cast=int, check=lambda v: v >= 1))
+    #: Seconds a thread of the serving process may keep the GIL while another one waits
+    #: for it (``sys.setswitchinterval``; CPython's default is 0.005).  Under load the
+    #: threads that complete predictions (the engine's I/O thread, the pool thread writing
+    #: the answer) each wait up to that long behind threads parsing new requests: with
+    #: 0.001, 32 closed-loop clients on 8 slots got about 15% more answers per second
+    #: (see benchmarks/README.rst).  Set by ``minicog serve`` only, since it is process-wide
+    #: (an embedding application keeps its own); the worker process is not affected.
+    #: 0 leaves the interpreter's value.
+    gil_switch_interval: float = dataclasses.field(default=0.001, metadata=_env(
+        "MINICOG_GIL_SWITCH_INTERVAL", cast=float, check=lambda v: v >= 0))
     #: Seconds an idle thread of that pool waits for work before it exits.
     http_thread_idle_timeout: float = 5.0
+    #: Seconds a request thread waits on a keep-alive connection for the next request
+    #: after answering one, before handing the connection back to the selector.  A client
+    #: that sends its requests back to back (a closed loop) is then answered without the
+    #: selector's wake-up and hand-over (two thread switches per request).  Only while no
+    #: request waits for a thread and the pool has one to spare; 0 turns it off.
+    keepalive_linger: float = dataclasses.field(default=0.002, metadata=_env(
+        "MINICOG_KEEPALIVE_LINGER", cast=float, check=lambda v: 0 <= v <= 1))
     #: Connections the kernel may queue before the server accepts them (listen backlog;
     #: the kernel caps it at net.core.somaxconn).
     listen_backlog: int = 1024
     #: Seconds a request that finds every slot busy may wait (without a thread) for one to
     #: free before it is answered 409; each prediction's end lets the oldest waiter in.
     #: 0 (the default) answers 409 at once, as Cog does.  A wait keeps clients that retry
-    #: at once from turning the spare CPU into 409s; it is opt-in because a stress run
-    #: (6 clients, respond-async PUTs on one slot, 0.5 s) saw about one keep-alive
-    #: connection in 5,000 stop answering after its parked request was answered: a
-    #: known defect, not yet found.
+    #: at once from turning the spare CPU into 409s; it is opt-in because Cog's contract
+    #: is the immediate 409.
     slot_wait: float = dataclasses.field(default=0.0, metadata=_env("MINICOG_SLOT_WAIT", cast=float, check=lambda v: v >= 0))
     #: Seconds sent in Retry-After with 409 (all slots busy) and 503 (not ready).
     retry_after: int = 1

@@ -117,3 +117,74 @@ def test_problems_explains_every_missing_figure():
     assert not any("sse run 2" in line for line in lines)
     assert "minicog file: ServerNotReady: no READY within 60s" in lines
     assert any(line.startswith("coglet null: unexpected answers {'500': 1}") for line in lines)
+
+
+class _Answers:
+    """A loopback server that reads one request per answer and writes the canned bytes
+    given for it: the raw client must frame real responses, split however TCP splits them."""
+
+    def __init__(self, answers: list[bytes]):
+        import socket
+        import threading
+
+        self.answers = answers
+        self.requests: list[bytes] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        conn.settimeout(10)
+        with conn:
+            buf = b""
+            for answer in self.answers:
+                while b"\r\n\r\n" not in buf:
+                    buf += conn.recv(65536)
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(buf) < length:
+                    buf += conn.recv(65536)
+                self.requests.append(head + b"\r\n\r\n" + buf[:length])
+                buf = buf[length:]
+                for i in range(0, len(answer), 7):  # in small pieces
+                    conn.sendall(answer[i:i + 7])
+
+    def close(self) -> None:
+        self.thread.join(10)
+        self.listener.close()
+
+
+def test_raw_connection_reads_answers_by_content_length():
+    body = b'{"status":"succeeded","output":"ok"}'
+    answers = [b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nServer: x\r\n\r\n%s" % (len(body), body),
+               b"HTTP/1.1 409 Conflict\r\nContent-Length: 2\r\n\r\n{}",
+               b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"]
+    server = _Answers(answers)
+    conn = loadgen.RawConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        request = loadgen.build_request("127.0.0.1", server.port, "POST", "/predictions", b'{"input":{}}',
+                                        {"Content-Type": "application/json"})
+        assert conn.exchange(request) == (200, False, body)
+        assert conn.exchange(request) == (409, False, b"{}")
+        assert conn.exchange(request) == (200, True, b"")
+    finally:
+        conn.close()
+        server.close()
+    assert server.requests[0] == (b"POST /predictions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                                  b"Content-Type: application/json\r\nContent-Length: 12\r\n\r\n"
+                                  b'{"input":{}}' % server.port)
+
+
+def test_raw_connection_refuses_answers_it_cannot_frame():
+    server = _Answers([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"])
+    conn = loadgen.RawConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        with pytest.raises(loadgen.ResponseError):
+            conn.exchange(loadgen.build_request("127.0.0.1", server.port, "POST", "/", b""))
+    finally:
+        conn.close()
+        server.close()
+    with pytest.raises(ValueError):
+        loadgen.RawConnection("192.0.2.1", 80, timeout=1)  # loopback only

@@ -197,3 +197,27 @@ def test_concurrent_cancels_and_releases_end_a_run_once():
         wait_until(lambda: run not in orch.open_runs() and not os.path.exists(run.folder), 5,
                    message="the folder to go")
         assert len([e for e in rec.events if e[0] in ("succeeded", "failed", "canceled")]) == 1
+
+
+def test_latch_releases_every_waiter_once_set_and_times_out_before():
+    from minicog.engine.run import Latch
+
+    latch = Latch()
+    assert not latch.is_set() and latch.wait(0.05) is False and latch.wait(0) is False
+    woke: list[bool] = []
+    lock = threading.Lock()
+
+    def waiter() -> None:
+        got = latch.wait(30)
+        with lock:
+            woke.append(got)
+
+    threads = [threading.Thread(target=waiter) for _ in range(8)]
+    for t in threads:
+        t.start()
+    latch.set()
+    latch.set()  # a second set is a no-op, not a double release
+    for t in threads:
+        t.join(30)
+    assert woke == [True] * 8
+    assert latch.is_set() and latch.wait() is True and latch.wait(0) is True

@@ -427,3 +427,51 @@ def test_large_bodies_buffered_by_the_selector_arrive_whole():
                 assert chunk, buf[:500]
                 buf += chunk
         assert b'"output":"chunked"' in buf and b'"status":"READY"' in buf
+
+
+def _read_answer(s: socket.socket, buf: bytes, deadline: float) -> tuple[bytes, bytes]:
+    """One Content-Length framed answer from *s* (and what came after it)."""
+    while b"\r\n\r\n" not in buf:
+        assert time.monotonic() < deadline, buf[:300]
+        chunk = s.recv(65536)
+        assert chunk, buf[:300]
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(rest) < length:
+        assert time.monotonic() < deadline, buf[:300]
+        chunk = s.recv(65536)
+        assert chunk, buf[:300]
+        rest += chunk
+    return head + b"\r\n\r\n" + rest[:length], rest[length:]
+
+
+@pytest.mark.parametrize("linger", [0.0, 0.05])
+def test_keep_alive_requests_back_to_back_late_and_in_pieces_are_all_answered(linger):
+    # After an answer the request thread waits Settings.keepalive_linger for the next
+    # request; one that comes then, later, or half then and half later is answered alike.
+    def request(text: str) -> bytes:
+        body = json.dumps({"input": {"text": text}}).encode()
+        return (b"POST /predictions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    with running("http_echo.py", settings={"keepalive_linger": linger}) as svc:
+        with socket.create_connection(("127.0.0.1", svc.port), timeout=30) as s:
+            deadline = time.monotonic() + 60
+            buf = b""
+            for i in range(20):  # back to back
+                s.sendall(request(f"b{i}"))
+                answer, buf = _read_answer(s, buf, deadline)
+                assert answer.startswith(b"HTTP/1.1 200") and b'"output":"b%d"' % i in answer
+            # The head's first half within the linger, the rest after it: the selector
+            # finishes reading it.  Then a request after the linger.
+            req = request("split")
+            s.sendall(req[:20])
+            time.sleep(linger + 0.2)  # the client's pace (not a wait for the server)
+            s.sendall(req[20:])
+            answer, buf = _read_answer(s, buf, deadline)
+            assert b'"output":"split"' in answer
+            time.sleep(linger + 0.2)  # the client's pace
+            s.sendall(request("late"))
+            answer, buf = _read_answer(s, buf, deadline)
+            assert b'"output":"late"' in answer and buf == b""

@@ -349,6 +349,13 @@ def test_409_with_retry_after_when_busy_and_health_busy(echo):
         assert r.status == 409 and r.headers["retry-after"] == "1"
         assert r.json() == {"error": "At capacity - all prediction slots busy", "status": "failed"}
         assert call(echo, "GET", "/health-check").json()["status"] == "BUSY"
+        # Cog validates before it takes a slot: bad input is still a 422 when every slot is busy.
+        r = call(echo, "POST", "/predictions", {"input": {"n": 99}})
+        assert r.status == 422 and r.json()["detail"][0]["loc"] == ["body", "input", "n"]
+        # A 409 leaves nothing behind: no record to read, no webhook.
+        r = call(echo, "PUT", "/predictions/refused-1", {"input": {}, "webhook": "http://127.0.0.1:9/hook"})
+        assert r.status == 409
+        assert call(echo, "GET", "/predictions/refused-1").status == 404
     finally:
         call(echo, "POST", "/predictions/busy-1/cancel")
         wait_until(lambda: echo.find_inflight("busy-1") is None, 10)

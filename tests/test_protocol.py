@@ -81,3 +81,32 @@ def test_catalogue_is_documented():
     doc = protocol.__doc__
     for name in protocol.CONTROL_TO_WORKER | protocol.CONTROL_TO_PARENT | protocol.SLOT_TO_WORKER | protocol.SLOT_TO_PARENT:
         assert f"``{name}``" in doc, name
+
+
+def test_held_messages_leave_in_order_on_release():
+    a, b = Pipe()
+    chan = protocol.Channel(a, "slot 0")
+    chan.send({"type": "log", "source": "stdout", "data": "before\n"})
+    chan.hold()
+    chan.send({"type": "output", "index": 0, "value": "ok"})
+    chan.send({"type": "log", "source": "stdout", "data": "late\n"})
+    chan.send({"type": "done", "is_stream": False})
+    assert protocol.recv(b)["data"] == "before\n"
+    assert not b.poll(0)  # held: nothing more has left
+    chan.release()
+    assert [protocol.recv(b)["type"] for _ in range(3)] == ["output", "log", "done"]
+    chan.release()  # nothing held: a no-op
+    chan.send({"type": "done", "is_stream": False})  # no longer held
+    assert protocol.recv(b)["type"] == "done"
+
+
+def test_release_on_a_broken_channel_raises():
+    a, b = Pipe()
+    chan = protocol.Channel(a, "slot 0")
+    chan.hold()
+    chan.send({"type": "done", "is_stream": False})
+    b.close()
+    with pytest.raises(OSError):
+        chan.release()
+    with pytest.raises(BrokenPipeError):
+        chan.send({"type": "done", "is_stream": False})  # and later sends fail at once

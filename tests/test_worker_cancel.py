@@ -1,10 +1,79 @@
 """Cancellation: SIGUSR1 interrupts time.sleep; a predictor that ignores cancel is killed and replaced."""
 
+import os
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
 
 from engine_support import Gate, Recorder, predict, running
+from support import ROOT
+
+# Run in a fresh interpreter, as a worker's main thread would: the SIGUSR1 handler and
+# the cancel are real; the flusher's lock is held by the test to stage the moment a
+# print waits for it.
+_PRINT_WAITING_FOR_A_LOCK = textwrap.dedent("""
+    import threading, time
+    from minicog.sdk.exceptions import CancelationException
+    from minicog.worker.cancel import CancelGuard
+    from minicog.worker.logs import LogRouter
+
+    guard = CancelGuard()
+    guard.install()
+    sent = []
+    router = LogRouter(lambda source, data: None, 1 << 20, critical=guard.critical, batch_interval=0.01)
+    owner = router.open(lambda source, data: sent.append(data), "p")
+    router.set_sync_owner(owner)
+    guard.register("p")
+
+    def delivered(text):
+        deadline = time.monotonic() + 10
+        while text not in "".join(sent) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return text in "".join(sent)
+
+    router.write("stdout", "warm-up\\n")  # starts the flusher thread
+    assert delivered("warm-up\\n")
+    holding, waiting = threading.Event(), threading.Event()
+
+    def stage():
+        with router.flusher._cond:
+            holding.set()
+            waiting.wait(10)
+            time.sleep(0.2)  # the print below now waits for this lock
+            guard.request("p")  # SIGUSR1 to the main thread
+            time.sleep(0.2)
+
+    threading.Thread(target=stage).start()
+    holding.wait(10)
+    where = "nowhere"
+    try:
+        with guard.cancelable("p"):
+            waiting.set()
+            try:
+                router.write("stdout", "the line\\n")
+            except CancelationException:
+                where = "the print"
+                raise
+            time.sleep(10)
+    except CancelationException:
+        pass
+    print(where, "delivered" if delivered("the line\\n") else "lost")
+""")
+
+
+def test_a_cancel_while_a_print_waits_for_a_lock_is_raised_after_the_print():
+    """A print is minicog code from its first line: a cancel arriving while it waits for
+    the log flusher's lock (a threading.Condition, whose acquire is Python code) is
+    deferred until the print is done.  Raised inside that acquire, it once left the
+    lock held or the line unscheduled; the next print then waited forever."""
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, "-c", _PRINT_WAITING_FOR_A_LOCK], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["the", "print", "delivered"]
 
 
 def test_cancel_interrupts_time_sleep_quickly():

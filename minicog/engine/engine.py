@@ -336,7 +336,7 @@ class Engine:
 
     # -- runs ------------------------------------------------------------------------------
     def submit(self, prediction_id: str, input: dict, listener: Listener, *,
-               context: Optional[dict] = None, input_files: Optional[list] = None) -> Run:
+               context: Optional[dict] = None, input_files: Optional[list] = None, wait: bool = False) -> Run:
         """Give a run to a free slot and return its :class:`Run` handle.
 
         ``listener.started()`` is called by this method before the request is sent;
@@ -349,6 +349,11 @@ class Engine:
         worker gives the slot back.  *input_files* (``[[name, index or None, path]]``)
         are file inputs the parent already decoded (:mod:`minicog.server.spool`): the
         worker uses those paths instead of fetching the values.
+
+        *wait*: the caller waits for the run next, on its own thread (a sync request),
+        and must call :meth:`Run.wait` (any timeout) at least once.  The slot is then
+        kept from the I/O thread before the request is sent, so the answer never wakes
+        that thread, even when it comes back before the caller starts waiting.
         """
         prediction_id = str(prediction_id)
         # Everything that can fail without a slot is done first, so it reserves nothing.
@@ -396,6 +401,10 @@ class Engine:
             else:
                 frame = head[:-1] + b',"input":' + data + b"}"
             call_listener(listener, "started")
+            if wait:
+                proc.take_slot(run.slot)
+            else:
+                proc.give_slot(run.slot)  # the I/O thread reads what nobody waits for
             channel = proc.slots[run.slot] if run.slot < len(proc.slots) else None
             handed = True  # from here on, a failure is the channel's: the slot is poisoned
             if channel is None:
@@ -425,6 +434,20 @@ class Engine:
         if canceled:
             self._send_cancel(run, first=True)  # cancel() ran before the request was out
         return run
+
+    def full(self) -> bool:
+        """True when the engine is READY and every slot of every ready worker is taken.
+
+        A hint read without the lock (:meth:`submit` decides): it lets a request that
+        will be answered 409 skip building what a run needs, so a flood of them costs
+        little of the CPU the running predictions need.
+        """
+        if self.state != "READY":
+            return False  # submit answers why (503)
+        for seat in self._seats:
+            if seat.state == "READY" and seat.free and not (seat.proc is not None and seat.proc.retiring):
+                return False
+        return True
 
     def _pick_seat(self) -> Optional[_Seat]:
         """(lock held) The ready seat with the most free slots (the first on a tie)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import select
 import signal
@@ -74,6 +75,15 @@ def call_listener(listener: Any, method: str, *args: Any) -> None:
         fn(*args)
     except Exception:
         log.exception("prediction listener %s() raised", method)
+
+
+def _slot_poll(fd: int) -> Any:
+    """A ``select.poll`` object watching *fd* for input (None where there is no poll)."""
+    if not hasattr(select, "poll"):
+        return None
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return poller
 
 
 class _Poller:
@@ -140,8 +150,10 @@ class WorkerProcess:
         self._poll_lock = threading.Lock()
         self._watched: dict[int, tuple[Any, int]] = {}  # fd → (object, index) being polled
         self._gone: set[int] = set()  # indexes whose channel reached EOF
-        self.driven: set[int] = set()  # slots a waiting thread reads itself
+        self.driven: set[int] = set()  # slots the I/O thread leaves to waiting threads (drive())
         self.read_locks: list[threading.Lock] = []  # one per slot: one reader at a time
+        # One poll object per slot for drive(): Connection.poll() builds a selector per call.
+        self._slot_polls: list[Any] = []
 
     @property
     def pid(self) -> Optional[int]:
@@ -168,6 +180,7 @@ class WorkerProcess:
         self.control = protocol.Channel(control_parent, "control")
         self.slots = [protocol.Channel(p, f"slot {i}") for i, (p, _) in enumerate(pairs)]
         self.read_locks = [threading.Lock() for _ in pairs]
+        self._slot_polls = [_slot_poll(p.fileno()) for p, _ in pairs]
         try:
             self.pidfd = os.pidfd_open(self.popen.pid)  # type: ignore[attr-defined]
         except (AttributeError, OSError):
@@ -356,27 +369,37 @@ class WorkerProcess:
                     driven = sorted(self.driven)
                 # A thread driving its run's slot (drive()) reads up to the EOF and lets go:
                 # wait for it, so the run's last frames (the lines printed before os._exit)
-                # are dispatched before the run is failed below.
+                # are dispatched before the run is failed below.  A slot taken for a
+                # waiter that has not started reading yet is drained here, under its lock.
                 for index in driven:
                     lock = self.read_locks[index] if index < len(self.read_locks) else None
                     if lock is not None and lock.acquire(timeout=max(0.0, drain_until - time.monotonic())):
-                        lock.release()
+                        try:
+                            chan = self.slots[index] if index < len(self.slots) else None
+                            if chan is not None and not chan.conn.closed:
+                                self._drain(chan.conn, index, drain_until)
+                        finally:
+                            lock.release()
                 for obj, index in channels:
-                    try:
-                        while time.monotonic() < drain_until and obj.poll():
-                            msg = protocol.recv(obj)
-                            if index == -1:
-                                self._on_control(msg)
-                            else:
-                                self._on_slot(index, msg)
-                    except (EOFError, OSError, protocol.ProtocolError):
-                        pass
+                    self._drain(obj, index, drain_until)
                 owner._worker_exited(self, self._reap())
                 return
             owner._check_deadlines(self)
             if owner._stopping(self) and (self.exited or self.popen.poll() is not None):
                 owner._worker_exited(self, self._reap())
                 return
+
+    def _drain(self, conn: Any, index: int, until: float) -> None:
+        """Dispatch what a dead worker left on one channel (bounded by *until*)."""
+        try:
+            while time.monotonic() < until and conn.poll():
+                msg = protocol.recv(conn)
+                if index == -1:
+                    self._on_control(msg)
+                else:
+                    self._on_slot(index, msg)
+        except (EOFError, OSError, protocol.ProtocolError):
+            pass
 
     def _wanted(self) -> dict[int, tuple[Any, int]]:
         """(owner's lock and poll lock held) fd → (object, index) the I/O thread should watch."""
@@ -410,8 +433,14 @@ class WorkerProcess:
 
     # -- a waiting thread reads its run's slot itself --------------------------------------
     def take_slot(self, index: int) -> Optional[protocol.Channel]:
-        """Stop the I/O thread watching slot *index* (the caller holds its read lock);
-        the slot's channel, or None when it cannot be driven."""
+        """Stop the I/O thread watching slot *index*; the slot's channel, or None when it
+        cannot be driven (no epoll, the slot or the process is gone).
+
+        Called by :meth:`Engine.submit` before a request whose caller will wait for it
+        is sent (then the answer can never wake the I/O thread), and by :meth:`drive`.
+        A slot stays taken after a drive that saw its run end, so back-to-back sync
+        requests change nothing in the poller; :meth:`give_slot` hands it back.
+        """
         if not self._poller.live_changes:
             return None
         with self._poll_lock:
@@ -429,8 +458,10 @@ class WorkerProcess:
         return chan
 
     def give_slot(self, index: int) -> None:
-        """Hand slot *index* back to the I/O thread."""
+        """Hand slot *index* back to the I/O thread (a no-op if it watches it already)."""
         with self._poll_lock:
+            if index not in self.driven:
+                return
             self.driven.discard(index)
             chan = self.slots[index] if index < len(self.slots) else None
             if chan is None or index in self._gone or chan.conn.closed:
@@ -449,7 +480,8 @@ class WorkerProcess:
         The run's messages are decoded and dispatched here instead of on the I/O
         thread: a thread waiting for its run's answer gets it without a hand-off.
         Anything unusual (EOF, a closed channel) ends the drive; the I/O thread
-        then deals with it as usual.
+        then deals with it as usual.  A drive that ends before the run does hands
+        the slot back to the I/O thread.
         """
         lock = self.read_locks[index] if index < len(self.read_locks) else None
         if lock is None or not lock.acquire(timeout=0.05 if timeout is None else max(0.0, min(timeout, 0.05))):
@@ -458,20 +490,26 @@ class WorkerProcess:
             chan = self.take_slot(index)
             if chan is None:
                 return
+            poller = self._slot_polls[index] if index < len(self._slot_polls) else None
             try:
                 deadline = None if timeout is None else time.monotonic() + timeout
                 while not is_done():
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         return
-                    if not chan.conn.poll(left):
+                    if poller is not None:
+                        # Milliseconds, rounded up so a short wait never becomes a busy poll.
+                        if not poller.poll(None if left is None else math.ceil(left * 1000)):
+                            return
+                    elif not chan.conn.poll(left):
                         return
                     msg = protocol.recv(chan.conn)
                     self._on_slot(index, msg)
             except (EOFError, OSError, ValueError, protocol.ProtocolError):
                 return
             finally:
-                self.give_slot(index)
+                if not is_done():
+                    self.give_slot(index)
         finally:
             lock.release()
 

@@ -116,6 +116,17 @@ class Pool:
             self._seq += 1
             threading.Thread(target=self._run, name=f"{self.name}-{self._seq}", daemon=True).start()
 
+    def may_linger(self) -> bool:
+        """True on a pool thread (not detached) while no job waits and a thread is to spare:
+        the caller may keep this thread a moment for its connection's next request."""
+        if getattr(self._local, "detached", True):
+            return False
+        return not self._jobs and (self._idle > 0 or self._threads < self.size)
+
+    def queued(self) -> bool:
+        """True while jobs wait for a thread."""
+        return bool(self._jobs)
+
     def detach(self) -> None:
         """The calling pool thread leaves the pool (for a long-lived job); it ends with its job."""
         if getattr(self._local, "detached", True):
@@ -546,6 +557,7 @@ class ConnectionServer:
         self._stopped.set()
         self._listening_paused_until = 0.0
         self._closed = False
+        self._local = threading.local()  # .linger: the connection this pool thread keeps
 
     # ---------------------------------------------------------------- public
     @property
@@ -612,6 +624,13 @@ class ConnectionServer:
             conn.mode = "busy"
             self.pool.submit(lambda: self._run_handler(conn))  # pipelined: the next one is here
             return
+        if not leftover and self.settings.keepalive_linger > 0 and self.pool.may_linger():
+            self._local.linger = conn  # the job's loop waits for the next request (_next_request)
+            return
+        self._to_selector(conn)
+
+    def _to_selector(self, conn: Connection) -> None:
+        """The selector reads *conn*'s next request (what is buffered is kept)."""
         try:
             # Before the mode says "read": from then on the selector may take the connection
             # and hand it to another job, whose socket timeout this must not undo.
@@ -746,20 +765,57 @@ class ConnectionServer:
         # Any other mode: a job owns the connection; the one-shot event is simply dropped.
 
     def _run_handler(self, conn: Connection) -> None:
-        try:
-            conn.sock.settimeout(self.settings.read_timeout)
-            self._handle(conn)
-        except Exception:
-            log.exception("error on the connection from %s", conn.address)
-            self._close_from_job(conn)
+        self._run_job(conn, lambda: self._handle(conn), "error on the connection from %s")
 
     def _run_waiter(self, conn: Connection, on_done: Callable[[], None]) -> None:
+        self._run_job(conn, on_done, "error answering on the connection from %s")
+
+    def _run_job(self, conn: Connection, job: Callable[[], None], failure: str) -> None:
+        """Run *job* on this pool thread, then the connection's next requests while they
+        come back within ``Settings.keepalive_linger`` (see :meth:`done`)."""
+        while True:
+            self._local.linger = None
+            try:
+                conn.sock.settimeout(self.settings.read_timeout)
+                job()
+            except Exception:
+                log.exception(failure, conn.address)
+                self._close_from_job(conn)
+                return
+            if self._local.linger is not conn or not self._next_request(conn):
+                return
+            job, failure = (lambda: self._handle(conn)), "error on the connection from %s"
+
+    def _next_request(self, conn: Connection) -> bool:
+        """Wait up to ``Settings.keepalive_linger`` for *conn*'s next request on this thread.
+
+        True when it is buffered and this thread answers it; otherwise the connection
+        went to the selector (nothing came, or only part of a request), to the back of
+        the pool's queue (other requests wait for a thread: they go first), or was closed.
+        """
+        self._local.linger = None
         try:
-            conn.sock.settimeout(self.settings.read_timeout)
-            on_done()
-        except Exception:
-            log.exception("error answering on the connection from %s", conn.address)
+            conn.sock.settimeout(self.settings.keepalive_linger)
+            data: Optional[bytes] = conn.sock.recv(_RECV_BYTES)
+        except (TimeoutError, BlockingIOError, InterruptedError):
+            data = None
+        except OSError:
             self._close_from_job(conn)
+            return False
+        if data == b"":
+            self._close_from_job(conn)  # the client closed its end
+            return False
+        if data:
+            conn.buf += data
+            conn.deadline = time.monotonic() + self.settings.header_timeout  # a request has begun
+            if request_ready(conn, self.settings):
+                if self.pool.queued() or self._stop.is_set():
+                    conn.mode = "busy"
+                    self.pool.submit(lambda: self._run_handler(conn))
+                    return False
+                return True
+        self._to_selector(conn)
+        return False
 
     def _take_incoming(self) -> None:
         while self._incoming:

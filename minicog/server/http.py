@@ -60,6 +60,7 @@ owns state; this module only speaks HTTP.  The app's methods are listed in
 from __future__ import annotations
 
 import collections
+import email.utils
 import http.server
 import json
 import logging
@@ -95,6 +96,28 @@ _SSE_BATCH_EVENTS = 4096
 # Header lines per request (http.server's own limit).
 _MAX_HEADERS = 100
 _SSE_CHUNK_BYTES = 64 * 1024
+# Status lines by code, and the Date header of the current second: http.server formats
+# both for every response, which cost more than the rest of a null prediction's answer.
+_STATUS_LINES: dict[int, bytes] = {}
+_date_line: tuple[int, bytes] = (0, b"")
+
+
+def _status_line(code: int) -> bytes:
+    line = _STATUS_LINES.get(code)
+    if line is None:
+        reason = http.server.BaseHTTPRequestHandler.responses.get(code, ("",))[0]
+        line = _STATUS_LINES[code] = f"HTTP/1.1 {code} {reason}\r\n".encode("latin-1")
+    return line
+
+
+def _date_header() -> bytes:
+    """``Date: ...`` (RFC 7231, what ``date_time_string`` gives), made once a second."""
+    global _date_line
+    second = int(time.time())
+    cached = _date_line  # one read: another thread may replace it meanwhile
+    if cached[0] != second:
+        cached = _date_line = (second, f"Date: {email.utils.formatdate(second, usegmt=True)}\r\n".encode("latin-1"))
+    return cached[1]
 
 
 class BodyShapeError(RequestError):
@@ -339,7 +362,8 @@ class App(Protocol):
     def find(self, prediction_id: str) -> Any:
         """The record in flight or finished and still retained with this id, or None."""
     def create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str], put: bool,
-               deadline: Optional[float] = None, since: Optional[float] = None) -> tuple[Any, bool]:
+               deadline: Optional[float] = None, since: Optional[float] = None,
+               wait: bool = False) -> tuple[Any, bool]:
         """The new record (created=True, with a reference held for the caller to release) or the one in flight."""
     def cancel(self, prediction_id: str) -> bool: ...
 
@@ -500,6 +524,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._responded = False
         self._peek_ok = True
         self._parked = False
+        self._server_header = f"Server: {self.version_string()}\r\n".encode("latin-1")
         # Held by the thread answering a request and by the thread that resumes it after a
         # park.  A park can be ended (a slot frees, the prediction ends) before the parking
         # thread has left run(): without the lock both threads touched this handler at once
@@ -659,24 +684,31 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._send_body(status, body, "application/json", headers)
 
     def _send_body(self, status: int, body: Body, content_type: str, headers: Optional[dict[str, str]] = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(body.length))
+        # The head http.server's send_response/send_header would write (status line, Server,
+        # Date, then ours, with its handling of a Connection header), built directly.
+        self.log_request(status)
+        head = [_status_line(status), self._server_header, _date_header(),
+                f"Content-Type: {content_type}\r\nContent-Length: {body.length}\r\n".encode("latin-1")]
         for k, v in (headers or {}).items():
-            self.send_header(k, v)
+            head.append(f"{k}: {v}\r\n".encode("latin-1", "strict"))
+            if k.lower() == "connection":
+                if v.lower() == "close":
+                    self.close_connection = True
+                elif v.lower() == "keep-alive":
+                    self.close_connection = False
         if self.close_connection and not (headers and "Connection" in headers):
-            self.send_header("Connection", "close")
+            head.append(b"Connection: close\r\n")
+        head.append(b"\r\n")
         self._responded = True
         if self.command == "HEAD":
-            self.end_headers()
+            self.wfile.write(b"".join(head))
             return
         if not body.has_files and body.length <= 65536:
             # Headers and a small body in one send (see disable_nagle_algorithm).
-            self._headers_buffer.append(b"\r\n")
-            self._headers_buffer.extend(body.parts)
-            self.flush_headers()
+            head.extend(body.parts)
+            self.wfile.write(b"".join(head))
             return
-        self.end_headers()
+        self.wfile.write(b"".join(head))
         try:
             for chunk in body.chunks():
                 self.wfile.write(chunk)
@@ -888,8 +920,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self._arrived is None:
             self._arrived = time.monotonic()  # a deadline counts from the request, not from a retry
         try:
+            # A sync answer is waited for by this thread (_respond_sync), which then reads
+            # the run's answer itself.
             pred, created = app.create(kind, req, sse=sse, headers=forwarded, put=url_id is not None,
-                                       deadline=deadline, since=self._arrived)
+                                       deadline=deadline, since=self._arrived,
+                                       wait=not sse and "respond-async" not in prefer)
         except AtCapacity:
             if self._wait_for_slot(params, body):
                 return
@@ -1015,7 +1050,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         budget = server.settings.sync_inline_wait
         if wait is not None:
             budget = min(budget, wait)
-        if budget > 0 and pred.wait(budget):
+        # Waited for even with no budget: a record created for a sync answer expects it
+        # (see Engine.submit's *wait*), and one that is already over is answered now.
+        if pred.wait(max(0.0, budget)):
             try:
                 self._send_json(200, pred.snapshot())
             except (ConnectionError, TimeoutError, socket.timeout):

@@ -66,7 +66,7 @@ import time
 from typing import Any, Callable, Optional
 
 from minicog.engine.rules import TERMINAL_STATUSES, merge_metric, shape_output
-from minicog.engine.run import Run
+from minicog.engine.run import Latch, Run
 from minicog.server.outputs import FileOutput
 from minicog.server.sse import EventStream
 from minicog.settings import Settings
@@ -81,6 +81,19 @@ _PENDING = object()  # an output item whose upload has not finished
 def utc_now() -> str:
     """The current time as ISO 8601 UTC with microseconds (``2024-05-01T12:00:00.123456+00:00``)."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def _copy_json(value: Any) -> Any:
+    """A copy of a JSON value (dicts and lists copied, the rest shared: immutable).
+
+    Metrics hold only JSON values; ``copy.deepcopy`` of them cost several times more
+    (its memo), twice per prediction.
+    """
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]
+    return value
 
 
 def _plain_strings(value: Any) -> Any:
@@ -117,7 +130,7 @@ class Prediction:
         self.cancel_on_disconnect = False
 
         self._lock = threading.Lock()
-        self._done = threading.Event()
+        self._done = Latch()
         self._callbacks: list[Callable[["Prediction"], None]] = []
         self.status = "starting"
         self.created_at = utc_now()
@@ -210,7 +223,7 @@ class Prediction:
 
     def _snapshot(self, with_input: bool = False) -> dict:
         snap: dict[str, Any] = {"id": self.id, "status": self.status, "logs": self._logs_joined(),
-                                "metrics": copy.deepcopy(self.metrics)}
+                                "metrics": _copy_json(self.metrics)}
         if self.is_terminal:
             if self._has_output:
                 snap["output"] = self._output

@@ -74,6 +74,7 @@ import logging
 import os
 import platform
 import signal
+import sys
 import threading
 import time
 from typing import Any, Optional
@@ -81,7 +82,7 @@ from typing import Any, Optional
 from minicog._version import COG_VERSION, __version__
 from minicog.console import JSONFormatter, configure_logging
 from minicog.engine import DuplicateRun, Engine, plan
-from minicog.errors import ServiceUnavailable, InputValidationError
+from minicog.errors import AtCapacity, InputValidationError, ServiceUnavailable
 from minicog.server.http import HTTPServer, PredictionRequest
 from minicog.server.deadlines import format_duration
 from minicog.server.metrics import Metrics
@@ -514,7 +515,7 @@ class Service:
 
     def create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str],
                put: bool = False, deadline: Optional[float] = None,
-               since: Optional[float] = None) -> tuple[Prediction, bool]:
+               since: Optional[float] = None, wait: bool = False) -> tuple[Prediction, bool]:
         """Start a prediction, or return the one in flight with the same id (created=False).
 
         A new record comes with one reference (:meth:`Prediction.retain`) taken for
@@ -529,16 +530,20 @@ class Service:
         *since* (the request's arrival, ``time.monotonic()``; default now: a request that
         waited for a slot counts from its arrival) after which the prediction is
         canceled, or not started if it is not running yet.
+
+        *wait*: the caller calls :meth:`Prediction.wait` on a new record next (a sync
+        request; see :meth:`Engine.submit`).
         """
         spooled = getattr(req, "spooled", None) or []
         if not spooled:
-            return self._create(kind, req, sse=sse, headers=headers, put=put, deadline=deadline, since=since)
+            return self._create(kind, req, sse=sse, headers=headers, put=put, deadline=deadline, since=since,
+                                wait=wait)
         from minicog.server import spool
 
         try:
             self._unspool_non_file_inputs(kind, req)
             pred, created = self._create(kind, req, sse=sse, headers=headers, put=put, deadline=deadline,
-                                         since=since)
+                                         since=since, wait=wait)
         except BaseException:
             spool.release(spooled)
             raise
@@ -571,7 +576,7 @@ class Service:
 
     def _create(self, kind: str, req: PredictionRequest, *, sse: bool, headers: dict[str, str],
                 put: bool = False, deadline: Optional[float] = None,
-                since: Optional[float] = None) -> tuple[Prediction, bool]:
+                since: Optional[float] = None, wait: bool = False) -> tuple[Prediction, bool]:
         accepted = time.monotonic() if since is None else since
         if deadline is None:
             deadline = self.settings.default_deadline
@@ -593,6 +598,11 @@ class Service:
             raise InputValidationError(result.errors)
         if self._draining:
             raise ServiceUnavailable(_DRAINING_MESSAGE)
+        if self.engine.full() and (deadline is None or time.monotonic() < accepted + deadline):
+            # Every slot busy: 409 now (after validation, as Cog orders them), before the
+            # record, its webhook sender and the worker's frame are built for nothing.
+            # (A request already past its deadline still ends as a canceled record.)
+            raise AtCapacity()
         pid = req.id or self._new_id()
         s = self.settings
         events = None
@@ -628,7 +638,7 @@ class Service:
 
                 pred.spooled = spool.spooled_in(value)  # deleted with the record (_on_release)
                 files = spool.input_files(value)
-            pred.attach(self.engine.submit(pid, value, pred, context=req.context,
+            pred.attach(self.engine.submit(pid, value, pred, context=req.context, wait=wait,
                                            **({"input_files": files} if files else {})))
         except DuplicateRun as exc:
             # Another request started this id meanwhile (two racing PUTs): answer with that one.
@@ -701,6 +711,8 @@ def serve(ref: Optional[str] = None, *, host: Optional[str] = None, port: Option
     """Serve until shut down; returns the process exit code (see docs/architecture.rst)."""
     settings = settings if settings is not None else Settings.from_env()
     configure_logging(log_format, settings.log_level)
+    if settings.gil_switch_interval > 0:
+        sys.setswitchinterval(settings.gil_switch_interval)  # this process is the server's alone
     service = Service(ref, settings=settings, host=host, port=port, upload_url=upload_url, mode=mode,
                       max_concurrency=max_concurrency, await_explicit_shutdown=await_explicit_shutdown,
                       cwd=cwd, env=env, orchestrator=orchestrator, workers=workers, gpus=gpus)

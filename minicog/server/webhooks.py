@@ -91,8 +91,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import collections
 import errno
+import functools
 import hashlib
 import hmac
 import http.client
@@ -111,6 +111,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 from minicog._version import __version__
 from minicog.console import redact_text, redact_url
+from minicog.engine.run import Latch
 from minicog.server.outputs import Body, render_json
 from minicog.server.timers import TimerPool
 from minicog.settings import Settings
@@ -168,6 +169,16 @@ class Signer:
         for chunk in chunks:
             mac.update(chunk)
         return "v1," + base64.b64encode(mac.digest()).decode("ascii")
+
+
+_NO_HEADERS: dict[str, str] = {}
+_EVENT_SETS: dict[frozenset, frozenset] = {}
+
+
+def _event_set(events: Iterable[str]) -> frozenset:
+    """One shared frozenset per distinct filter (there are few): not one per sender."""
+    key = frozenset(events)
+    return _EVENT_SETS.setdefault(key, key) if len(_EVENT_SETS) < 64 else key
 
 
 def new_webhook_id() -> str:
@@ -492,20 +503,32 @@ class _Item:
 
 # ----------------------------------------------------------------------- sender
 class WebhookSender:
-    """Queues and delivers the webhooks of one prediction (see the module docstring)."""
+    """Queues and delivers the webhooks of one prediction (see the module docstring).
+
+    Thousands may wait for a retry at once (a receiver that is down), so a sender is
+    kept small: slots, one lock, a :class:`~minicog.engine.run.Latch` rather than an
+    Event, shared event filters, and once its terminal body is rendered or in the
+    outbox it no longer holds the prediction.
+    """
+
+    __slots__ = ("url", "prediction_id", "events", "_dispatcher", "_settings", "_headers", "_on_finished", "_lock",
+                 "_queue", "_last_sent", "_scheduled", "_terminal_queued", "webhook_id", "durable",
+                 "terminal_delivered", "_finished", "_unstaged", "_stage_lock")
 
     def __init__(self, dispatcher: "WebhookDispatcher", url: str, prediction_id: str, *,
                  events_filter: Optional[Iterable[str]] = None, headers: Optional[dict[str, str]] = None,
                  on_finished: Optional[Callable[[], None]] = None):
         self.url = url
         self.prediction_id = prediction_id
-        self.events = frozenset(EVENTS if events_filter is None else events_filter)
+        self.events = _event_set(EVENTS if events_filter is None else events_filter)
         self._dispatcher = dispatcher
         self._settings = dispatcher.settings
-        self._headers = dict(headers or {})
+        self._headers = dict(headers) if headers else _NO_HEADERS  # never mutated
         self._on_finished = on_finished
-        self._cond = threading.Condition(threading.Lock())
-        self._queue: collections.deque[_Item] = collections.deque()
+        self._lock = threading.Lock()  # the queue and the flags below
+        # A list, not a deque: it holds one or two items nearly always, and an empty deque
+        # costs a 500-byte block.
+        self._queue: list[_Item] = []
         self._last_sent: Optional[float] = None
         self._scheduled = False  # a delivery step is in the pool's heap or running
         self._terminal_queued = False
@@ -514,9 +537,10 @@ class WebhookSender:
         #: True once the terminal webhook is in the outbox (it survives a crash).
         self.durable = False
         self.terminal_delivered: Optional[bool] = None  # None until the terminal send finished
-        self._finished = threading.Event()
+        self._finished = Latch()
         self._unstaged: Optional[_Item] = None  # the terminal item, until written to the outbox
-        self._stage_lock = threading.Lock()
+        # Only the outbox stages a terminal item (see wait_durable).
+        self._stage_lock = threading.Lock() if dispatcher.settings.webhook_outbox else None
 
     def send(self, event: str, payload: Any) -> bool:
         """Queue *payload* for *event*; False if filtered or throttled.
@@ -531,7 +555,7 @@ class WebhookSender:
             # Nothing to deliver, but the sender is finished (its reference is released).
             self.close()
             return False
-        with self._cond:
+        with self._lock:
             if self._terminal_queued or event not in self.events:
                 queued = False
             elif not terminal and event in ("start", "logs") and self._last_sent is not None \
@@ -544,11 +568,11 @@ class WebhookSender:
                     self._terminal_queued = True
                     self.webhook_id = item.webhook_id
                     # Superseded by the terminal snapshot; "start" is kept, receivers count on it.
-                    self._queue = collections.deque(i for i in self._queue if i.event == "start")
+                    self._queue[:] = [i for i in self._queue if i.event == "start"]
                 else:
                     self._last_sent = time.monotonic()
-                    while len(self._queue) >= self._settings.webhook_queue_limit:
-                        self._queue.popleft()
+                    if len(self._queue) >= self._settings.webhook_queue_limit:
+                        del self._queue[:len(self._queue) - self._settings.webhook_queue_limit + 1]
                     self._enqueue(item)
         if not queued:
             return False
@@ -558,7 +582,7 @@ class WebhookSender:
                 self._unstaged = item
                 self._dispatcher.writers.call_soon(self.wait_durable)
             else:
-                with self._cond:
+                with self._lock:
                     self._enqueue(item)
         return True
 
@@ -592,12 +616,12 @@ class WebhookSender:
             self._release_record()  # the body is on disk: the prediction's files are no longer needed
             self._dispatcher._sync_then_send(self, item)
         else:
-            with self._cond:
+            with self._lock:
                 self._enqueue(item)
 
     def close(self) -> None:
         """The prediction ended without a terminal send (e.g. filtered): release at once."""
-        with self._cond:
+        with self._lock:
             first = not self._terminal_queued
             self._terminal_queued = True
         if first:
@@ -617,11 +641,11 @@ class WebhookSender:
                 self._scheduled = False
 
     def _step(self) -> None:
-        with self._cond:
+        with self._lock:
             if not self._queue:
                 self._scheduled = False
                 return
-            item = self._queue.popleft()
+            item = self._queue.pop(0)
         if item.terminal:
             self._attempt_terminal(item)
             return
@@ -634,12 +658,12 @@ class WebhookSender:
             self._dispatcher._count(item.event, False)
             log.warning("webhook %s for prediction %s failed: %s", item.event, self.prediction_id,
                         redact_text(exc, self.url))
-        with self._cond:
+        with self._lock:
             if not self._queue:
                 self._scheduled = False
                 return
         if not self._dispatcher.pool.call_soon(self._step):
-            with self._cond:
+            with self._lock:
                 self._scheduled = False
 
     def _attempt_terminal(self, item: _Item) -> None:
@@ -684,7 +708,7 @@ class WebhookSender:
             return
         delay = s.webhook_backoff_base * 2 ** min(item.attempt, s.webhook_backoff_max_exponent)
         # A retry waits in the pool's heap, not in a sleeping thread.
-        self._dispatcher.pool.call_at(time.monotonic() + delay, lambda: self._attempt_terminal(item))
+        self._dispatcher.pool.call_at(time.monotonic() + delay, functools.partial(self._attempt_terminal, item))
 
     def _done(self, item: _Item, delivered: bool) -> None:
         if item.entry is not None:
@@ -834,7 +858,7 @@ class WebhookDispatcher:
             sender.webhook_id = item.webhook_id
             sender.durable = True
             self._pending_add(sender)
-            with sender._cond:
+            with sender._lock:
                 sender._enqueue(item)
         if entries:
             log.info("webhook outbox %s: redelivering %d terminal webhook(s) left by a previous run",
@@ -875,7 +899,7 @@ class WebhookDispatcher:
                 log.error("webhook outbox %s: fsync failed (%s); %d webhook(s) may not survive a power loss",
                           self.settings.webhook_outbox, exc, len(batch))
             for sender, item in batch:
-                with sender._cond:
+                with sender._lock:
                     sender._enqueue(item)
 
     def outbox_done(self, entry: OutboxEntry) -> None:

@@ -11,9 +11,14 @@ bookkeeping (sending frames, cleaning up) is never interrupted; blocking calls
 such as ``time.sleep`` are interrupted at once (PEP 475 retries the call only
 if the handler returns normally).
 
-Inside the guard, minicog code that must not be torn (a log write that sends a
-frame, a metric) runs in :meth:`critical`: a signal arriving then is deferred
-and raised when the critical section ends, still inside user code.  A cancel
+Inside the guard, minicog code that must not be torn runs in :meth:`critical`:
+a signal arriving then is deferred and raised when the critical section ends,
+still inside user code.  Every call from user code into minicog (a write to
+``sys.stdout``, a metric) is critical from its first line, not only around the
+send: an exception raised between a lock's acquire and its ``with`` block (which
+can happen inside a lock whose ``__enter__`` is Python code, such as
+``threading.Condition``) would leave the lock held, and the next print would wait
+for it forever.  A cancel
 that arrives while the main thread is outside the guard (between two
 generator items, say) is raised when the guard is next entered — for a
 generator, by throwing it into the generator so the model's handler runs.
@@ -61,6 +66,7 @@ class CancelGuard:
         self._taken: Optional[str] = None  # the prediction a CancelationException was raised for
         self._resignaling: set[str] = set()  # predictions a _resignal thread watches
         self._lock = threading.Lock()
+        self._section = _Critical(self)
 
     def install(self) -> None:
         """Set the SIGUSR1 handler (call on the main thread)."""
@@ -157,18 +163,35 @@ class CancelGuard:
             self._active = None
             self._deferred = False
 
-    @contextlib.contextmanager
-    def critical(self) -> Iterator[None]:
-        """A region of minicog code the cancel signal must not tear (main thread only)."""
-        if threading.get_ident() != self._main:
-            yield
+    def critical(self) -> "_Critical":
+        """A region of minicog code the cancel signal must not tear (main thread only;
+        re-entrant).  A plain object rather than a generator: it runs on every print."""
+        return self._section
+
+
+class _Critical:
+    """The context manager :meth:`CancelGuard.critical` returns.
+
+    A signal that arrives before ``__enter__`` has counted raises before anything was
+    acquired; one that arrives after ``__exit__`` uncounted raises after everything
+    was released; in between the handler only defers it."""
+
+    __slots__ = ("_guard",)
+
+    def __init__(self, guard: CancelGuard) -> None:
+        self._guard = guard
+
+    def __enter__(self) -> None:
+        guard = self._guard
+        if threading.get_ident() == guard._main:
+            guard._critical += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        guard = self._guard
+        if threading.get_ident() != guard._main:
             return
-        self._critical += 1
-        try:
-            yield
-        finally:
-            self._critical -= 1
-            if not self._critical and self._deferred:
-                self._deferred = False
-                if self._should_raise():
-                    self._raise()
+        guard._critical -= 1
+        if not guard._critical and guard._deferred:
+            guard._deferred = False
+            if guard._should_raise():
+                guard._raise()

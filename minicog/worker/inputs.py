@@ -26,6 +26,7 @@ when the prediction ends, whatever the outcome; open files are closed first.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import json
@@ -37,6 +38,8 @@ __all__ = ["InputError", "Prepared", "prepare", "read_input_message"]
 
 #: Parallel downloads per prediction (Cog uses 8).
 _FETCH_WORKERS = 8
+#: Seconds between two checks for a cancel while a sync prediction's downloads run.
+_CANCEL_POLL = 0.05
 
 
 class InputError(Exception):
@@ -137,12 +140,14 @@ def _parameters(fn: Callable) -> tuple[Any, bool]:
 
 def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Optional[str], *,
             timeout: float, max_bytes: int, user_agent: Optional[str],
-            local_files: Optional[list] = None) -> Prepared:
+            local_files: Optional[list] = None, critical: Callable[[], Any] = contextlib.nullcontext) -> Prepared:
     """Build the call's kwargs from the validated JSON input *raw*; see the module docstring.
 
     *local_files* (``[[name, index or None, path]]``, the ``input_files`` of the
     predict message) are file inputs the parent already decoded: their paths are
-    used as they are, nothing is fetched for them.
+    used as they are, nothing is fetched for them.  *critical* is the cancel guard's
+    (:mod:`.cancel`): downloads are started and waited for in its critical sections,
+    so a cancel raises between two short waits, never inside a future's lock.
     """
     from minicog.sdk.inputs import FieldInfo
     from minicog.sdk.types import Path, Secret
@@ -200,12 +205,13 @@ def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Opt
         def one(url: str) -> str:
             return files.fetch(url, inputs_dir, timeout=timeout, max_bytes=max_bytes, user_agent=user_agent)
 
-        pool = concurrent.futures.ThreadPoolExecutor(min(_FETCH_WORKERS, len(downloads)), thread_name_prefix="minicog-fetch")
-        try:
+        with critical():
+            pool = concurrent.futures.ThreadPoolExecutor(min(_FETCH_WORKERS, len(downloads)), thread_name_prefix="minicog-fetch")
             futures = [pool.submit(one, url) for (_n, _i, url, _k) in downloads]
+        try:
             for (name, index, _url, kind), fut in zip(downloads, futures):
                 try:
-                    path = fut.result()
+                    path = _result(fut, critical)
                 except Exception as exc:
                     msg = str(exc) or type(exc).__name__
                     raise InputError(f"{name}: {msg}") from None
@@ -220,9 +226,20 @@ def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Opt
                     kwargs[name] = list(kwargs[name])
                     kwargs[name][index] = obj
         except BaseException:
-            for fut in futures:
-                fut.cancel()
+            with critical():
+                for fut in futures:
+                    fut.cancel()
             raise
         finally:
-            pool.shutdown(wait=False)
+            with critical():
+                pool.shutdown(wait=False)
     return prepared
+
+
+def _result(fut: "concurrent.futures.Future[str]", critical: Callable[[], Any]) -> str:
+    """*fut*'s result, waited for in short critical slices (a cancel raises between them)."""
+    while True:
+        with critical():
+            if fut.done():
+                return fut.result()
+            concurrent.futures.wait((fut,), timeout=_CANCEL_POLL)

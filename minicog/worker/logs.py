@@ -333,14 +333,17 @@ class LogRouter:
         return self.control
 
     def write(self, source: str, text: str) -> None:
-        # current(), inlined: this runs twice per print() of the model.
-        owner = self._sync_owner
-        if owner is None or owner.closed:
-            owner = self._ctx.get()
+        # Called from user code: critical throughout, so a cancel cannot leave a lock
+        # held (see minicog.worker.cancel).
+        with self.critical():
+            # current(), inlined: this runs twice per print() of the model.
+            owner = self._sync_owner
             if owner is None or owner.closed:
-                owner = self.control
-        if not owner.write(source, text):
-            self.control.write(source, text)
+                owner = self._ctx.get()
+                if owner is None or owner.closed:
+                    owner = self.control
+            if not owner.write(source, text):
+                self.control.write(source, text)
 
     def flush_all(self, timeout: float = 2.0) -> None:
         """Send every owner's batched and partial lines (the process is about to exit).

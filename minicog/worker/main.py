@@ -586,8 +586,9 @@ class Worker:
         owner = self.router.open(lambda source, data: self._slot_log(channel, source, data), job.id)
 
         def emit(name: str, value: Any, mode: str) -> None:
-            owner.flush_lines()  # lines printed before the metric arrive before it
+            # Called from user code: critical throughout, locks included (see .cancel).
             with self.guard.critical():
+                owner.flush_lines()  # lines printed before the metric arrive before it
                 channel.send({"type": "metric", "name": name, "value": value, "mode": mode})
 
         context = job.msg.get("context") or {}
@@ -638,6 +639,7 @@ class Worker:
         self.busy.discard(job.slot)
         try:
             job.channel.send(outcome)
+            job.channel.release()  # what a sync prediction held since its model returned
         except (OSError, ValueError) as exc:
             self.worker_log("error", f"slot {job.slot} poisoned: cannot send the result of {job.id}: {exc}")
             self.poisoned.add(job.slot)
@@ -649,7 +651,7 @@ class Worker:
         s = self.settings
         return prepare(self.loaded.fn, raw, self.specs, job.subdir("inputs"),
                        timeout=s.download_timeout, max_bytes=s.max_download_bytes, user_agent=s.user_agent,
-                       local_files=job.msg.get("input_files"))
+                       local_files=job.msg.get("input_files"), critical=self.guard.critical)
 
     def _sender(self, job: _Job) -> Any:
         from .outputs import OutputSender
@@ -669,6 +671,9 @@ class Worker:
         copy is then already queued behind the request, so it is read here before the
         prediction starts.  A copy read for a prediction that ended is stale: ignored.
         """
+        # A poll object made once: Connection.poll() builds a selector on every call.
+        pending = select.poll()
+        pending.register(chan.fileno(), select.POLLIN)
         while True:
             try:
                 msg = chan.recv()
@@ -686,7 +691,7 @@ class Worker:
             self.busy.add(0)
             self.guard.register(job.id)
             try:
-                while chan.conn.poll(0):  # a cancel copy already behind the request
+                while pending.poll(0):  # a cancel copy already behind the request
                     early = chan.recv()
                     if early.get("type") == "cancel":
                         self._cancel(str(early.get("id")))
@@ -731,10 +736,12 @@ class Worker:
                     self._iterate_sync(job, result, sender)
                     is_stream = True
                 elif isinstance(result, (list, tuple)):
+                    job.channel.hold()  # released with the terminal message (_finish)
                     for item in result:
                         sender.send(item)
                     is_stream = True
                 else:
+                    job.channel.hold()  # released with the terminal message (_finish)
                     if result is not None:
                         sender.send(result)
                     is_stream = False
