@@ -210,10 +210,7 @@ class LogOwner:
             self._send_batch()
         elif not self._scheduled:
             self._scheduled = True
-            # Condition.__enter__ is Python code: a cancel raised just after it took the
-            # flusher's lock would leave that lock held, and the next line would hang.
-            with self._critical():
-                self._flusher.schedule(self)
+            self._flusher.schedule(self)
 
     def _send_batch(self) -> None:
         batch = self._batch
