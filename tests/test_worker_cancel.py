@@ -228,7 +228,7 @@ def test_cancel_never_tears_minicogs_own_sends(big):
         for i in range(15):
             rec = Recorder()
             orch.submit(f"c{i}", {"big": big}, rec)
-            assert rec.first_log.wait(10)
+            assert rec.first_log.wait(10), f"prediction {i} never logged: {rec.events[-3:]}"
             orch.cancel(f"c{i}")
             assert rec.wait(10) == ("canceled",), rec.events[-3:]
             assert orch.pid == pid and orch.state == "READY"
