@@ -150,7 +150,14 @@ class Body:
         return any(isinstance(p, FileOutput) for p in self.parts)
 
 
+#: Types that never hold a file, checked by identity first: most of an answer's values
+#: are these, and two isinstance checks per value cost more than the whole lookup.
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
 def _has_files(value: Any) -> bool:
+    if type(value) in _LEAVES:
+        return False
     if isinstance(value, (FileOutput, DataURIInput)):
         return True
     if isinstance(value, dict):

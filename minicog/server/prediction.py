@@ -440,7 +440,8 @@ class Prediction:
             self.error = error if status == "failed" else None
             self.completed_at = utc_now()
             self.metrics["predict_time"] = time.monotonic() - self._t0
-            snap = self._snapshot()
+            # Built only for its readers: a plain sync answer takes its own snapshot.
+            snap = self._snapshot() if self.events is not None or self.webhook is not None else None
             if self.events is not None:
                 self.events.publish("completed", snap)
                 self.events.close()
