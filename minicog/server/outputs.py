@@ -33,7 +33,6 @@ output keeps the order the model produced (coglet returns completion order).
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import os
 import re
 import secrets
@@ -41,6 +40,7 @@ import threading
 from typing import Any, Callable, Iterator, Optional, Union
 
 from minicog import files
+from minicog.encoding import COMPACT_JSON
 from minicog.errors import OutputError
 
 __all__ = ["FileOutput", "DataURIInput", "Body", "render_json", "to_plain", "Uploader", "dumps"]
@@ -48,7 +48,7 @@ __all__ = ["FileOutput", "DataURIInput", "Body", "render_json", "to_plain", "Upl
 
 def dumps(value: Any) -> str:
     """Compact JSON, non-ASCII kept (the wire format of every body minicog sends)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return COMPACT_JSON.encode(value)
 
 
 class FileOutput:

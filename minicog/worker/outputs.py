@@ -24,11 +24,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Optional
 
-# At module level, not in send(): ``from package import module`` inside a function
-# runs importlib's _handle_fromlist on every call (~5 us per output item), and this
-# module is itself imported only when the first prediction starts.
-from minicog import encoding, files, protocol
-from minicog.errors import OutputError
+from minicog import protocol
 
 __all__ = ["OutputSender"]
 
@@ -51,6 +47,9 @@ class OutputSender:
 
     def send(self, item: Any) -> None:
         """Send one output item (see the module docstring)."""
+        from minicog import encoding, files
+        from minicog.errors import OutputError
+
         index = self.index
         if self.before_send is not None:
             self.before_send()
