@@ -10,8 +10,8 @@ holds that client code and the measurement helpers:
   a worker subprocess, so every figure sums the whole tree;
 * HTTP clients: a closed-loop request generator with N threads and one
   keep-alive connection per thread (:func:`run_load`, on raw sockets: see
-  :class:`RawConnection`), and, built on ``http.client``, an SSE reader
-  (:func:`stream_sse`), a large-response reader that never keeps the body
+  :class:`RawConnection`), an SSE reader on the same raw sockets
+  (:func:`stream_sse`), and, built on ``http.client``, a large-response reader that never keeps the body
   (:func:`fetch_large`) and a readiness poller (:func:`wait_ready`).
 
 Design choices and their trade-offs:
@@ -270,9 +270,8 @@ class RawConnection:
             raise ConnectionResetError("the server closed the connection")
         self._buf += data
 
-    def exchange(self, request: bytes) -> tuple[int, bool, bytes]:
-        """Send *request*; return (status code, whether the server closes, body)."""
-        self.sock.sendall(request)
+    def read_head(self) -> tuple[int, bool, dict[str, str]]:
+        """Read one answer's head: (status code, whether the server closes, headers by lower-case name)."""
         while True:
             end = self._buf.find(b"\r\n\r\n")
             if end >= 0:
@@ -281,26 +280,68 @@ class RawConnection:
                 raise ResponseError("response head too long")
             self._fill()
         head = bytes(self._buf[:end]).decode("latin-1").split("\r\n")
+        del self._buf[:end + 4]
         parts = head[0].split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
             raise ResponseError(f"bad status line {head[0][:100]!r}")
-        length = None
-        close = parts[0] == "HTTP/1.0"
+        headers = {}
         for line in head[1:]:
             name, _, value = line.partition(":")
-            name = name.strip().lower()
-            if name == "content-length":
-                length = int(value.strip())
-            elif name == "connection":
-                close = value.strip().lower() == "close"
-        if length is None:
+            headers[name.strip().lower()] = value.strip()
+        close = headers.get("connection", "").lower() == "close" if "connection" in headers else parts[0] == "HTTP/1.0"
+        return int(parts[1]), close, headers
+
+    def exchange(self, request: bytes) -> tuple[int, bool, bytes]:
+        """Send *request*; return (status code, whether the server closes, body)."""
+        self.sock.sendall(request)
+        status, close, headers = self.read_head()
+        if "content-length" not in headers:
             raise ResponseError("response without Content-Length")
-        start = end + 4
-        while len(self._buf) < start + length:
+        length = int(headers["content-length"])
+        while len(self._buf) < length:
             self._fill()
-        body = bytes(self._buf[start:start + length])
-        del self._buf[:start + length]
-        return int(parts[1]), close, body
+        body = bytes(self._buf[:length])
+        del self._buf[:length]
+        return status, close, body
+
+    def body_pieces(self, headers: dict[str, str]) -> Iterable[bytes]:
+        """The body of an answer whose head was read, as it arrives: by its
+        ``Content-Length``, chunked, or up to the close."""
+        if "content-length" in headers:
+            length = int(headers["content-length"])
+            while len(self._buf) < length:
+                self._fill()
+            yield bytes(self._buf[:length])
+            del self._buf[:length]
+            return
+        if headers.get("transfer-encoding", "").lower() != "chunked":
+            if self._buf:
+                yield bytes(self._buf)
+                self._buf.clear()
+            while True:
+                data = self.sock.recv(1 << 18)
+                if not data:
+                    return
+                yield data
+        while True:
+            end = self._buf.find(b"\r\n")
+            while end < 0:
+                self._fill()
+                end = self._buf.find(b"\r\n")
+            size = int(bytes(self._buf[:end]).split(b";")[0], 16)
+            del self._buf[:end + 2]
+            if size == 0:
+                return
+            while len(self._buf) < size + 2:
+                if len(self._buf) > 2:  # hand over what is there: a chunk may be large
+                    piece = bytes(self._buf[:min(size, len(self._buf))])
+                    del self._buf[:len(piece)]
+                    size -= len(piece)
+                    yield piece
+                self._fill()
+            piece = bytes(self._buf[:size])
+            del self._buf[:size + 2]  # the data and its CRLF
+            yield piece
 
     def close(self) -> None:
         self.sock.close()
@@ -444,27 +485,33 @@ def run_load(
     return result
 
 
-def _sse_events(resp: http.client.HTTPResponse, deadline: float) -> Iterable[tuple[str, str]]:
-    """(event, data) pairs from an event stream; comments and ids are skipped."""
-    event, data = "message", []
-    while time.monotonic() < deadline:
-        line = resp.readline(1 << 20)
-        if not line:
-            return
-        line = line.rstrip(b"\r\n").decode("utf-8", "replace")
-        if not line:
+def _sse_events(pieces: Iterable[bytes], deadline: float) -> Iterable[tuple[str, str]]:
+    """(event, data) pairs from an event stream's body pieces; comments and ids are skipped.
+
+    Events are split on blank lines in bulk (one ``bytes.split`` per piece received),
+    not read line by line: the reader must stay much faster than either server.
+    """
+    pending = b""
+    for piece in pieces:
+        if time.monotonic() >= deadline:
+            break
+        blocks = (pending + piece).replace(b"\r\n", b"\n").split(b"\n\n")
+        pending = blocks.pop()
+        for block in blocks:
+            event, data = "message", []
+            for line in block.decode("utf-8", "replace").split("\n"):
+                if not line or line.startswith(":"):
+                    continue
+                name, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if name == "event":
+                    event = value
+                elif name == "data":
+                    data.append(value)
             if data:
                 yield event, "\n".join(data)
-            event, data = "message", []
-        elif line.startswith(":"):
-            continue
-        else:
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "event":
-                event = value
-            elif name == "data":
-                data.append(value)
+    else:
+        return
     raise TimeoutError("SSE stream did not finish before the deadline")
 
 
@@ -482,25 +529,23 @@ def stream_sse(
     Reports time to first ``output`` event, total time, the token rate (output events
     per second of the whole request) and whether the chunks, put in index order,
     equal *expect*."""
-    conn = _connection(host, port, timeout)
+    request = build_request(host, port, "POST", path, json.dumps(body).encode(),
+                            {"Content-Type": "application/json", "Accept": "text/event-stream"})
     deadline = time.monotonic() + timeout
-    t0 = time.perf_counter()
     first = None
     chunks: dict[int, Any] = {}
     counts: dict[str, int] = {}
     completed: Optional[dict[str, Any]] = None
     error_event = None
+    t0 = time.perf_counter()
+    conn = RawConnection(host, port, timeout)
     try:
-        conn.request(
-            "POST",
-            path,
-            body=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
-        )
-        resp = conn.getresponse()
-        if resp.status != 200:
-            return {"ok": False, "http_status": resp.status, "error": resp.read(500).decode("utf-8", "replace")}
-        for event, data in _sse_events(resp, deadline):
+        conn.sock.sendall(request)
+        status, _, headers = conn.read_head()
+        if status != 200:
+            return {"ok": False, "http_status": status,
+                    "error": b"".join(conn.body_pieces(headers))[:500].decode("utf-8", "replace")}
+        for event, data in _sse_events(conn.body_pieces(headers), deadline):
             counts[event] = counts.get(event, 0) + 1
             if event == "output":
                 if first is None:

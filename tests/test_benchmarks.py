@@ -188,3 +188,44 @@ def test_raw_connection_refuses_answers_it_cannot_frame():
         server.close()
     with pytest.raises(ValueError):
         loadgen.RawConnection("192.0.2.1", 80, timeout=1)  # loopback only
+
+
+def _chunked(*pieces: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+def test_sse_reader_parses_chunked_events_split_anywhere():
+    # Events cross HTTP chunk boundaries (and the server writes 7 bytes at a time).
+    stream = (b'id: 1\nevent: start\ndata: {"status":"processing"}\n\n: keep-alive\n\n'
+              b'id: 2\nevent: output\ndata: {"chunk":"a","index":0}\n\n'
+              b'id: 3\nevent: output\ndata: {"chunk":"b","index":1}\n\n'
+              b'id: 4\nevent: completed\ndata: {"status":"succeeded"}\n\n')
+    cut1, cut2 = stream.index(b"event: output") + 3, stream.index(b'"b"')
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+              + _chunked(stream[:cut1], stream[cut1:cut2], stream[cut2:]))
+    server = _Answers([answer])
+    try:
+        result = loadgen.stream_sse("127.0.0.1", server.port, body={"input": {}}, timeout=10, expect=["a", "b"])
+    finally:
+        server.close()
+    assert result["ok"] and result["tokens"] == 2
+    assert result["events"] == {"start": 1, "output": 2, "completed": 1}
+    assert b"Accept: text/event-stream" in server.requests[0]
+
+
+def test_sse_reader_reports_an_error_answer_and_a_lagged_stream():
+    body = b'{"detail":"bad"}'
+    lagged = (b'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n'
+              b'event: output\ndata: {"chunk":"a","index":0}\n\n'
+              b'event: error\ndata: {"error":"SSE stream lagged; events were dropped","skipped":3}\n\n')
+    for answer, check in [
+        (b"HTTP/1.1 422 Unprocessable Entity\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
+         lambda r: r["http_status"] == 422 and r["error"] == body.decode()),
+        (lagged, lambda r: "lagged" in r["error_event"] and r["tokens"] == 1),  # read up to the close
+    ]:
+        server = _Answers([answer])
+        try:
+            result = loadgen.stream_sse("127.0.0.1", server.port, body={"input": {}}, timeout=10)
+        finally:
+            server.close()
+        assert not result["ok"] and check(result), result

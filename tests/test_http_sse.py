@@ -211,3 +211,21 @@ def test_replay_truncated_when_history_too_small():
         assert events[0]["data"]["skipped"] >= 8
         assert not pred.is_terminal  # a reader that is turned away does not cancel
         call(svc, "POST", "/predictions/tr/cancel")
+
+
+def test_creator_sees_start_and_every_token_without_history():
+    # With no replay history a reader sees only events published after it subscribed.
+    # The request that creates a prediction subscribes before the run is submitted, so
+    # it gets the start event (published while submitting) and the first tokens of a
+    # model that starts at once, never a stream with its head cut off.
+    with running("http_stream.py", settings={"stream_history_capacity": 0}) as svc:
+        for attempt in range(3):
+            conn, resp = open_stream(svc.port, "POST", "/predictions", {"input": {"n": 3}})
+            try:
+                assert resp.status == 200
+                events = [e for e in sse_events(resp) if "comment" not in e]
+            finally:
+                conn.close()
+            assert events[0]["event"] == "start" and events[0]["id"] == "1", events[:3]
+            assert [e["data"]["chunk"] for e in events if e["event"] == "output"] == ["tok0", "tok1", "tok2"]
+            assert events[-1]["event"] == "completed"

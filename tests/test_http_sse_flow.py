@@ -166,3 +166,63 @@ def test_fast_prediction_never_ends_before_its_stream_holds_it():
             t.join(60)
         assert not any(t.is_alive() for t in threads)
         assert outcomes[200] > 0 and not bad, (outcomes, bad[:3])
+
+
+def _raw_stream(port, method, path, body, timeout=30):
+    """A raw socket sending one SSE request; its reader, with the response head read."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    data = json.dumps(body).encode()
+    sock.sendall(b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Accept: text/event-stream\r\nContent-Length: %d\r\n\r\n%s"
+                 % (method.encode(), path.encode(), len(data), data))
+    reader = sock.makefile("rb")
+    status = reader.readline()
+    assert status.startswith(b"HTTP/1.1 200"), status
+    for _ in range(100):
+        if reader.readline() in (b"\r\n", b""):
+            break
+    return sock, reader
+
+
+def _http_chunks(reader):
+    """The data of each HTTP chunk of a chunked body, up to the last (empty) one."""
+    while True:
+        size = int(reader.readline().split(b";")[0], 16)
+        data = reader.read(size)
+        assert reader.readline() == b"\r\n"
+        if not size:
+            return
+        yield data
+
+
+def test_first_output_leaves_in_its_own_chunk(tmp_path):
+    # A reader attaching to a prediction that already sent 500 tokens gets them in one
+    # batch.  The first token must not wait for the other 499 to be encoded: the chunk
+    # holding it ends with it, the rest follow in further chunks.  (How soon it arrives
+    # is measured in benchmarks/; this checks the framing that makes it early.)
+    pace = tmp_path / "read"
+    with running("sse_tokens.py") as svc:
+        sock = None
+        try:
+            r = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=30)
+            r.request("PUT", "/predictions/early", body=json.dumps(
+                {"input": {"n": 600, "pace_file": str(pace), "burst": 500}}).encode(),
+                headers={"Content-Type": "application/json", "Prefer": "respond-async"})
+            assert r.getresponse().status == 202
+            r.close()
+            pred = svc.find_inflight("early")
+            wait_until(lambda: pred.events.last_id >= 501, 30)  # start + 500 outputs, then it waits
+            sock, reader = _raw_stream(svc.port, "PUT", "/predictions/early", {"input": {}})
+            chunks = _http_chunks(reader)
+            first = next(chunks).decode()
+            assert first.count("event: output") == 1, first[:300]
+            assert first.rstrip("\n").endswith('data: {"chunk":"t0 ","index":0}'), first[-200:]
+            _report_read(tmp_path, pace, 600)  # let the model finish
+            rest = "".join(c.decode() for c in chunks)
+        finally:
+            if sock is not None:
+                sock.close()
+    tokens = [json.loads(line[6:])["chunk"] for line in (first + rest).splitlines()
+              if line.startswith("data: {\"chunk\"")]
+    assert tokens == [f"t{i} " for i in range(600)]
+    assert '"status":"succeeded"' in rest

@@ -1113,9 +1113,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         timer = server.app.call_later(wait, end_once)
         pred.add_done_callback(end_once)
 
-    def _write_events(self, events: list) -> None:
-        """Write *events* as few HTTP chunks as possible (one per ~64 KiB of text)."""
-        parts: list = []
+    def _write_events(self, events: list, head: bool = False) -> None:
+        """Write *events* as few HTTP chunks as possible (one per ~64 KiB of text).
+
+        *head*: the response head is still buffered and leaves with the first chunk.
+        Until a stream's first ``output`` event is out, that event ends its chunk: the
+        first token never waits for the rest of a large batch to be encoded.
+        """
+        prefix = b"".join(self._headers_buffer) if head else b""
+        if head:
+            self._headers_buffer = []
+        parts: list = [prefix] if prefix else []
         size = 0
         for event in events:
             body = encode_event(event)
@@ -1128,17 +1136,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 for piece in body.chunks():
                     self.wfile.write(piece)
                 self.wfile.write(b"\r\n")
+                self._first_output_sent = True
                 continue
+            if not parts:
+                parts.append(b"")  # where the chunk-size line goes
             parts.extend(body.parts)
             size += body.length
-            if size >= _SSE_CHUNK_BYTES:
+            if size >= _SSE_CHUNK_BYTES or (event.name == "output" and not self._first_output_sent):
+                self._first_output_sent = True
                 self._write_chunk(parts, size)
                 parts, size = [], 0
         if parts:
             self._write_chunk(parts, size)
 
     def _write_chunk(self, parts: list, size: int) -> None:
-        self.wfile.write(b"".join([b"%x\r\n" % size, *parts, b"\r\n"]))
+        """Send *parts*: an optional prefix (the head) at parts[0], then *size* bytes of chunk data."""
+        if size:
+            parts[0] += b"%x\r\n" % size
+            parts.append(b"\r\n")
+        self.wfile.write(b"".join(parts))
 
     def _stream(self, pred: Any, held: bool) -> None:
         """Write *pred*'s events as SSE; *held*: the caller holds a reference on its files."""
@@ -1150,7 +1166,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             last_id = int(last) if last is not None and last.strip() else None
         except ValueError:
             last_id = None
-        sub = pred.events.subscribe(last_event_id=last_id)
+        sub, pred.creator_reader = pred.creator_reader, None
+        if sub is None:
+            sub = pred.events.subscribe(last_event_id=last_id)
         # A stream lives as long as the prediction: its thread leaves the pool, so streams
         # never use up the threads that answer other requests.
         self.server.pool.detach()
@@ -1161,9 +1179,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Cache-Control", "no-cache")
             self.send_header("Transfer-Encoding", "chunked")
             self.send_header("X-Accel-Buffering", "no")
-            self.end_headers()
+            self._headers_buffer.append(b"\r\n")  # end_headers() without its flush
             self._responded = True
-            self.wfile.flush()
+            self._first_output_sent = False
+            # The head leaves with the events already there (a fast model's first token
+            # usually is): one write, not two (see _write_events for the first token).
+            events = sub.get_batch(timeout=0, max_events=_SSE_BATCH_EVENTS)
+            if events:
+                self._write_events(events, head=True)
+            else:
+                self.flush_headers()
             poll = settings.disconnect_poll_interval
             keepalive = settings.sse_keepalive_interval
             quiet_since = time.monotonic()

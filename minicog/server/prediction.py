@@ -128,6 +128,9 @@ class Prediction:
         #: Set for predictions created by an SSE request: when the last reader leaves
         #: before the end, the prediction is canceled (coglet's rule).
         self.cancel_on_disconnect = False
+        #: The SSE request that created this record: its reader, subscribed before the
+        #: run was submitted (see ``Service.create``), taken by that request's writer.
+        self.creator_reader: Optional[Any] = None
 
         self._lock = threading.Lock()
         self._done = Latch()

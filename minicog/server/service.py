@@ -615,6 +615,11 @@ class Service:
                           stream_output=self._stream_output(), events=events,
                           uploader=self.uploader, on_terminal=self._on_terminal, on_release=self._on_release)
         pred.cancel_on_disconnect = sse
+        if sse and events is not None:
+            # The reader exists before the run does: once submitted, a fast model's tokens
+            # keep the engine's I/O thread (and the GIL) busy, and a request that subscribed
+            # only after create() returned waited milliseconds for its first token.
+            pred.creator_reader = events.subscribe()
         # First of the record's done callbacks, so it is retained before any answer is
         # sent: a client that got its answer and PUTs the id again finds it.
         pred.add_done_callback(self._retain_finished)
