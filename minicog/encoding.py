@@ -147,6 +147,11 @@ def _find_non_finite(obj: Any, where: str = "output") -> Optional[tuple[str, flo
     return None
 
 
+#: The compact encoder of every JSON text minicog sends, made once (json.dumps with
+#: options builds one per call); stateless, so threads share it.
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(obj: Any) -> str:
     """Compact JSON text for a JSON-native value; :class:`OutputError` if it is not one.
 
@@ -154,7 +159,7 @@ def dumps(obj: Any) -> str:
     value and its place (``output["a"][2]``), or a circular reference.
     """
     try:
-        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = COMPACT_JSON.encode(obj)
     except TypeError as exc:
         raise OutputError(f"Failed to serialize output: TypeError: {exc}") from None
     except ValueError as exc:

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import threading
 from multiprocessing.connection import Pipe
 
@@ -110,3 +111,34 @@ def test_release_on_a_broken_channel_raises():
         chan.release()
     with pytest.raises(BrokenPipeError):
         chan.send({"type": "done", "is_stream": False})  # and later sends fail at once
+
+
+def test_frame_is_the_connection_framing():
+    a, b = Pipe()
+    payload = protocol.dumps({"type": "done", "id": "p1"})
+    a.send_bytes(payload)
+    assert os.read(b.fileno(), 1000) == protocol.frame(payload)
+
+
+def test_held_messages_are_batched_in_order_across_the_batch_limit():
+    a, b = Pipe()
+    chan = protocol.Channel(a, "slot 0")
+    big = "x" * (protocol._BATCH_BYTES + 10)  # larger than a batch: sent on its own
+    near = "y" * (protocol._BATCH_BYTES - 100)  # fills a batch: the next message starts one
+    sent = [{"type": "output", "index": 0, "value": "ok"}, {"type": "log", "source": "stdout", "data": near},
+            {"type": "log", "source": "stdout", "data": "late\n"}, {"type": "log", "source": "stderr", "data": big},
+            {"type": "metric", "name": "n", "value": 1, "mode": "replace"}, {"type": "done", "is_stream": False}]
+    chan.hold()
+    for msg in sent:
+        chan.send(msg)
+    received = []
+
+    def read() -> None:  # the parent's side, while release() writes more than a socket buffer
+        for _ in sent:
+            received.append(protocol.recv(b))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    chan.release()
+    reader.join(30)
+    assert received == sent

@@ -2,6 +2,7 @@
 
 import datetime
 import json
+import logging
 import threading
 
 import pytest
@@ -208,3 +209,49 @@ def test_filtered_terminal_webhook_releases_without_deadlock(tmp_path):
         assert released == ["p"]
         rx.wait_for(lambda rs: len(rs) == 1)
         assert rx.requests[0].json()["status"] == "processing"
+
+
+class _Lines(logging.Handler):
+    """The console lines of minicog.prediction, as the operator's console would get them."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def finished_lines():
+    logger = logging.getLogger("minicog.prediction")
+    handler, level = _Lines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_deferred_finished_line_is_written_once_after_the_end(finished_lines):
+    p = Prediction("held-1", {})
+    p.defer_finished_line()
+    p.started()
+    p.succeeded(is_stream=False)
+    assert p.is_terminal and not [l for l in finished_lines if "held-1" in l]  # held: the answer goes first
+    p.write_finished_line()
+    p.write_finished_line()  # nothing left to write
+    assert [l for l in finished_lines if "held-1" in l] == [f"prediction held-1 succeeded in {p.metrics['predict_time']:.3f}s"]
+
+
+def test_finished_line_after_the_deferral_ended_is_written_by_the_end(finished_lines):
+    p = Prediction("held-2", {})
+    p.defer_finished_line()
+    p.started()
+    p.write_finished_line()  # the waiter gave up before the end: nothing held yet
+    assert not [l for l in finished_lines if "held-2" in l]
+    p.failed("boom")
+    assert [l for l in finished_lines if "held-2" in l] == [
+        f"prediction held-2 failed in {p.metrics['predict_time']:.3f}s: boom"]

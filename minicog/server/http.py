@@ -1056,13 +1056,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
             budget = min(budget, wait)
         # Waited for even with no budget: a record created for a sync answer expects it
         # (see Engine.submit's *wait*), and one that is already over is answered now.
-        if pred.wait(max(0.0, budget)):
-            try:
-                self._send_json(200, pred.snapshot())
-            except (ConnectionError, TimeoutError, socket.timeout):
-                self.close_connection = True
-            finally:
-                pred.release()
+        # The console line for its end is written after the answer (off the latency).
+        # (Not ended yet: whatever ends it writes the line then.)
+        pred.defer_finished_line()
+        try:
+            ended = pred.wait(max(0.0, budget))
+            if ended:
+                try:
+                    self._send_json(200, pred.snapshot())
+                except (ConnectionError, TimeoutError, socket.timeout):
+                    self.close_connection = True
+                finally:
+                    pred.release()
+        finally:
+            pred.write_finished_line()
+        if ended:
             return
 
         def on_done() -> None:

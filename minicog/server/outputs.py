@@ -33,7 +33,6 @@ output keeps the order the model produced (coglet returns completion order).
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import os
 import re
 import secrets
@@ -41,6 +40,7 @@ import threading
 from typing import Any, Callable, Iterator, Optional, Union
 
 from minicog import files
+from minicog.encoding import COMPACT_JSON
 from minicog.errors import OutputError
 
 __all__ = ["FileOutput", "DataURIInput", "Body", "render_json", "to_plain", "Uploader", "dumps"]
@@ -48,7 +48,7 @@ __all__ = ["FileOutput", "DataURIInput", "Body", "render_json", "to_plain", "Upl
 
 def dumps(value: Any) -> str:
     """Compact JSON, non-ASCII kept (the wire format of every body minicog sends)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return COMPACT_JSON.encode(value)
 
 
 class FileOutput:
@@ -150,7 +150,14 @@ class Body:
         return any(isinstance(p, FileOutput) for p in self.parts)
 
 
+#: Types that never hold a file, checked by identity first: most of an answer's values
+#: are these, and two isinstance checks per value cost more than the whole lookup.
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
 def _has_files(value: Any) -> bool:
+    if type(value) in _LEAVES:
+        return False
     if isinstance(value, (FileOutput, DataURIInput)):
         return True
     if isinstance(value, dict):

@@ -158,6 +158,10 @@ class Prediction:
         self._released = False
         #: Spooled data: URI inputs (minicog.server.spool) whose files this record owns.
         self.spooled: list = []
+        # The operator's line for the end (see defer_finished_line): held while a
+        # thread answering the request may write it after the answer.
+        self._line_deferred = False
+        self._held_line: Optional[tuple] = None
 
     def attach(self, run: Run) -> None:
         """Take the engine's handle for this run; a cancel asked for before carries over."""
@@ -196,6 +200,33 @@ class Prediction:
         if self.webhook is not None:
             self.webhook.wait_durable()
         return True
+
+    def defer_finished_line(self) -> None:
+        """Hold the console line for this record's end until :meth:`write_finished_line`.
+
+        A sync request's thread waits for the record and ends it itself (see
+        :meth:`wait`); the line (a log record: ~10-30 us) then goes after the
+        answer instead of before it.  The caller must call
+        :meth:`write_finished_line` once it stops waiting, whatever the outcome.
+        """
+        with self._lock:
+            self._line_deferred = True
+
+    def write_finished_line(self) -> None:
+        """Stop deferring the end's console line; write it if the record has ended."""
+        with self._lock:
+            self._line_deferred = False
+            line, self._held_line = self._held_line, None
+        if line is not None:
+            self._log_finished(*line)
+
+    def _log_finished(self, status: str, failure: Optional[str], predict_time: float) -> None:
+        # One line per finished prediction for the operator (written on the console's own
+        # thread, see minicog.console, so this costs the caller only the record).
+        log.info("%s %s %s in %.3fs%s", self.kind, self.id, status, predict_time,
+                 f": {failure}" if failure else "",
+                 extra={"prediction_id": self.id, "kind": self.kind, "status": status,
+                        "predict_time": round(predict_time, 6), "error": failure})
 
     def add_done_callback(self, fn: Callable[["Prediction"], None]) -> None:
         """Call ``fn(self)`` once the record is terminal (at once if it already is).
@@ -443,7 +474,8 @@ class Prediction:
             self.error = error if status == "failed" else None
             self.completed_at = utc_now()
             self.metrics["predict_time"] = time.monotonic() - self._t0
-            snap = self._snapshot()
+            # Built only for its readers: a plain sync answer takes its own snapshot.
+            snap = self._snapshot() if self.events is not None or self.webhook is not None else None
             if self.events is not None:
                 self.events.publish("completed", snap)
                 self.events.close()
@@ -455,14 +487,13 @@ class Prediction:
             # terminal webhook is queued, so wait() can make sure it is in the outbox.
             self.webhook.send("completed", snap)
             self._done.set()
-        # One line per finished prediction for the operator (written on the console's own
-        # thread, see minicog.console, so this costs the I/O thread only the record).
         if log.isEnabledFor(logging.INFO):
-            failure = self.error if status == "failed" else None
-            log.info("%s %s %s in %.3fs%s", self.kind, self.id, status, self.metrics["predict_time"],
-                     f": {failure}" if failure else "",
-                     extra={"prediction_id": self.id, "kind": self.kind, "status": status,
-                            "predict_time": round(self.metrics["predict_time"], 6), "error": failure})
+            line = (status, self.error if status == "failed" else None, self.metrics["predict_time"])
+            with self._lock:
+                if self._line_deferred:
+                    self._held_line, line = line, None
+            if line is not None:
+                self._log_finished(*line)
         with self._lock:
             callbacks, self._callbacks = self._callbacks, []
         for fn in callbacks:

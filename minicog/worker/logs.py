@@ -74,6 +74,7 @@ import contextlib
 import contextvars
 import io
 import os
+import select
 import selectors
 import sys
 import threading
@@ -564,8 +565,12 @@ class FdCapture:
             os.set_blocking(r, False)
             self._readers[r] = (source, codecs.getincrementaldecoder("utf-8")("replace"))
         self._selector = selectors.DefaultSelector()
+        # drain() asks this poll object which pipe has bytes: one system call per
+        # prediction instead of a read (raising BlockingIOError) per pipe.
+        self._pending = select.poll()
         for r in self._readers:
             self._selector.register(r, selectors.EVENT_READ)
+            self._pending.register(r, select.POLLIN)
         self._thread = threading.Thread(target=self._run, name="minicog-fd-capture", daemon=True)
         self._thread.start()
 
@@ -583,6 +588,7 @@ class FdCapture:
             return False
         if not data:
             self._selector.unregister(fd)
+            self._pending.unregister(fd)
             self._readers.pop(fd, None)
             return False
         source, decoder = self._readers[fd]
@@ -594,6 +600,6 @@ class FdCapture:
     def drain(self) -> None:
         """Route everything already written to fds 1 and 2 (called at a prediction's end)."""
         with self._lock:
-            for fd in list(self._readers):
+            for fd, _ in self._pending.poll(0):
                 while fd in self._readers and self._read(fd):
                     pass

@@ -616,8 +616,12 @@ class Worker:
         owner.write("stderr", "".join(traceback.format_exception(type(exc), exc, tb)))
         return {"type": "failed", "error": f"{self._prefix()}: {describe_exception(exc)}"}
 
-    def _finish(self, job: _Job, owner: Any, scope: Any, outcome: dict) -> None:
-        """Flush logs, clean inputs, send the terminal message, free the slot."""
+    def _finish(self, job: _Job, owner: Any, scope: Any, outcome: dict, *, inputs_removed: bool = False) -> None:
+        """Flush logs, clean inputs, send the terminal message, free the slot.
+
+        *inputs_removed*: the prediction's :class:`~.inputs.Prepared` was cleaned up
+        already, which removed its inputs folder (one stat fewer per prediction).
+        """
         scope.close()
         for stream in self._original_streams:
             try:
@@ -627,7 +631,7 @@ class Worker:
                 pass
         self.fd_capture.drain()
         self.router.close(owner)
-        inputs = job.subdir("inputs")
+        inputs = None if inputs_removed else job.subdir("inputs")
         if inputs and os.path.isdir(inputs):  # usually never created: a stat, not an rmtree
             shutil.rmtree(inputs, ignore_errors=True)
         if self.guard.was_requested(job.id):
@@ -755,7 +759,7 @@ class Worker:
             self.router.set_sync_owner(None)
             if prepared is not None:
                 prepared.cleanup()
-        self._finish(job, owner, scope, outcome)
+        self._finish(job, owner, scope, outcome, inputs_removed=prepared is not None)
 
     def _iterate_sync(self, job: _Job, gen: Any, sender: Any) -> None:
         from minicog.sdk.exceptions import CancelationException
@@ -834,7 +838,7 @@ class Worker:
             prepared = box.get("prepared")
             if prepared is not None:
                 prepared.cleanup()
-        self._finish(job, owner, scope, outcome)
+        self._finish(job, owner, scope, outcome, inputs_removed=prepared is not None)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
