@@ -221,3 +221,36 @@ def test_latch_releases_every_waiter_once_set_and_times_out_before():
         t.join(30)
     assert woke == [True] * 8
     assert latch.is_set() and latch.wait() is True and latch.wait(0) is True
+
+
+class _ThreadRecorder(Recorder):
+    """A recorder that also notes which thread made each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def _add(self, *event) -> None:
+        with self.lock:
+            self.threads.append(threading.get_ident())
+        super()._add(*event)
+
+
+def test_read_until_dispatches_on_the_caller_then_gives_the_slot_back():
+    # A streaming reader's first token without a hand-off from the I/O thread: with
+    # submit(wait=True) the slot is kept from the I/O thread, read_until() reads it on
+    # the calling thread up to the first output, then hands it back and the I/O thread
+    # reads the rest of the run with nobody driving it.
+    with running("http_stream.py") as orch:
+        rec = _ThreadRecorder()
+        run = orch.submit("first-token", {"n": 3, "gap": 0.3}, rec, wait=True)
+        assert run.read_until(rec.first_output.is_set, 20)
+        me = threading.get_ident()
+        with rec.lock:
+            upto = next(i for i, e in enumerate(rec.events) if e[0] == "output")
+            assert rec.threads[1:upto + 1] == [me] * upto, rec.events  # after "started" (submit's)
+        assert rec.wait(20) == ("succeeded", True)
+        assert rec.outputs() == ["tok0", "tok1", "tok2"]
+        with rec.lock:
+            assert rec.threads[-1] != me  # the end came through the I/O thread
+        run.release()

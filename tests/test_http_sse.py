@@ -229,3 +229,21 @@ def test_creator_sees_start_and_every_token_without_history():
             assert events[0]["event"] == "start" and events[0]["id"] == "1", events[:3]
             assert [e["data"]["chunk"] for e in events if e["event"] == "output"] == ["tok0", "tok1", "tok2"]
             assert events[-1]["event"] == "completed"
+
+
+def test_creator_leaving_before_the_first_token_cancels_and_frees_the_slot(streamer):
+    # Until its first token the creating request reads the worker's messages itself;
+    # leaving before then must still cancel the run and give the slot back.
+    conn, resp = open_stream(streamer.port, "PUT", "/predictions/dc-early", {"input": {"n": 2, "wait_first": 30}})
+    assert next(e for e in sse_events(resp) if "comment" not in e)["event"] == "start"
+    pred = streamer.find_inflight("dc-early")
+    assert pred is not None
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    conn.close()
+    assert pred.wait(20) and pred.status == "canceled"
+    conn, resp = open_stream(streamer.port, "POST", "/predictions", {"input": {"n": 2}})
+    try:
+        events = [e for e in sse_events(resp) if "comment" not in e]
+    finally:
+        conn.close()
+    assert events[-1]["event"] == "completed" and events[-1]["data"]["output"] == ["tok0", "tok1"]

@@ -353,7 +353,7 @@ class Engine:
         worker uses those paths instead of fetching the values.
 
         *wait*: the caller waits for the run next, on its own thread (a sync request),
-        and must call :meth:`Run.wait` (any timeout) at least once.  The slot is then
+        and must call :meth:`Run.wait` or :meth:`Run.read_until` (any timeout) at least once.  The slot is then
         kept from the I/O thread before the request is sent, so the answer never wakes
         that thread, even when it comes back before the caller starts waiting.
         """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:
     from .engine import Engine, _Seat
@@ -116,6 +116,24 @@ class Run:
             if deadline is not None:
                 timeout = max(0.0, deadline - time.monotonic())
         return self._done.wait(timeout)
+
+    def read_until(self, until: Callable[[], bool], timeout: float) -> bool:
+        """Read the run's slot on this thread until *until()*, the end or *timeout* s.
+
+        For a streaming reader waiting for the run's first events: they reach it
+        without a hand-off from the I/O thread, which a model flooding tokens keeps
+        busy.  The slot goes back to the I/O thread afterwards (unless the run ended,
+        as after :meth:`wait`).  True if *until()* or the end came; False after the
+        timeout or when the slot cannot be read here (then nothing was waited for
+        when the platform cannot, so the caller waits its own way).
+        """
+        proc = self.proc
+        if proc is None or not self.sent or self._done.is_set():
+            return self._done.is_set()
+        proc.drive(self.slot, lambda: self._done.is_set() or until(), timeout)
+        if not self._done.is_set():
+            proc.give_slot(self.slot)
+        return self._done.is_set() or until()
 
     def cancel(self) -> bool:
         """Ask for the run to be canceled; False if it was no longer in flight.

@@ -96,6 +96,10 @@ _SSE_BATCH_EVENTS = 4096
 # Header lines per request (http.server's own limit).
 _MAX_HEADERS = 100
 _SSE_CHUNK_BYTES = 64 * 1024
+
+
+def _ALWAYS() -> bool:
+    return True
 # Status lines by code, and the Date header of the current second: http.server formats
 # both for every response, which cost more than the rest of a null prediction's answer.
 _STATUS_LINES: dict[int, bytes] = {}
@@ -924,7 +928,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             # the run's answer itself.
             pred, created = app.create(kind, req, sse=sse, headers=forwarded, put=url_id is not None,
                                        deadline=deadline, since=self._arrived,
-                                       wait=not sse and "respond-async" not in prefer)
+                                       wait=sse or "respond-async" not in prefer)
         except AtCapacity:
             if self._wait_for_slot(params, body):
                 return
@@ -1167,6 +1171,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             last_id = None
         sub, pred.creator_reader = pred.creator_reader, None
+        # The request that created the run reads its worker's messages itself until the
+        # first token is out (Run.read_until): no hand-off from a busy I/O thread.
+        run = pred.run if sub is not None else None
         if sub is None:
             sub = pred.events.subscribe(last_event_id=last_id)
         # A stream lives as long as the prediction: its thread leaves the pool, so streams
@@ -1195,7 +1202,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             while True:
                 # Everything the reader is behind goes out at once: a batch costs one
                 # chunk and one sendall, so the writer keeps up with a fast producer.
-                events = sub.get_batch(timeout=poll, max_events=_SSE_BATCH_EVENTS)
+                if run is not None and not self._first_output_sent and run.read_until(sub.ready, poll):
+                    events = sub.get_batch(timeout=0, max_events=_SSE_BATCH_EVENTS)
+                else:
+                    events = sub.get_batch(timeout=poll, max_events=_SSE_BATCH_EVENTS)
                 if events:
                     self._write_events(events)
                     quiet_since = time.monotonic()
@@ -1214,6 +1224,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             gone = True
             self.close_connection = True
         finally:
+            if run is not None and not self._first_output_sent:
+                run.read_until(_ALWAYS, 0)  # hand the slot back to the I/O thread
             sub.close()
             if gone:
                 self.close_connection = True

@@ -531,8 +531,9 @@ class Service:
         waited for a slot counts from its arrival) after which the prediction is
         canceled, or not started if it is not running yet.
 
-        *wait*: the caller calls :meth:`Prediction.wait` on a new record next (a sync
-        request; see :meth:`Engine.submit`).
+        *wait*: the caller reads the new record's run on its own thread next (a sync
+        request's :meth:`Prediction.wait`, an SSE request's ``Run.read_until``; see
+        :meth:`Engine.submit`).
         """
         spooled = getattr(req, "spooled", None) or []
         if not spooled:

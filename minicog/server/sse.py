@@ -127,6 +127,11 @@ class Subscriber:
             return []
         return None
 
+    def ready(self) -> bool:
+        """True if a read would return at once (events, an error or the end); a hint, taken without the lock."""
+        stream = self._stream
+        return self.done or self._pending_error is not None or self._cursor < stream._next_id - 1 or stream._closed
+
     def get_batch(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> list[Event]:
         """Every event available (at most *max_events*), waiting up to *timeout* s for one.
 
