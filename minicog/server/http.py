@@ -1202,7 +1202,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             while True:
                 # Everything the reader is behind goes out at once: a batch costs one
                 # chunk and one sendall, so the writer keeps up with a fast producer.
-                if run is not None and not self._first_output_sent and run.read_until(sub.ready, poll):
+                # Not while an upload is in flight: its event comes from the uploader's
+                # thread, which would not end a read of the worker's channel.
+                if (run is not None and not self._first_output_sent and not pred.uploading
+                        and run.read_until(lambda: sub.ready() or pred.uploading, poll)):
                     events = sub.get_batch(timeout=0, max_events=_SSE_BATCH_EVENTS)
                 else:
                     events = sub.get_batch(timeout=poll, max_events=_SSE_BATCH_EVENTS)

@@ -163,6 +163,11 @@ class Prediction:
         self._line_deferred = False
         self._held_line: Optional[tuple] = None
 
+    @property
+    def uploading(self) -> bool:
+        """True while an output file is being uploaded (its event is published from another thread)."""
+        return self._pending_uploads > 0
+
     def attach(self, run: Run) -> None:
         """Take the engine's handle for this run; a cancel asked for before carries over."""
         early = self.run.cancel_requested
