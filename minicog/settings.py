@@ -86,6 +86,13 @@ def _webhook_secret(text: str) -> str:
     return text.strip()
 
 
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     # --- HTTP front-end -------------------------------------------------------------
@@ -149,6 +156,18 @@ class Settings:
     #: Seconds between checks that a client waiting on a sync or SSE response is still
     #: connected (a disconnect cancels its prediction).
     disconnect_poll_interval: float = 0.1
+    #: Seconds a thread that expects a message soon polls for it without sleeping before it
+    #: blocks: the worker for its next request after a sync prediction, the request thread
+    #: for the worker's answer and for the next request on a keep-alive connection.  On a
+    #: virtual machine whose idle CPUs halt, waking a thread asleep on another CPU costs the
+    #: waker 100-300 us (an inter-processor interrupt), and a null prediction crosses four
+    #: such wake-ups; on this project's 2-core VM, 0.001 halved null p50 latency at one
+    #: client (benchmarks/README.rst).  At most one thread of the server process spins for
+    #: worker answers, and one for requests, at a time; each wait burns at most this much
+    #: CPU.  Not used with a single usable CPU, where the spinner would hold the CPU its
+    #: peer needs (see :meth:`spin_window`).  0 turns it off.
+    spin_wait: float = dataclasses.field(default=0.001, metadata=_env(
+        "MINICOG_SPIN_WAIT", cast=float, check=lambda v: 0 <= v <= 0.1))
     #: Seconds a request thread waits for a sync prediction itself (reading the worker's
     #: answer on its own thread) before parking the connection: a fast prediction then
     #: skips three thread hand-offs; a slower one holds a pool thread at most this long.
@@ -332,6 +351,12 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         """A copy with *changes* applied."""
         return dataclasses.replace(self, **changes)
+
+    def spin_window(self) -> float:
+        """:attr:`spin_wait`, or 0 when this process may use only one CPU."""
+        if self.spin_wait <= 0:
+            return 0.0
+        return self.spin_wait if _usable_cpus() > 1 else 0.0
 
     @classmethod
     def environment_variables(cls) -> dict[str, str]:

@@ -693,6 +693,7 @@ class Engine:
             "download_timeout": s.download_timeout,
             "max_download_bytes": s.max_download_bytes,
             "cancel_resignal_interval": s.cancel_resignal_interval,
+            "spin_wait": s.spin_window(),
         }
 
     def _spawn(self, seat: _Seat) -> None:

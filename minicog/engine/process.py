@@ -86,6 +86,11 @@ def _slot_poll(fd: int) -> Any:
     return poller
 
 
+#: Held by the one thread of this process that spins for a worker's answer (drive()):
+#: spinning burns a CPU, which several waiting threads would multiply.
+_SPIN_GATE = threading.Lock()
+
+
 class _Poller:
     """``select.epoll`` where there is one (registration changes made by another thread
     take effect during a wait, which drive() relies on), else ``select.poll``."""
@@ -143,6 +148,7 @@ class WorkerProcess:
         self.fatal: Optional[str] = None
         self.exited = False
         self.rebuild = False  # the I/O thread must re-read the channel list
+        self._spin = owner.settings.spin_window()  # see drive()
         # One poller for the process's life (multiprocessing's wait() builds a selector
         # per call, which dominated the cost of a streamed item).  With epoll, another
         # thread can take a slot out of it while the I/O thread waits (see drive()).
@@ -493,10 +499,19 @@ class WorkerProcess:
             poller = self._slot_polls[index] if index < len(self._slot_polls) else None
             try:
                 deadline = None if timeout is None else time.monotonic() + timeout
+                spin = self._spin
                 while not is_done():
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         return
+                    if poller is not None and spin and _SPIN_GATE.acquire(False):
+                        # Poll without sleeping for the first moments (protocol.spin_poll):
+                        # one thread of the process at a time, and once per drive.
+                        spin = 0.0
+                        try:
+                            protocol.spin_poll(poller, self._spin if left is None else min(left, self._spin))
+                        finally:
+                            _SPIN_GATE.release()
                     if poller is not None:
                         # Milliseconds, rounded up so a short wait never becomes a busy poll.
                         if not poller.poll(None if left is None else math.ceil(left * 1000)):

@@ -516,6 +516,23 @@ class _SelectorPoller:
         self._sel.close()
 
 
+def _spin_recv(sock: socket.socket, seconds: float) -> Optional[bytes]:
+    """What *sock* receives within *seconds* of polling without sleeping; None if nothing.
+
+    A closed-loop client's next request usually arrives within the window, and then no
+    wake-up of this thread is needed (see ``Settings.spin_wait``).  Each ``recv``
+    releases the GIL.
+    """
+    sock.settimeout(0.0)
+    end = time.perf_counter() + seconds
+    while True:
+        try:
+            return sock.recv(_RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            if time.perf_counter() >= end:
+                return None
+
+
 class ConnectionServer:
     """Listening socket + selector thread + pool; see the module docstring.
 
@@ -558,6 +575,10 @@ class ConnectionServer:
         self._listening_paused_until = 0.0
         self._closed = False
         self._local = threading.local()  # .linger: the connection this pool thread keeps
+        # Seconds of the linger spent polling without sleeping (Settings.spin_wait), by one
+        # pool thread at a time: the gate's holder.
+        self._spin = min(settings.spin_window(), settings.keepalive_linger)
+        self._spin_gate = threading.Lock()
 
     # ---------------------------------------------------------------- public
     @property
@@ -794,9 +815,18 @@ class ConnectionServer:
         the pool's queue (other requests wait for a thread: they go first), or was closed.
         """
         self._local.linger = None
+        data: Optional[bytes] = None
         try:
-            conn.sock.settimeout(self.settings.keepalive_linger)
-            data: Optional[bytes] = conn.sock.recv(_RECV_BYTES)
+            linger = self.settings.keepalive_linger
+            if self._spin and self._spin_gate.acquire(False):
+                try:
+                    data = _spin_recv(conn.sock, self._spin)
+                finally:
+                    self._spin_gate.release()
+                linger -= self._spin
+            if data is None and linger > 0:
+                conn.sock.settimeout(linger)
+                data = conn.sock.recv(_RECV_BYTES)
         except (TimeoutError, BlockingIOError, InterruptedError):
             data = None
         except OSError:

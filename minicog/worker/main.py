@@ -94,6 +94,7 @@ class WorkerSettings:
     download_timeout: float = 10.0
     max_download_bytes: int = 1024 * 1024 * 1024
     cancel_resignal_interval: float = 0.05
+    spin_wait: float = 0.0  # the parent's Settings.spin_window()
 
     @classmethod
     def from_message(cls, values: Optional[dict]) -> "WorkerSettings":
@@ -678,7 +679,12 @@ class Worker:
         # A poll object made once: Connection.poll() builds a selector on every call.
         pending = select.poll()
         pending.register(chan.fileno(), select.POLLIN)
+        spin = self.settings.spin_wait
         while True:
+            if spin > 0:
+                # The next request of a busy client usually follows within the window:
+                # found running, this thread costs the parent no wake-up (protocol.spin_poll).
+                protocol.spin_poll(pending, spin)
             try:
                 msg = chan.recv()
             except (EOFError, OSError, protocol.ProtocolError) as exc:
