@@ -204,6 +204,24 @@ class RequestReader:
         self.pos += n
         return out
 
+    def head_lines(self, limit: int) -> Optional[list[bytes]]:
+        """The request line and header lines (without their CRLF), when the whole head
+        is buffered, fits in *limit* bytes and ends every line with CRLF; else None and
+        nothing is consumed (then :meth:`readline` reads it line by line).
+
+        One search and one split instead of a ``readline`` per line: a request's head
+        is almost always in the first read.
+        """
+        buf, pos = self.buf, self.pos
+        end = buf.find(b"\r\n\r\n", pos, pos + limit)
+        if end <= pos:
+            return None
+        head = bytes(buf[pos:end])
+        if head.count(b"\n") != head.count(b"\r\n"):
+            return None  # a bare LF ends a line too: the careful path
+        self.pos = end + 4
+        return head.split(b"\r\n")
+
     def read(self, size: int = -1) -> bytes:
         if size < 0:
             while self._fill():

@@ -564,29 +564,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """http.server's loop step, with a limit on the request line plus headers (→ 431)."""
         limit = self.server.settings.max_header_bytes
         try:
-            self.raw_requestline = self.rfile.readline(limit + 1)
-            if not self.raw_requestline:
-                self.close_connection = True
-                return
-            if len(self.raw_requestline) > limit:
-                self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
-                self.send_error(431, "Request header fields too large")
-                self.close_connection = True
-                return
-            lines = []
-            used = len(self.raw_requestline)
-            while True:
-                line = self.rfile.readline(limit - used + 1)
-                used += len(line)
-                if used > limit:
-                    self.requestline = self.raw_requestline.decode("iso-8859-1").rstrip("\r\n")
-                    self.request_version, self.command = "HTTP/1.1", ""
-                    self.send_error(431, "Request header fields too large")
-                    self.close_connection = True
+            head = self.rfile.head_lines(limit)  # the usual case: the whole head is buffered
+            if head is not None:
+                self.raw_requestline, lines = head[0], head[1:]
+            else:
+                lines = self._read_head(limit)
+                if lines is None:
                     return
-                if line in (b"\r\n", b"\n", b""):
-                    break
-                lines.append(line)
             ok = self._parse_head(lines)
             if not ok:
                 return
@@ -597,6 +581,32 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
         except (ConnectionError, BrokenPipeError):
             self.close_connection = True
+
+    def _read_head(self, limit: int) -> Optional[list[bytes]]:
+        """Read the request line and header lines one by one; None once answered or closed."""
+        self.raw_requestline = self.rfile.readline(limit + 1)
+        if not self.raw_requestline:
+            self.close_connection = True
+            return None
+        if len(self.raw_requestline) > limit:
+            self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
+            self.send_error(431, "Request header fields too large")
+            self.close_connection = True
+            return None
+        lines = []
+        used = len(self.raw_requestline)
+        while True:
+            line = self.rfile.readline(limit - used + 1)
+            used += len(line)
+            if used > limit:
+                self.requestline = self.raw_requestline.decode("iso-8859-1").rstrip("\r\n")
+                self.request_version, self.command = "HTTP/1.1", ""
+                self.send_error(431, "Request header fields too large")
+                self.close_connection = True
+                return None
+            if line in (b"\r\n", b"\n", b""):
+                return lines
+            lines.append(line)
 
     def _parse_head(self, lines: list[bytes]) -> bool:
         """The request line and header *lines*, as http.server's ``parse_request`` reads them.

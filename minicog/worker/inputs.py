@@ -61,7 +61,6 @@ class Prepared:
             except Exception:
                 pass
         self.open_files.clear()
-        # Most predictions never create the folder: one stat instead of rmtree's work.
         if self.inputs_dir and os.path.isdir(self.inputs_dir):
             shutil.rmtree(self.inputs_dir, ignore_errors=True)
 
@@ -76,6 +75,7 @@ def read_input_message(msg: dict) -> dict:
         finally:
             try:
                 os.unlink(path)
+                os.rmdir(os.path.dirname(path))  # the spill's folder, empty now (downloads remake it)
             except OSError:
                 pass
         value = json.loads(data)
@@ -170,7 +170,9 @@ def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Opt
                 raise InputError(f"{name}: Field required")
             kwargs[name] = value
 
-    prepared = Prepared(kwargs, inputs_dir)
+    # The folder is made only for downloads (below): without them cleanup has nothing to
+    # remove, and skips even the stat.
+    prepared = Prepared(kwargs, None)
     local = {(str(n), i): str(p) for n, i, p in (local_files or ()) if isinstance(p, str)}
     downloads: list[tuple[str, Optional[int], str, str]] = []  # (name, list index, url, kind)
     for spec in specs:
@@ -200,6 +202,7 @@ def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Opt
         if not inputs_dir:
             raise InputError(f"{downloads[0][0]}: no folder to download into")
         os.makedirs(inputs_dir, exist_ok=True)
+        prepared.inputs_dir = inputs_dir
         from minicog import files
 
         def one(url: str) -> str:

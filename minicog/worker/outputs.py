@@ -28,6 +28,8 @@ from minicog import protocol
 
 __all__ = ["OutputSender"]
 
+_PLAIN = frozenset({str, int, bool})
+
 
 class OutputSender:
     def __init__(self, channel: protocol.Channel, outputs_dir: Optional[str], max_inline: int,
@@ -61,7 +63,8 @@ class OutputSender:
             self.channel.send({"type": "file", "index": index, "path": path, "mime": files.guess_mime(path)})
         else:
             try:
-                value = encoding.encode_files(encoding.make_encodeable(item))
+                # A str, int or bool is its own JSON value: nothing to convert or embed.
+                value = item if type(item) in _PLAIN else encoding.encode_files(encoding.make_encodeable(item))
             except RecursionError:
                 raise OutputError("Failed to serialize output: the value is nested too deeply (or contains itself)") from None
             text = encoding.dumps(value)
