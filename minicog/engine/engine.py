@@ -232,6 +232,10 @@ class Engine:
         """True once :meth:`start` was called."""
         return self._started
 
+    def idle(self) -> bool:
+        """True while no run is dispatched (a hint read without the lock)."""
+        return not self._runs
+
     def in_flight(self) -> list[str]:
         """Ids of the runs currently dispatched."""
         with self._lock:

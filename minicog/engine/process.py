@@ -149,6 +149,9 @@ class WorkerProcess:
         self.exited = False
         self.rebuild = False  # the I/O thread must re-read the channel list
         self._spin = owner.settings.spin_window()  # see drive()
+        # The last run a drive saw end took at most twice the spin window: spin for the
+        # next one's answer too (a model that takes longer is waited for asleep).
+        self._quick = True
         # One poller for the process's life (multiprocessing's wait() builds a selector
         # per call, which dominated the cost of a streamed item).  With epoll, another
         # thread can take a slot out of it while the I/O thread waits (see drive()).
@@ -499,7 +502,8 @@ class WorkerProcess:
             poller = self._slot_polls[index] if index < len(self._slot_polls) else None
             try:
                 deadline = None if timeout is None else time.monotonic() + timeout
-                spin = self._spin
+                spin = self._spin if self._quick else 0.0
+                began = time.perf_counter()
                 while not is_done():
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
@@ -523,8 +527,14 @@ class WorkerProcess:
             except (EOFError, OSError, ValueError, protocol.ProtocolError):
                 return
             finally:
-                if not is_done():
+                done = is_done()
+                if not done:
                     self.give_slot(index)
+                if self._spin:
+                    # Twice the window, as the worker judges its requests (worker.main).
+                    waited = time.perf_counter() - began
+                    if done or waited > 2 * self._spin:
+                        self._quick = waited <= 2 * self._spin
         finally:
             lock.release()
 

@@ -272,7 +272,7 @@ class Connection:
     """One client connection and the state of the request being buffered."""
 
     __slots__ = ("sock", "fd", "address", "buf", "mode", "deadline", "head_end", "need", "chunk_pos",
-                 "chunk_total", "gone", "handler", "waiter", "registered", "lock")
+                 "chunk_total", "gone", "handler", "waiter", "registered", "lock", "quick")
 
     def __init__(self, sock: socket.socket, address: Any):
         self.sock = sock
@@ -288,6 +288,9 @@ class Connection:
         self.waiter: Optional[tuple[Callable[[], None], Callable[[], None]]] = None
         self.registered = False
         self.lock = threading.Lock()  # the hang-up check against the end of a parked wait
+        #: Its last request came within twice Settings.spin_wait of the answer before it:
+        #: the next one is waited for spinning (see ConnectionServer._next_request).
+        self.quick = True
         self.reset_scan()
 
     def reset_scan(self) -> None:
@@ -836,17 +839,23 @@ class ConnectionServer:
         data: Optional[bytes] = None
         try:
             linger = self.settings.keepalive_linger
-            if self._spin and self._spin_gate.acquire(False):
+            spin = self._spin
+            waiting_since = time.perf_counter()
+            if spin and conn.quick and self.may_spin() and self._spin_gate.acquire(False):
                 try:
-                    data = _spin_recv(conn.sock, self._spin)
+                    data = _spin_recv(conn.sock, spin)
                 finally:
                     self._spin_gate.release()
-                linger -= self._spin
+                linger -= spin
             if data is None and linger > 0:
                 conn.sock.settimeout(linger)
                 data = conn.sock.recv(_RECV_BYTES)
+            if spin:
+                # Twice the window, as the worker judges its requests (worker.main).
+                conn.quick = time.perf_counter() - waiting_since <= 2 * spin
         except (TimeoutError, BlockingIOError, InterruptedError):
             data = None
+            conn.quick = False
         except OSError:
             self._close_from_job(conn)
             return False
@@ -878,6 +887,11 @@ class ConnectionServer:
 
     def on_sweep(self, now: float) -> None:
         """Called on the selector thread at every sweep (subclasses add their own deadlines)."""
+
+    def may_spin(self) -> bool:
+        """Whether a pool thread may spin for a connection's next request now (see
+        ``Settings.spin_wait``); subclasses say no while the CPU is needed elsewhere."""
+        return True
 
     def _sweep(self, now: float) -> None:
         try:

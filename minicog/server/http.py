@@ -370,6 +370,8 @@ class App(Protocol):
                wait: bool = False) -> tuple[Any, bool]:
         """The new record (created=True, with a reference held for the caller to release) or the one in flight."""
     def cancel(self, prediction_id: str) -> bool: ...
+    def idle(self) -> bool:
+        """True while no prediction runs (a hint: see :meth:`HTTPServer.may_spin`)."""
 
 
 class Headers:
@@ -457,6 +459,11 @@ class HTTPServer(ConnectionServer):
             except ValueError:
                 return  # already resumed
         waiter[1]()  # its connection is gone: the resumed request just closes it
+
+    def may_spin(self) -> bool:
+        # A running prediction needs the CPU a spinning thread would take (a 409 flood's
+        # requests come back quickly but hand the CPU to the model while they wait).
+        return self.app.idle()
 
     def slot_freed(self, *_: Any) -> None:
         """A prediction ended (its slot is free): resume the oldest request waiting for one."""
@@ -1199,8 +1206,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._headers_buffer.append(b"\r\n")  # end_headers() without its flush
             self._responded = True
             self._first_output_sent = False
-            # The head leaves with the events already there (a fast model's first token
-            # usually is): one write, not two (see _write_events for the first token).
+            # The head waits a moment for the first token (read on this thread, as below)
+            # and leaves with it: one write, and the client wakes once for both (each
+            # wake-up of an idle client costs 100-300 us on a VM whose idle CPUs halt).
+            if run is not None and not pred.uploading:
+                run.read_until(lambda: pred.has_output or pred.uploading, settings.sync_inline_wait)
             events = sub.get_batch(timeout=0, max_events=_SSE_BATCH_EVENTS)
             if events:
                 self._write_events(events, head=True)

@@ -353,6 +353,11 @@ class Prediction:
                 if line.strip():
                     log.info("%s", line, extra=fields)
 
+    @property
+    def has_output(self) -> bool:
+        """True once an output item was published (the first SSE ``output`` event)."""
+        return self._published > 0
+
     def output(self, index: int, value: Any) -> None:
         with self._lock:
             if self.is_terminal:

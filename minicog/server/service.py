@@ -681,6 +681,10 @@ class Service:
         if timer is not None:
             timer.cancel()
 
+    def idle(self) -> bool:
+        """True while no prediction runs (a hint read without a lock)."""
+        return self.engine.idle()
+
     def cancel(self, prediction_id: str) -> bool:
         pred = self.find_inflight(prediction_id)
         if pred is None:

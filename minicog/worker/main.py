@@ -680,13 +680,19 @@ class Worker:
         pending = select.poll()
         pending.register(chan.fileno(), select.POLLIN)
         spin = self.settings.spin_wait
+        quick = True  # requests come back to back: spin for the next one
         while True:
-            if spin > 0:
+            idle_since = time.perf_counter()
+            if spin > 0 and quick:
                 # The next request of a busy client usually follows within the window:
                 # found running, this thread costs the parent no wake-up (protocol.spin_poll).
                 protocol.spin_poll(pending, spin)
             try:
                 msg = chan.recv()
+                if spin > 0:
+                    # Twice the window: a gap measured without spinning includes the
+                    # wake-ups the spin saves, and must not keep it off for good.
+                    quick = time.perf_counter() - idle_since <= 2 * spin
             except (EOFError, OSError, protocol.ProtocolError) as exc:
                 self.worker_log("error", f"slot 0 poisoned: {describe_exception(exc)}")
                 self._exit(1, "All slots poisoned, exiting")
