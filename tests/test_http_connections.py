@@ -475,3 +475,70 @@ def test_keep_alive_requests_back_to_back_late_and_in_pieces_are_all_answered(li
             s.sendall(request("late"))
             answer, buf = _read_answer(s, buf, deadline)
             assert b'"output":"late"' in answer and buf == b""
+
+
+def _echo_request(text: str) -> bytes:
+    body = json.dumps({"input": {"text": text}}).encode()
+    return (b"POST /predictions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+@pytest.mark.parametrize("spin_wait,linger", [(0.0, 0.3), (0.05, 0.3), (0.1, 0.05)],
+                         ids=["no-spin", "spin-within-linger", "spin-capped-by-linger"])
+def test_keep_alive_requests_during_the_spin_after_it_and_after_the_linger_are_answered(spin_wait, linger):
+    # After an answer the request thread polls the socket without sleeping for
+    # min(spin window, linger) (Settings.spin_wait), then waits blocking for the rest of
+    # the linger, then hands the connection to the selector.  A next request that comes
+    # in any of the three phases is answered.
+    spin = min(Settings(spin_wait=spin_wait).spin_window(), linger)
+    pauses = [("during the spin", 0.0)]  # sent as soon as the answer is read
+    if spin < linger:
+        pauses.append(("after the spin, within the linger", (spin + linger) / 2))
+    pauses.append(("after the linger", linger + 0.2))
+    with running("http_echo.py", settings={"keepalive_linger": linger, "spin_wait": spin_wait}) as svc:
+        with socket.create_connection(("127.0.0.1", svc.port), timeout=30) as s:
+            deadline = time.monotonic() + 60
+            buf = b""
+            for rnd in range(3):
+                for k, (phase, pause) in enumerate(pauses):
+                    time.sleep(pause)  # the client's pace (not a wait for the server)
+                    text = f"r{rnd}p{k}"
+                    s.sendall(_echo_request(text))
+                    answer, buf = _read_answer(s, buf, deadline)
+                    assert answer.startswith(b"HTTP/1.1 200"), (phase, answer[:200])
+                    assert b'"output":"%s"' % text.encode() in answer, (phase, answer[:300])
+            assert buf == b""
+
+
+def test_keep_alive_clients_lingering_at_once_are_all_answered():
+    # One pool thread at a time spins for a next request; the others wait blocking for
+    # theirs, and no connection waits for the spinner.  (Health checks: the one-slot
+    # model would refuse concurrent predictions, and the linger is the same.)
+    failures: list[str] = []
+    with running("http_echo.py", settings={"keepalive_linger": 0.2, "spin_wait": 0.1}) as svc:
+        start = threading.Barrier(4, timeout=20)
+
+        def client(tag: str) -> None:
+            try:
+                with socket.create_connection(("127.0.0.1", svc.port), timeout=30) as s:
+                    deadline = time.monotonic() + 60
+                    buf = b""
+                    start.wait()
+                    for i in range(40):
+                        s.sendall(b"GET /health-check HTTP/1.1\r\nHost: x\r\n\r\n")
+                        answer, buf = _read_answer(s, buf, deadline)
+                        if not answer.startswith(b"HTTP/1.1 200") or b'"status":"READY"' not in answer:
+                            failures.append(f"{tag}-{i}: {answer[:300]!r}")
+                            return
+                    if buf:
+                        failures.append(f"{tag}: unexpected bytes {buf[:100]!r}")
+            except (OSError, AssertionError, threading.BrokenBarrierError) as exc:
+                failures.append(f"{tag}: {type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=client, args=(f"c{k}",)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        assert not any(t.is_alive() for t in threads)
+        assert not failures, failures[:3]

@@ -3,7 +3,9 @@
 import json
 import math
 import os
+import select
 import threading
+import time
 from multiprocessing.connection import Pipe
 
 import pytest
@@ -142,3 +144,57 @@ def test_held_messages_are_batched_in_order_across_the_batch_limit():
     chan.release()
     reader.join(30)
     assert received == sent
+
+
+def _poll_pollers():
+    kinds = [pytest.param(lambda fd: _registered(select.poll(), fd, select.POLLIN), id="poll")]
+    kinds.append(pytest.param(lambda fd: _registered(select.epoll(), fd, select.EPOLLIN), id="epoll",
+                              marks=pytest.mark.skipif(not hasattr(select, "epoll"), reason="no epoll")))
+    return kinds
+
+
+def _registered(poller, fd, events):
+    poller.register(fd, events)
+    return poller
+
+
+@pytest.mark.parametrize("make_poller", _poll_pollers())
+def test_spin_poll_is_true_at_once_when_a_frame_already_waits(make_poller):
+    a, b = Pipe()
+    poller = make_poller(b.fileno())
+    protocol.send(a, {"type": "done", "id": "p1"})
+    # A window of 0 still polls once: what is already there is found before the deadline counts.
+    assert protocol.spin_poll(poller, 0.0) is True
+    assert protocol.recv(b) == {"type": "done", "id": "p1"}
+
+
+@pytest.mark.parametrize("make_poller", _poll_pollers())
+def test_spin_poll_is_true_when_the_peer_writes_during_the_window(make_poller):
+    a, b = Pipe()
+    poller = make_poller(b.fileno())
+    spinning, pace = threading.Event(), threading.Event()
+
+    def peer() -> None:
+        assert spinning.wait(10)
+        pace.wait(0.02)  # the peer's pace (never set): it writes once the spin has begun
+        protocol.send(a, {"type": "done", "id": "late"})
+
+    writer = threading.Thread(target=peer, daemon=True)
+    writer.start()
+    assert not poller.poll(0)  # nothing there before the spin
+    spinning.set()
+    # A window far longer than the peer's delay: False would mean it missed the frame.
+    assert protocol.spin_poll(poller, 30.0) is True
+    writer.join(10)
+    assert protocol.recv(b) == {"type": "done", "id": "late"}
+
+
+@pytest.mark.parametrize("make_poller", _poll_pollers())
+def test_spin_poll_is_false_after_the_whole_window_when_nothing_comes(make_poller):
+    a, b = Pipe()  # a stays open to the end: a closed peer would make b readable
+    poller = make_poller(b.fileno())
+    window = 0.05
+    start = time.perf_counter()
+    assert protocol.spin_poll(poller, window) is False
+    assert time.perf_counter() - start >= window  # it gave up only once the window was over
+    assert not b.poll(0)

@@ -49,6 +49,10 @@ def test_cog_variables_are_read():
     ("COG_STREAM_HISTORY_CAPACITY", "-1", "stream_history_capacity"),
     ("COG_THROTTLE_RESPONSE_INTERVAL", "soon", "throttle_response_interval"),
     ("COG_LOG_LEVEL", "loud", "log_level"),
+    ("MINICOG_SPIN_WAIT", "0.5", "spin_wait"),  # above 0.1 s
+    ("MINICOG_SPIN_WAIT", "-0.001", "spin_wait"),
+    ("MINICOG_SPIN_WAIT", "nan", "spin_wait"),
+    ("MINICOG_SPIN_WAIT", "1ms", "spin_wait"),  # plain seconds only
 ])
 def test_bad_values_fall_back_to_the_default_with_a_warning(name, raw, field, caplog):
     with caplog.at_level(logging.WARNING, logger="minicog.settings"):
@@ -60,6 +64,43 @@ def test_bad_values_fall_back_to_the_default_with_a_warning(name, raw, field, ca
 def test_empty_numeric_variable_is_ignored_and_overrides_win():
     assert Settings.from_env({"PORT": ""}).port == 5000
     assert Settings.from_env({"PORT": "8080"}, port=9000).port == 9000
+
+
+@pytest.mark.parametrize("raw,expected", [("0.0005", 0.0005), ("0.1", 0.1), ("0", 0.0), (" 0.002 ", 0.002)])
+def test_spin_wait_is_read_from_the_environment_and_0_is_allowed(raw, expected):
+    assert Settings().spin_wait == 0.001
+    assert Settings.from_env({"MINICOG_SPIN_WAIT": raw}).spin_wait == expected
+    assert Settings.environment_variables()["MINICOG_SPIN_WAIT"] == "spin_wait"
+
+
+def test_spin_window_is_0_when_spin_wait_is_0():
+    assert Settings(spin_wait=0.0).spin_window() == 0.0
+
+
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def test_spin_window_is_spin_wait_with_two_usable_cpus_or_more():
+    if _usable_cpus() < 2:
+        pytest.skip("this process may use only one CPU")
+    assert Settings(spin_wait=0.002).spin_window() == 0.002
+    assert Settings.from_env({}).spin_window() == Settings().spin_wait
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no os.sched_setaffinity on this platform")
+def test_spin_window_is_0_in_a_process_pinned_to_one_cpu():
+    # A spinner would hold the only CPU its peer needs: a pinned process never spins.
+    # In a subprocess, so this test process keeps its own affinity.
+    script = ("import os; from minicog.settings import Settings\n"
+              "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+              "print(len(os.sched_getaffinity(0)), Settings(spin_wait=0.002).spin_window())\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "0.0"]
 
 
 def test_every_variable_is_listed_for_help():
