@@ -542,3 +542,40 @@ def test_keep_alive_clients_lingering_at_once_are_all_answered():
             t.join(90)
         assert not any(t.is_alive() for t in threads)
         assert not failures, failures[:3]
+
+
+def test_no_thread_spins_for_a_request_while_a_prediction_runs():
+    # A running model needs the CPU a spinning pool thread would take (Settings.spin_wait):
+    # the server's may_spin() hook says no while the engine has a run, yes once idle.
+    with running("http_echo.py") as svc:
+        server = svc._server
+        assert server.may_spin() and svc.engine.idle()
+        answers: list = []
+        t = threading.Thread(target=lambda: answers.append(
+            call(svc, "POST", "/predictions", {"input": {"text": "slow", "sleep": 30}}, timeout=60)))
+        t.start()
+        try:
+            wait_until(lambda: not svc.engine.idle(), 20, message="the prediction to start")
+            assert not server.may_spin()
+        finally:
+            for pid in svc.engine.in_flight():
+                svc.cancel(pid)
+            t.join(60)
+        wait_until(lambda: svc.engine.idle(), 20, message="the run to end")
+        assert server.may_spin() and answers and answers[0].status == 200
+
+
+def test_head_lines_splits_a_whole_crlf_head_and_leaves_the_rest():
+    a, b = socket.socketpair()
+    with a, b:
+        from minicog.server.connections import RequestReader
+        buf = bytearray(b"POST /x HTTP/1.1\r\nHost: h\r\nA: 1\r\n\r\nBODY")
+        reader = RequestReader(a, buf)
+        assert reader.head_lines(1024) == [b"POST /x HTTP/1.1", b"Host: h", b"A: 1"]
+        assert reader.read(4) == b"BODY"
+        # Not whole, too long or with a bare LF: None, and nothing consumed (readline's turn).
+        for raw, limit in [(b"GET / HTTP/1.1\r\nHost: h\r\n", 1024), (b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 10),
+                           (b"GET / HTTP/1.1\nHost: h\r\n\r\n", 1024), (b"\r\n\r\n", 1024)]:
+            reader = RequestReader(a, bytearray(raw))
+            assert reader.head_lines(limit) is None
+            assert reader.readline(4096) == raw.split(b"\n")[0] + b"\n"

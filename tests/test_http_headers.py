@@ -84,3 +84,30 @@ def test_expect_100_continue_gets_interim_answer(echo):
 def test_double_slash_path_is_not_a_network_path(echo):
     head, doc = _answer(raw_exchange(echo.port, b"GET //health-check HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
     assert head.startswith(b"HTTP/1.1 200") and doc["status"] == "READY"
+
+
+# A head that arrives whole with CRLF line ends is split in one step (RequestReader.head_lines);
+# any other head is read line by line.  Both paths must read the same request.
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n"], ids=["crlf", "bare-lf"])
+def test_a_head_is_read_alike_with_crlf_or_bare_lf(echo, eol):
+    body = b'{"input": {"text": "eol"}}'
+    lines = [b"POST /predictions HTTP/1.1", b"Host: x", b"Content-Type: application/json",
+             b"Connection: close", b"Content-Length: " + str(len(body)).encode()]
+    head, doc = _answer(raw_exchange(echo.port, eol.join(lines) + eol + eol + body))
+    assert head.startswith(b"HTTP/1.1 200") and doc["output"] == "eol"
+
+
+def test_a_head_split_across_reads_is_read_line_by_line(echo):
+    import socket
+    body = b'{"input": {"text": "split"}}'
+    first = b"POST /predictions HTTP/1.1\r\nHost: x\r\nContent-Type: appl"
+    rest = (b"ication/json\r\nConnection: close\r\nContent-Length: " + str(len(body)).encode()
+            + b"\r\n\r\n" + body)
+    with socket.create_connection(("127.0.0.1", echo.port), timeout=10) as s:
+        s.sendall(first)
+        s.sendall(rest)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, doc = _answer(data)
+    assert head.startswith(b"HTTP/1.1 200") and doc["output"] == "split"

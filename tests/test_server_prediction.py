@@ -255,3 +255,14 @@ def test_finished_line_after_the_deferral_ended_is_written_by_the_end(finished_l
     p.failed("boom")
     assert [l for l in finished_lines if "held-2" in l] == [
         f"prediction held-2 failed in {p.metrics['predict_time']:.3f}s: boom"]
+
+
+def test_has_output_turns_true_with_the_first_published_item():
+    # What an SSE request waits for before its head leaves (one write with the first token).
+    p = Prediction("p-has-output", {}, events=EventStream())
+    p.started()
+    assert not p.has_output
+    p.output(0, "t0 ")
+    assert p.has_output
+    p.succeeded(is_stream=True)
+    assert p.has_output and p.snapshot()["output"] == ["t0 "]
