@@ -111,7 +111,7 @@ import os
 import struct
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 __all__ = [
     "send", "recv", "dumps", "loads", "Channel", "ProtocolError",
@@ -205,6 +205,63 @@ def send(conn: Any, msg: dict) -> None:
 def recv(conn: Any) -> dict:
     """Receive one message; ``EOFError``/``OSError`` when the peer is gone."""
     return loads(conn.recv_bytes())
+
+
+#: Bytes :func:`recv_available` asks for in its first read (a socket buffer's worth).
+_AVAILABLE_BYTES = 65536
+_LONG_LENGTH = struct.Struct("!Q")
+
+
+def _read_exact(fd: int, size: int) -> bytes:
+    parts = []
+    while size > 0:
+        chunk = os.read(fd, size)
+        if not chunk:
+            raise OSError("got end of file during message")
+        parts.append(chunk)
+        size -= len(chunk)
+    return b"".join(parts)
+
+
+def recv_available(conn: Any) -> Iterator[dict]:
+    """Every whole message waiting on *conn*, at least one (blocks for it), decoded in turn.
+
+    The frames :func:`recv` reads one by one with two reads each (the length, then
+    the bytes) come here in one read when the peer wrote them together, as a
+    worker writes a sync prediction's output and end (:meth:`Channel.release`).
+    A frame cut by the end of that read is read to its end, so the next reader,
+    this function or :func:`recv`, starts on a frame boundary.  The frames are all
+    read before the first is decoded; one that is not a message raises
+    :class:`ProtocolError` after those before it were yielded.
+    """
+    fd = conn.fileno()
+    data = os.read(fd, _AVAILABLE_BYTES)
+    if not data:
+        raise EOFError
+    bodies = []
+    pos, end = 0, len(data)
+    while pos < end:
+        if end - pos < 4:
+            data = data[pos:] + _read_exact(fd, 4 - (end - pos))
+            pos, end = 0, len(data)
+        size = _LENGTH.unpack_from(data, pos)[0]
+        pos += 4
+        if size == -1:  # more than 2 GiB: an 8-byte length follows (multiprocessing's framing)
+            if end - pos < 8:
+                data = data[pos:] + _read_exact(fd, 8 - (end - pos))
+                pos, end = 0, len(data)
+            size = _LONG_LENGTH.unpack_from(data, pos)[0]
+            pos += 8
+        if size < 0:
+            raise ProtocolError(f"negative frame length {size}")
+        if end - pos < size:
+            body = data[pos:] + _read_exact(fd, size - (end - pos))
+            pos = end
+        else:
+            body = data[pos:pos + size]
+            pos += size
+        bodies.append(body)
+    return (loads(body) for body in bodies)
 
 
 class Channel:

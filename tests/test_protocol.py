@@ -198,3 +198,53 @@ def test_spin_poll_is_false_after_the_whole_window_when_nothing_comes(make_polle
     assert protocol.spin_poll(poller, window) is False
     assert time.perf_counter() - start >= window  # it gave up only once the window was over
     assert not b.poll(0)
+
+
+# --- recv_available: what the peer wrote at once, read at once ------------------------
+
+def test_recv_available_reads_frames_written_together_and_leaves_the_next_alone():
+    from multiprocessing.connection import Pipe
+    a, b = Pipe()
+    with a, b:
+        protocol.send(b, {"type": "output", "index": 0})
+        protocol.send(b, {"type": "done", "id": "x"})
+        got = list(protocol.recv_available(a))
+        assert [m["type"] for m in got] == ["output", "done"]
+        protocol.send(b, {"type": "log", "data": "later"})
+        assert protocol.recv(a) == {"type": "log", "data": "later"}  # still on a frame boundary
+
+
+def test_recv_available_finishes_a_frame_cut_by_its_read():
+    from multiprocessing.connection import Pipe
+    a, b = Pipe()
+    big = "x" * 200_000  # larger than one read and than the socket buffer
+    with a, b:
+        writer = threading.Thread(target=lambda: (protocol.send(b, {"type": "output", "value": big}),
+                                                  protocol.send(b, {"type": "done"})))
+        writer.start()
+        first = list(protocol.recv_available(a))
+        writer.join(30)
+        assert first[0] == {"type": "output", "value": big}
+        rest = first[1:] or list(protocol.recv_available(a))
+        assert rest == [{"type": "done"}]
+
+
+def test_recv_available_yields_what_came_before_a_bad_frame_then_raises():
+    from multiprocessing.connection import Pipe
+    a, b = Pipe()
+    with a, b:
+        protocol.send(b, {"type": "output"})
+        b.send_bytes(b"not json")
+        it = protocol.recv_available(a)
+        assert next(it) == {"type": "output"}
+        with pytest.raises(protocol.ProtocolError):
+            next(it)
+
+
+def test_recv_available_raises_eof_when_the_peer_is_gone():
+    from multiprocessing.connection import Pipe
+    a, b = Pipe()
+    b.close()
+    with a:
+        with pytest.raises(EOFError):
+            list(protocol.recv_available(a))

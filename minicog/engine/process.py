@@ -452,6 +452,12 @@ class WorkerProcess:
         """
         if not self._poller.live_changes:
             return None
+        if index in self.driven and index not in self._gone and not self.exited:
+            # Taken already (a sync submit takes it before sending): the common case of
+            # drive(), without the lock.
+            chan = self.slots[index] if index < len(self.slots) else None
+            if chan is not None:
+                return chan
         with self._poll_lock:
             chan = self.slots[index] if index < len(self.slots) else None
             if chan is None or index in self._gone or self.exited:
@@ -522,8 +528,9 @@ class WorkerProcess:
                             return
                     elif not chan.conn.poll(left):
                         return
-                    msg = protocol.recv(chan.conn)
-                    self._on_slot(index, msg)
+                    # What the worker wrote at once is read at once (its output and end).
+                    for msg in protocol.recv_available(chan.conn):
+                        self._on_slot(index, msg)
             except (EOFError, OSError, ValueError, protocol.ProtocolError):
                 return
             finally:

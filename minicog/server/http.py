@@ -181,6 +181,8 @@ def _finite_float(text: str) -> float:
 
 
 _INF = float("inf")
+# Made once (json.loads with options builds a decoder per call); stateless, so shared.
+_BODY_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _has_surrogate(text: str) -> bool:
@@ -253,7 +255,7 @@ def _parse_prediction_request(content_type: Optional[str], body: bytes, settings
         raise UnsupportedMediaType(_CT_MESSAGE)
     try:
         text = body.decode("utf-8")
-        doc = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        doc = _BODY_DECODER.decode(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         if isinstance(exc, RecursionError):
             # Thousands of nested brackets exhaust the decoder's recursion (it would be a 500).

@@ -161,9 +161,13 @@ def _has_files(value: Any) -> bool:
     if isinstance(value, (FileOutput, DataURIInput)):
         return True
     if isinstance(value, dict):
-        return any(_has_files(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_has_files(v) for v in value)
+        value = value.values()
+    elif not isinstance(value, (list, tuple)):
+        return False
+    # A loop, not any(generator): a response's snapshot is walked on every answer.
+    for v in value:
+        if type(v) not in _LEAVES and _has_files(v):
+            return True
     return False
 
 

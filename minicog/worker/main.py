@@ -53,6 +53,7 @@ failed: ...``, with the traceback in the setup logs.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import inspect
 import os
@@ -681,18 +682,21 @@ class Worker:
         pending.register(chan.fileno(), select.POLLIN)
         spin = self.settings.spin_wait
         quick = True  # requests come back to back: spin for the next one
+        backlog: collections.deque = collections.deque()  # read, not handled yet
         while True:
-            idle_since = time.perf_counter()
-            if spin > 0 and quick:
-                # The next request of a busy client usually follows within the window:
-                # found running, this thread costs the parent no wake-up (protocol.spin_poll).
-                protocol.spin_poll(pending, spin)
             try:
-                msg = chan.recv()
-                if spin > 0:
-                    # Twice the window: a gap measured without spinning includes the
-                    # wake-ups the spin saves, and must not keep it off for good.
-                    quick = time.perf_counter() - idle_since <= 2 * spin
+                if not backlog:
+                    idle_since = time.perf_counter()
+                    if spin > 0 and quick:
+                        # The next request of a busy client usually follows within the window:
+                        # found running, this thread costs the parent no wake-up (protocol.spin_poll).
+                        protocol.spin_poll(pending, spin)
+                    backlog.extend(protocol.recv_available(chan.conn))  # one read for the request
+                    if spin > 0:
+                        # Twice the window: a gap measured without spinning includes the
+                        # wake-ups the spin saves, and must not keep it off for good.
+                        quick = time.perf_counter() - idle_since <= 2 * spin
+                msg = backlog.popleft()
             except (EOFError, OSError, protocol.ProtocolError) as exc:
                 self.worker_log("error", f"slot 0 poisoned: {describe_exception(exc)}")
                 self._exit(1, "All slots poisoned, exiting")
@@ -707,14 +711,16 @@ class Worker:
             self.busy.add(0)
             self.guard.register(job.id)
             try:
-                while pending.poll(0):  # a cancel copy already behind the request
-                    early = chan.recv()
+                while backlog or pending.poll(0):  # a cancel copy already behind the request
+                    if not backlog:
+                        backlog.extend(protocol.recv_available(chan.conn))
+                    early = backlog.popleft()
                     if early.get("type") == "cancel":
                         self._cancel(str(early.get("id")))
                     else:
                         self.worker_log("warning", f"unexpected message {early.get('type')!r} on busy slot 0 ignored")
             except (EOFError, OSError, protocol.ProtocolError):
-                pass  # the next recv() reports it
+                pass  # the next read reports it
             self._run_sync_or_exit(job)
 
     def _main_loop(self) -> None:
