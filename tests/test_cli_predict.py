@@ -101,6 +101,7 @@ def test_none_output_says_no_output_generated():
     assert proc.stderr.splitlines()[-1] == "No output generated"
 
 
+@pytest.mark.slow
 def test_default_model_is_deterministic_with_a_seed():
     args = ("predict", "-i", "prompt=The keeper", "-i", "seed=7", "-i", "max_tokens=12")
     first = run_cli(*args)
@@ -128,6 +129,7 @@ def test_file_outputs_named_output_ext_and_numbered_for_lists(tmp_path):
     assert proc.stdout == ""
 
 
+@pytest.mark.slow
 def test_o_for_files_a_folder_and_a_trailing_slash(tmp_path):
     # ensureOutputWriteable: -o FILE keeps its extension; an existing folder gets
     # the fallback name inside it; lists get PATH.<i>.<ext> (processFileOutputs).
@@ -195,6 +197,7 @@ def _check_record(record: dict, status: str) -> None:
         assert key in record
 
 
+@pytest.mark.slow
 def test_json_inline_file_and_stdin_print_the_prediction_object(tmp_path):
     # parseJSONInput (inline, @file, @- and -) + runPrediction needsJSON: the whole
     # prediction as indented JSON on stdout; file outputs written to output.<ext>.
@@ -443,6 +446,7 @@ class _Reader:
             self.data += chunk
 
 
+@pytest.mark.slow
 def test_stream_flag_prints_tokens_as_they_arrive():
     # minicog's own: --stream (or a terminal) prints a ConcatenateIterator live.
     proc = _spawn("predict", predictor("cli_stream.py"), "--stream", "-i", "count=4", "-i", "pause=0.4")

@@ -167,6 +167,7 @@ def test_ignored_keys_are_noted_in_the_start_up_log(servers, tmp_path):
     assert server.stop() == 0
 
 
+@pytest.mark.slow
 def test_the_demo_model_is_announced_with_how_to_name_a_model(servers, tmp_path):
     server = servers(cwd=str(tmp_path))
     m = server.wait_line(r"INFO minicog\.cli: no model was named .*built-in demo model.*(predict\.py:Runner)")
@@ -189,6 +190,7 @@ def _connects(host: str, port: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_binds_loopback_by_default_and_host_or_flag_choose_another_address(servers, tmp_path):
     target = predictor("cli_text.py")
     server = servers(target, cwd=str(tmp_path))

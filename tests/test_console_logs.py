@@ -87,6 +87,7 @@ def test_json_console_carries_the_same_as_fields(serve_proc):
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
+@pytest.mark.slow
 def test_secrets_never_reach_the_console(serve_proc, log_format):
     token = "whsec-TOKEN-9876"
     with Receiver(lambda r: (500, {}, b"try later")) as hook:  # every webhook fails: errors get logged

@@ -27,6 +27,7 @@ def test_prefer_wait_values():
     assert prefer_wait({}) is None and prefer_wait({"wait": None}) is None and prefer_wait({"wait": "7"}) == 7
 
 
+@pytest.mark.slow
 def test_a_running_prediction_is_canceled_when_its_deadline_passes():
     with running("http_echo.py") as svc:
         t0 = time.monotonic()
@@ -64,6 +65,7 @@ def test_a_malformed_prefer_wait_is_a_400_naming_the_header():
         assert r.status == 400 and "Prefer" in r.json()["error"], r
 
 
+@pytest.mark.slow
 def test_prefer_wait_answers_in_time_and_the_prediction_goes_on_with_its_webhooks():
     with Receiver() as rx, running("http_echo.py") as svc:
         t0 = time.monotonic()
@@ -86,6 +88,7 @@ def test_prefer_wait_longer_than_the_prediction_and_bare_wait_answer_the_result(
         assert r.status == 200 and r.json()["status"] == "succeeded"
 
 
+@pytest.mark.slow
 def test_the_server_wide_default_deadline_and_the_header_overriding_it():
     with Receiver() as rx, running("http_echo.py", settings=dict(default_deadline=1.0)) as svc:
         r = call(svc, "POST", "/predictions", {"input": {"sleep": 30}, "webhook": rx.url,
@@ -111,6 +114,7 @@ def test_finished_predictions_leave_no_deadline_behind():
         assert svc._deadlines == {}
 
 
+@pytest.mark.slow
 def test_a_request_waiting_for_a_slot_past_its_deadline_is_never_started():
     # One slot, busy for ~2 s; the second request waits for the slot (slot_wait), and its
     # 1 s deadline, counted from its arrival, has passed when the slot frees.

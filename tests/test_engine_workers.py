@@ -6,6 +6,8 @@ import os
 import signal
 import threading
 
+import pytest
+
 from minicog import errors
 from engine_support import Recorder, predict, running
 from http_helpers import call, running as serving
@@ -38,6 +40,7 @@ def test_two_workers_run_two_sync_predictions_at_once(tmp_path):
         assert orch.free_slots == 2
 
 
+@pytest.mark.slow
 def test_a_killed_worker_fails_only_its_prediction_and_is_respawned_alone():
     with running("workers_identity.py", workers=2) as orch:
         wait_until(lambda: orch.free_slots == 2, 30, message="both workers ready")
@@ -113,6 +116,7 @@ def test_the_embedding_api_takes_workers_too():
         assert len(pids) == 2  # they ran in two processes at once
 
 
+@pytest.mark.slow
 def test_a_worker_killed_after_its_cancel_grace_period_leaves_the_other_serving():
     with running("sleeps.py", workers=2, cancel_grace_period=0.5) as orch:
         wait_until(lambda: orch.free_slots == 2, 30, message="both workers ready")
@@ -141,6 +145,7 @@ def _engine_state_changes(caplog):
             if r.name == "minicog.orchestrator" and r.getMessage().startswith("worker state ")]
 
 
+@pytest.mark.slow
 def test_a_failed_re_setup_of_one_worker_leaves_the_other_serving(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="minicog.orchestrator")
     # Worker 1 (device "1") fails its second setup; its third waits for the go file.

@@ -86,6 +86,7 @@ def test_1100_idle_connections_cost_no_thread_and_sync_and_sse_complete():
                 s.close()
 
 
+@pytest.mark.slow
 def test_slow_loris_clients_are_cut_after_header_timeout_without_a_thread_each():
     with running("http_echo.py", settings={"header_timeout": 1.0, "read_timeout": 30.0}) as svc:
         threads_before = threading.active_count()
@@ -230,6 +231,7 @@ def test_request_waits_at_most_slot_wait_then_409():
             call(svc, "POST", "/predictions/holder/cancel")
 
 
+@pytest.mark.slow
 def test_slot_wait_zero_answers_409_at_once_and_a_waiter_that_hangs_up_is_dropped():
     with running("http_echo.py", settings={"slot_wait": 0.0}) as svc:
         assert call(svc, "PUT", "/predictions/holder", {"input": {"sleep": 20}}, headers={"Prefer": "respond-async"}).status == 202
@@ -364,6 +366,7 @@ def test_a_late_end_of_a_park_does_not_end_the_next_park_of_the_connection():
         server.server_close()
 
 
+@pytest.mark.slow
 def test_keep_alive_clients_racing_for_one_slot_get_every_answer():
     # The load that showed the race above end to end: clients on one slot, each on a fresh
     # connection (descriptor numbers are reused all the time), PUT respond-async (parked
@@ -485,6 +488,7 @@ def _echo_request(text: str) -> bytes:
 
 @pytest.mark.parametrize("spin_wait,linger", [(0.0, 0.3), (0.05, 0.3), (0.1, 0.05)],
                          ids=["no-spin", "spin-within-linger", "spin-capped-by-linger"])
+@pytest.mark.slow
 def test_keep_alive_requests_during_the_spin_after_it_and_after_the_linger_are_answered(spin_wait, linger):
     # After an answer the request thread polls the socket without sleeping for
     # min(spin window, linger) (Settings.spin_wait), then waits blocking for the rest of

@@ -30,6 +30,7 @@ def _report_read(folder, pace, count):
     os.replace(partial, pace)  # the model never reads a half-written number
 
 
+@pytest.mark.slow
 def test_fast_reader_gets_all_10000_tokens_in_order(tmp_path):
     # Default lag limit (Settings.stream_subscriber_queue, 1024 events): a reader that keeps
     # reading is never cut off.  The model sends bursts of 1000 tokens at full speed and

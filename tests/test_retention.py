@@ -14,6 +14,8 @@ import http.client
 import json
 import time
 
+import pytest
+
 from http_helpers import call, running, sse_events, wait_until
 
 
@@ -59,6 +61,7 @@ def test_retention_off_forgets_at_once_and_reruns():
         assert call(svc, "PUT", "/predictions/r-1", {"input": {"text": "b"}}).json()["output"] == "b"
 
 
+@pytest.mark.slow
 def test_records_expire_after_the_time_and_the_oldest_go_beyond_the_count():
     with running("http_echo.py", settings={"retention_seconds": 1.0, "retention_max_records": 2}) as svc:
         for i in range(3):
@@ -72,6 +75,7 @@ def test_records_expire_after_the_time_and_the_oldest_go_beyond_the_count():
         assert call(svc, "PUT", "/predictions/c-2", {"input": {"text": "new"}}).json()["output"] == "new"
 
 
+@pytest.mark.slow
 def test_file_outputs_stay_while_retained_and_go_with_the_record():
     with running("http_files.py", settings={"retention_seconds": 1.5}) as svc:
         first = call(svc, "PUT", "/predictions/f-1", {"input": {"count": 2}}).json()

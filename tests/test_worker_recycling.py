@@ -6,6 +6,8 @@ import logging
 import threading
 import time
 
+import pytest
+
 from http_helpers import call, running
 from minicog.settings import Settings
 from support import wait_until
@@ -43,6 +45,7 @@ def test_a_worker_is_replaced_after_max_predictions(caplog):
     assert "recycled: it ran 3 predictions" in caplog.text or "is recycled: it ran 3 predictions" in caplog.text
 
 
+@pytest.mark.slow
 def test_predictions_running_on_a_retiring_worker_finish_there():
     with running("recycle_pid.py", settings=dict(worker_max_predictions=1)) as svc:
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
@@ -59,6 +62,7 @@ def test_predictions_running_on_a_retiring_worker_finish_there():
         assert svc.engine.restarts["recycle"] >= 1
 
 
+@pytest.mark.slow
 def test_age_and_rss_limits_are_checked_between_predictions():
     with running("recycle_pid.py", settings=dict(worker_max_age=1.0)) as svc:
         first = svc.engine.pid
