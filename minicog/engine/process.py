@@ -522,6 +522,8 @@ class WorkerProcess:
                             protocol.spin_poll(poller, self._spin if left is None else min(left, self._spin))
                         finally:
                             _SPIN_GATE.release()
+                        if left is not None:  # the spin took part of the time: never overrun it
+                            left = max(0.0, deadline - time.monotonic())
                     if poller is not None:
                         # Milliseconds, rounded up so a short wait never becomes a busy poll.
                         if not poller.poll(None if left is None else math.ceil(left * 1000)):
