@@ -45,6 +45,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import os
 import select
 import selectors
 import socket
@@ -552,6 +553,7 @@ def _spin_recv(sock: socket.socket, seconds: float) -> Optional[bytes]:
         except (BlockingIOError, InterruptedError):
             if time.perf_counter() >= end:
                 return None
+            os.sched_yield()  # a peer waiting for this CPU gets it (see protocol.spin_poll)
 
 
 class ConnectionServer:

@@ -783,6 +783,7 @@ class Worker:
         from minicog.sdk.exceptions import CancelationException
 
         thrown = False
+        first = True
         try:
             while True:
                 with self.guard.cancelable(job.id, check=False):
@@ -798,6 +799,11 @@ class Worker:
                     except StopIteration:
                         return
                 sender.send(item)
+                if first:
+                    # The first token is out: a parent thread waiting for this CPU (to
+                    # write that token to its client) gets it before the rest floods in.
+                    first = False
+                    os.sched_yield()
         finally:
             try:
                 gen.close()
