@@ -64,6 +64,24 @@ class Recorder:
 
 
 
+class ThreadRecorder(Recorder):
+    """A recorder that also notes which thread made each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def _add(self, *event) -> None:
+        with self.lock:
+            self.threads.append(threading.get_ident())
+        super()._add(*event)
+
+    def terminal_thread(self) -> int:
+        """The thread the terminal call came on."""
+        with self.lock:
+            return next(t for t, e in zip(self.threads, self.events) if e[0] in ("succeeded", "failed", "canceled"))
+
+
 class Gate(Recorder):
     """A recorder that holds the engine's I/O thread inside its *hold* calls
     (``"log"`` or ``"output"``) until ``release`` is set: the parent stops reading, so

@@ -13,7 +13,7 @@ import pytest
 from minicog.engine import Engine, process
 from minicog.engine.process import describe_exit
 from minicog.settings import Settings
-from engine_support import Recorder, predict, running
+from engine_support import Recorder, ThreadRecorder, predict, running
 from support import ROOT, predictor, wait_until
 
 
@@ -65,23 +65,6 @@ def test_setup_output_goes_to_the_setup_logs_of_its_own_worker():
         assert all("setting up\n" in text for text in logs)
 
 
-class _ThreadRecorder(Recorder):
-    """A recorder that also notes which thread each call came on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.threads: list[int] = []
-
-    def _add(self, *event) -> None:
-        with self.lock:
-            self.threads.append(threading.get_ident())
-        super()._add(*event)
-
-    def terminal_thread(self) -> int:
-        with self.lock:
-            return next(t for t, e in zip(self.threads, self.events) if e[0] in ("succeeded", "failed", "canceled"))
-
-
 def _needs_spinning(spin_wait: float) -> None:
     if Settings(spin_wait=spin_wait).spin_window() == 0:
         pytest.skip("this process may use only one CPU: nothing spins")
@@ -121,7 +104,7 @@ def test_two_threads_waiting_at_once_both_read_their_own_answers(model, kw, inp)
             results: dict[str, tuple] = {}
 
             def waiter(name: str) -> None:
-                rec = _ThreadRecorder()
+                rec = ThreadRecorder()
                 barrier.wait()
                 run = orch.submit(name, inp, rec, wait=True)
                 ended = run.wait(20)
@@ -146,7 +129,7 @@ def test_a_waiter_that_finds_the_spin_gate_taken_still_gets_its_answer():
     _needs_spinning(0.001)
     with running("basic_echo.py", spin_wait=0.001) as orch:
         outcome: list = []
-        rec = _ThreadRecorder()
+        rec = ThreadRecorder()
         assert process._SPIN_GATE.acquire(timeout=10)
         try:
             run = orch.submit("gated", {"text": "g"}, rec, wait=True)

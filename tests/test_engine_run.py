@@ -8,7 +8,7 @@ import pytest
 
 from minicog import errors
 from minicog.engine import DuplicateRun, Run
-from engine_support import Recorder, predict, running
+from engine_support import Recorder, ThreadRecorder, predict, running
 from support import wait_until
 
 
@@ -223,26 +223,13 @@ def test_latch_releases_every_waiter_once_set_and_times_out_before():
     assert latch.is_set() and latch.wait() is True and latch.wait(0) is True
 
 
-class _ThreadRecorder(Recorder):
-    """A recorder that also notes which thread made each call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.threads: list[int] = []
-
-    def _add(self, *event) -> None:
-        with self.lock:
-            self.threads.append(threading.get_ident())
-        super()._add(*event)
-
-
 def test_read_until_dispatches_on_the_caller_then_gives_the_slot_back():
     # A streaming reader's first token without a hand-off from the I/O thread: with
     # submit(wait=True) the slot is kept from the I/O thread, read_until() reads it on
     # the calling thread up to the first output, then hands it back and the I/O thread
     # reads the rest of the run with nobody driving it.
     with running("http_stream.py") as orch:
-        rec = _ThreadRecorder()
+        rec = ThreadRecorder()
         run = orch.submit("first-token", {"n": 3, "gap": 0.3}, rec, wait=True)
         assert run.read_until(rec.first_output.is_set, 20)
         me = threading.get_ident()
