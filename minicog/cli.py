@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any, NoReturn, Optional, Sequence
 
@@ -333,16 +334,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     # Spawn the workers first: their start-up (interpreter, model import, setup) is the
     # long pole of a cold start, and it runs while this process imports the HTTP server.
+    # A SIGTERM or SIGINT in that window is kept and handed to serve(), which acts on it
+    # as on one that comes later: SIGTERM's default action would end this process at
+    # once, leaving the engine's temporary folder behind (and Ctrl-C would skip the drain).
+    early: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: early.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
     engine = what.engine()
-    engine.start()
     try:
+        engine.start()
         from .server.service import serve
 
         result = serve(what.ref, host=args.host, port=args.port, upload_url=args.upload_url,
                        await_explicit_shutdown=bool(args.await_explicit_shutdown), mode=args.x_mode,
-                       log_format=args.log_format, settings=settings, cwd=what.cwd, orchestrator=engine)
+                       log_format=args.log_format, settings=settings, cwd=what.cwd, orchestrator=engine,
+                       pending_signals=early)
     finally:
         engine.stop()  # idempotent; covers a failure before serve() took over
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return int(result or 0)
 
 

@@ -114,3 +114,29 @@ def test_a_second_signal_exits_within_seconds_even_with_undeliverable_webhooks(s
         # long-2 ended canceled (its cancel landed before the worker was stopped).
         assert any("prediction long-2 canceled" in line for line in p.lines), p.lines[-15:]
         p.wait_line(r"INFO minicog\.server: stopped$")
+
+
+@pytest.mark.parametrize("when", ["while the workers spawn", "once ready", "after setup failed"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_removes_the_servers_temp_folder(tmp_path, when, sig):
+    # The engine's folder (minicog-*) lives in TMPDIR, here one this test owns.  A signal
+    # sent while the workers spawn lands before serve() owns the handlers: it used to end
+    # the process by SIGTERM's default action and leave the folder behind.
+    from support import ServeProcess
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    model = "http_setup_fail.py" if when == "after setup failed" else "http_echo.py"
+    p = ServeProcess(predictor(model), env={"TMPDIR": str(tmp)})
+    try:
+        wait_until(lambda: any(tmp.glob("minicog-*")), 30, interval=0.002)
+        if when == "once ready":
+            p.wait_ready()
+        elif when == "after setup failed":
+            p.wait_listening()
+            wait_until(lambda: call(p.port, "GET", "/health-check").json()["status"] == "SETUP_FAILED", 30)
+        p.proc.send_signal(sig)
+        assert p.proc.wait(30) == 0, p.lines[-10:]
+        assert sorted(os.listdir(tmp)) == []
+    finally:
+        p.close()

@@ -77,7 +77,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from minicog._version import COG_VERSION, __version__
 from minicog.console import JSONFormatter, configure_logging
@@ -717,8 +717,13 @@ def serve(ref: Optional[str] = None, *, host: Optional[str] = None, port: Option
           upload_url: Optional[str] = None, await_explicit_shutdown: bool = False, mode: str = "predict",
           max_concurrency: Optional[int] = None, log_format: str = "text", settings: Optional[Settings] = None,
           cwd: Optional[str] = None, env: Optional[dict[str, str]] = None,
-          orchestrator: Optional[Engine] = None, workers: Any = None, gpus: Any = None) -> int:
-    """Serve until shut down; returns the process exit code (see docs/architecture.rst)."""
+          orchestrator: Optional[Engine] = None, workers: Any = None, gpus: Any = None,
+          pending_signals: Sequence[int] = ()) -> int:
+    """Serve until shut down; returns the process exit code (see docs/architecture.rst).
+
+    *pending_signals*: SIGTERM/SIGINT numbers a caller caught before this call (``cli``
+    records them while the workers spawn); they count as if they arrived here.
+    """
     settings = settings if settings is not None else Settings.from_env()
     configure_logging(log_format, settings.log_level)
     if settings.gil_switch_interval > 0:
@@ -746,6 +751,9 @@ def serve(ref: Optional[str] = None, *, host: Optional[str] = None, port: Option
         service.stop_hint = ("A second Ctrl-C (SIGINT)" if await_explicit_shutdown else
                              "A second Ctrl-C (SIGINT or SIGTERM)") + \
             " stops at once: running predictions are canceled and pending webhooks are not waited for"
+    # Read after the handlers are in place: the caller's list gets nothing more.
+    for sig in list(pending_signals):
+        on_signal(sig, None)
     try:
         service.start()
     except OSError as exc:
