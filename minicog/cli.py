@@ -35,13 +35,15 @@ from . import errors
 from ._version import COG_VERSION, __version__
 from .settings import CLI_SETUP_TIMEOUT, Settings
 
-__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 #: argparse's status for a bad ``serve``/``schema`` command line (coglet's server uses argparse too).
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: SIGTERM during ``predict``/``run``/``train``/``schema``: the worker is stopped first.
+EXIT_TERMINATED = 143
 
 log = logging.getLogger("minicog.cli")
 
@@ -359,11 +361,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_schema(args: argparse.Namespace) -> int:
     from .embed import Model
 
+    from .oneshot import sigterm_interrupts
+
     settings = Settings.from_env()
     _configure_logging(settings)
-    with Model(args.predictor, mode=args.x_mode, settings=settings, on_setup_log=_stderr_log) as model:
-        sys.stdout.write(json.dumps(model.schema, indent=2, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
+    with sigterm_interrupts():  # SIGTERM during setup: Model.start() stops the worker and removes its folder
+        with Model(args.predictor, mode=args.x_mode, settings=settings, on_setup_log=_stderr_log) as model:
+            sys.stdout.write(json.dumps(model.schema, indent=2, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
     return EXIT_OK
 
 
@@ -432,9 +437,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except errors.MinicogError as exc:  # a bad cog.yaml, a reference that names nothing
             print(str(exc), file=sys.stderr)
             return EXIT_FAILED
-        except KeyboardInterrupt:
-            print("\nInterrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+        except KeyboardInterrupt as exc:
+            return _interrupted(exc)
     try:
         if args.command == "serve":
             return _cmd_serve(args)
@@ -452,6 +456,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except errors.MinicogError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("\nInterrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """Ctrl-C: 130; SIGTERM where a command turned it into an exception (minicog.oneshot.Terminated): 143."""
+    from .oneshot import Terminated
+
+    if isinstance(exc, Terminated):
+        print("\nTerminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    print("\nInterrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED

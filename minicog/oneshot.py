@@ -21,7 +21,8 @@ for ``cog predict`` works with ``python -m minicog predict`` in its place:
   on stderr.  ``--json`` prints (or with ``-o`` writes) the prediction object.
 * **Errors** are one message on stderr, worded as Cog words them, exit status 1
   (every failure, as ``cog`` exits 1 through ``console.Fatalf``); 130 after
-  Ctrl-C, which cancels the running prediction first.
+  Ctrl-C, which cancels the running prediction first; 143 after SIGTERM, which
+  does the same (the worker is stopped and its temporary folder removed).
 
 What differs from ``cog predict`` is listed, with the reasons, in README.rst
 ("One-shot predictions").
@@ -30,6 +31,7 @@ What differs from ``cog predict`` is listed, with the reasons, in README.rst
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import decimal
 import json
@@ -40,20 +42,23 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from . import errors
 from .settings import CLI_SETUP_TIMEOUT
 
 __all__ = ["CliError", "run_command", "parse_input_flags", "parse_input_value", "read_json_inputs",
            "check_input_names", "check_inputs", "go_json", "cog_extension", "ensure_output_writable",
-           "EXIT_OK", "EXIT_FAILED", "EXIT_INTERRUPTED", "DEFAULT_SETUP_TIMEOUT"]
+           "EXIT_OK", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "DEFAULT_SETUP_TIMEOUT",
+           "Terminated", "sigterm_interrupts"]
 
 EXIT_OK = 0
 #: Every failure: bad flags, bad input, setup failed, prediction failed (Cog's console.Fatalf exits 1).
 EXIT_FAILED = 1
 #: Ctrl-C (SIGINT): the running prediction is canceled first.
 EXIT_INTERRUPTED = 130
+#: SIGTERM (``timeout``, a supervisor): handled as Ctrl-C is, then 128 + 15.
+EXIT_TERMINATED = 143
 
 #: Seconds ``--setup-timeout`` allows by default (Cog's default; see minicog/settings.py).
 DEFAULT_SETUP_TIMEOUT = CLI_SETUP_TIMEOUT
@@ -828,6 +833,49 @@ def _take_ctrl_c() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C's KeyboardInterrupt is (see :func:`sigterm_interrupts`)."""
+
+
+class _SigtermLatch:
+    """The SIGTERM handler: raises :class:`Terminated` once, while armed; later ones are ignored."""
+
+    def __init__(self) -> None:
+        self.armed = True
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.armed:
+            self.armed = False
+            raise Terminated()
+
+    def disarm(self) -> None:
+        """From now on SIGTERM is ignored (the command is stopping already)."""
+        self.armed = False
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[_SigtermLatch]:
+    """While the body runs, the first SIGTERM raises :class:`Terminated` and later ones are ignored.
+
+    SIGTERM's default action ends the process at once: the worker would outlive it
+    for a moment and the engine's temporary folder would stay behind.  Raised as an
+    exception, it unwinds through the ``finally`` that stops the worker and removes
+    the folder.  Only on the main thread, and only when SIGTERM had its default
+    action (a program that calls :func:`run_command` keeps its own handler); the
+    default action is back when the body ends.
+    """
+    latch = _SigtermLatch()
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        latch.disarm()
+        yield latch
+        return
+    signal.signal(signal.SIGTERM, latch)
+    try:
+        yield latch
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_command(args: argparse.Namespace, mode: str) -> int:
     """``predict``/``run`` (mode "predict") or ``train``: returns the exit status."""
     from .embed import Model
@@ -871,50 +919,55 @@ def run_command(args: argparse.Namespace, mode: str) -> int:
     model = Model(ref, mode=mode, settings=settings, max_concurrency=args.max_concurrency, cwd=cwd,
                   setup_timeout=timeout, on_setup_log=_stderr_log)
     handle = None
-    try:
-        model.start(wait=False)
-        # The schema arrives before setup() runs: a typo fails now, not after setup.
-        doc = model.wait_schema(timeout)
-        inputs = _prepare_inputs(args, grouped, json_inputs, doc, mode) if doc is not None else None
+    with sigterm_interrupts() as sigterm:
         try:
-            model.wait_ready()
-        except errors.LoadError as exc:
-            raise CliError(getattr(exc, "error", None) or str(exc)) from None
-        if inputs is None:  # no schema before setup: Cog validates against the runtime schema
-            inputs = _prepare_inputs(args, grouped, json_inputs, model.schema, mode)
+            model.start(wait=False)
+            # The schema arrives before setup() runs: a typo fails now, not after setup.
+            doc = model.wait_schema(timeout)
+            inputs = _prepare_inputs(args, grouped, json_inputs, doc, mode) if doc is not None else None
+            try:
+                model.wait_ready()
+            except errors.LoadError as exc:
+                raise CliError(getattr(exc, "error", None) or str(exc)) from None
+            if inputs is None:  # no schema before setup: Cog validates against the runtime schema
+                inputs = _prepare_inputs(args, grouped, json_inputs, model.schema, mode)
 
-        out_schema = output_schema(model.schema, mode)
-        iterator = bool(out_schema) and out_schema.get("x-cog-array-type") == "iterator"
-        live = None
-        if iterator and not json_mode and (args.stream or (args.stream is None and sys.stdout.isatty())):
-            live = LivePrinter(sys.stdout, concatenate=out_schema.get("x-cog-array-display") == "concatenate")
-        print("Running training..." if mode == "train" else "Running prediction...", file=sys.stderr)
-        print("", file=sys.stderr, flush=True)
-        created_at = _now()
-        try:
-            handle = model.submit_input(inputs, on_log=_stderr_log, on_item=live.item if live else None,
-                                        context=context or None)
-        except errors.InputValidationError as exc:
-            raise CliError(_validation_message(args.command, exc.detail)) from None
-        handle.wait()
-        if live is not None:
-            live.finish()
-        return _report(handle, args, mode, out_schema, created_at, output_path, files_path,
-                       explicit_output, json_mode, live is not None)
-    except KeyboardInterrupt:
-        # Ignore further Ctrl-C while we cancel and stop cleanly (bounded waits).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if handle is None:  # during setup or input checks: nothing to cancel, the worker is stopped below
-            print("\nInterrupted", file=sys.stderr, flush=True)
-            return EXIT_INTERRUPTED
-        print("\nInterrupted: canceling the prediction...", file=sys.stderr, flush=True)
-        if not handle.done():
-            handle.cancel()
-            if handle.wait(settings.cancel_grace_period + 5.0):
-                print(f"prediction {handle.status}", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
-    finally:
-        model.close()
+            out_schema = output_schema(model.schema, mode)
+            iterator = bool(out_schema) and out_schema.get("x-cog-array-type") == "iterator"
+            live = None
+            if iterator and not json_mode and (args.stream or (args.stream is None and sys.stdout.isatty())):
+                live = LivePrinter(sys.stdout, concatenate=out_schema.get("x-cog-array-display") == "concatenate")
+            print("Running training..." if mode == "train" else "Running prediction...", file=sys.stderr)
+            print("", file=sys.stderr, flush=True)
+            created_at = _now()
+            try:
+                handle = model.submit_input(inputs, on_log=_stderr_log, on_item=live.item if live else None,
+                                            context=context or None)
+            except errors.InputValidationError as exc:
+                raise CliError(_validation_message(args.command, exc.detail)) from None
+            handle.wait()
+            if live is not None:
+                live.finish()
+            return _report(handle, args, mode, out_schema, created_at, output_path, files_path,
+                           explicit_output, json_mode, live is not None)
+        except KeyboardInterrupt as exc:
+            # Ignore further Ctrl-C and SIGTERM while we cancel and stop cleanly (bounded waits).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            sigterm.disarm()
+            code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+            what = "Terminated" if code == EXIT_TERMINATED else "Interrupted"
+            if handle is None:  # during setup or input checks: nothing to cancel, the worker is stopped below
+                print(f"\n{what}", file=sys.stderr, flush=True)
+                return code
+            print(f"\n{what}: canceling the prediction...", file=sys.stderr, flush=True)
+            if not handle.done():
+                handle.cancel()
+                if handle.wait(settings.cancel_grace_period + 5.0):
+                    print(f"prediction {handle.status}", file=sys.stderr, flush=True)
+            return code
+        finally:
+            sigterm.disarm()  # a SIGTERM now must not cut the cleanup short
+            model.close()
 
 
 def _report(handle: Any, args: argparse.Namespace, mode: str, out_schema: Optional[dict], created_at: str,

@@ -426,8 +426,10 @@ _SIGINT_IGNORED = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.
                    "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
 
 
-def _spawn(*args: str, new_session: bool = False, sigint_ignored: bool = False) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
+def _spawn(*args: str, new_session: bool = False, sigint_ignored: bool = False,
+           env: dict | None = None) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1",
+               **(env or {}))
     prefix = [sys.executable, "-c", _SIGINT_IGNORED] if sigint_ignored else [sys.executable]
     return subprocess.Popen([*prefix, "-m", "minicog", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, start_new_session=new_session)
@@ -554,6 +556,47 @@ def test_ctrl_c_during_setup_exits_130_at_once_and_stops_the_worker():
         err.thread.join(5)
         assert b"\nInterrupted\n" in err.data and b"canceling" not in err.data, err.data[-300:]
         wait_until(lambda: not any(_alive(w) for w in workers), timeout=15, message="the worker to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.mark.parametrize("when", ["predict mid prediction", "predict during setup", "schema during setup"])
+def test_sigterm_stops_the_worker_removes_its_temp_folder_and_exits_143(tmp_path, when):
+    # `timeout`, a CI runner or a supervisor stop a command with SIGTERM.  Its default
+    # action used to end the command at once and leave the engine's minicog-* folder in
+    # TMPDIR (here one this test owns); now it is handled as Ctrl-C is.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    marker = tmp_path / "canceled"
+    if when == "predict mid prediction":
+        args = ("predict", predictor("cli_stream.py"), "--stream", "-i", "count=1000", "-i", "pause=0.2",
+                "-i", f"marker={marker}")
+    elif when == "predict during setup":
+        args = ("predict", predictor("cli_slow_setup.py"))
+    else:
+        args = ("schema", "--predictor", predictor("cli_slow_setup.py"))
+    proc = _spawn(*args, env={"TMPDIR": str(tmp)})
+    try:
+        out, err = _Reader(proc.stdout), _Reader(proc.stderr)
+        if when == "predict mid prediction":
+            wait_until(lambda: b"tok1 " in out.data, timeout=TIMEOUT, message="the prediction to stream")
+        else:
+            wait_until(lambda: b"cli_slow_setup: setting up" in err.data, timeout=TIMEOUT, message="setup to start")
+        workers = _children(proc.pid)
+        assert workers, "no worker process found"
+        assert [p.name for p in tmp.iterdir()][0].startswith("minicog-")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=TIMEOUT) == 143
+        err.thread.join(5)
+        if when == "predict mid prediction":
+            assert b"Terminated: canceling the prediction" in err.data and b"prediction canceled" in err.data
+            assert marker.read_text() == "canceled"
+        else:
+            assert b"\nTerminated\n" in err.data, err.data[-300:]
+        wait_until(lambda: not any(_alive(w) for w in workers), timeout=15, message="the worker to exit")
+        assert sorted(os.listdir(tmp)) == []
     finally:
         if proc.poll() is None:
             proc.kill()
