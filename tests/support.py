@@ -113,16 +113,20 @@ class ServeProcess:
     """A real ``python -m minicog serve`` subprocess on 127.0.0.1, port 0.
 
     The port is read from the server's "serving ... on http://127.0.0.1:N" log line;
-    stderr lines are kept (without their newline) in ``lines``.
+    stderr lines are kept (without their newline) in ``lines``.  *tmp_dir* becomes the
+    server's TMPDIR (unless *env* names one): :meth:`close` kills the server, and a
+    killed server leaves its temporary folder behind, so it must not be in /tmp.
     """
 
     TIMEOUT = 60
 
-    def __init__(self, *args: str, cwd: str = ROOT, env: Optional[dict] = None, new_session: bool = False):
+    def __init__(self, *args: str, cwd: str = ROOT, env: Optional[dict] = None, new_session: bool = False,
+                 tmp_dir: Optional[str] = None):
         import queue
         import subprocess
 
-        environ = {**os.environ, "MINICOG_SHUTDOWN_GRACE_PERIOD": "5", **(env or {})}
+        environ = {**os.environ, "MINICOG_SHUTDOWN_GRACE_PERIOD": "5", **({"TMPDIR": tmp_dir} if tmp_dir else {}),
+                   **(env or {})}
         if "PORT" not in (env or {}):
             environ.pop("PORT", None)
         environ["PYTHONPATH"] = ROOT + os.pathsep + environ.get("PYTHONPATH", "")
