@@ -126,7 +126,11 @@ def test_worker_exits_when_the_parent_dies(tmp_path):
         "print(o.pid, flush=True)\n"
         "import time; time.sleep(60)\n"
     )
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+    # Killed, the parent cannot remove the engine's temporary folder: keep it out of /tmp.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                              env={**os.environ, "TMPDIR": str(tmp)})
     try:
         worker_pid = int(parent.stdout.readline())
         parent.send_signal(signal.SIGKILL)
