@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
+import shutil
 import socket
+import tempfile
 from typing import Any, Iterator, Optional
 
 from minicog.server.service import Service
@@ -19,15 +22,25 @@ FAST = dict(shutdown_grace_period=3.0, read_timeout=5.0, webhook_backoff_base=0.
 
 @contextlib.contextmanager
 def running(name: str, *, ready: bool = True, env: Optional[dict] = None, **kw: Any) -> Iterator[Service]:
+    """A started Service for tests/predictors/*name* (READY unless ``ready=False``), stopped at the end.
+
+    The workers get a TMPDIR of their own, removed once they are stopped: a fixture
+    model that writes its outputs with tempfile (http_files.py) leaves nothing in /tmp.
+    """
     settings_kw = {**FAST, **kw.pop("settings", {})}
-    svc = Service(predictor(name), host="127.0.0.1", port=0, settings=Settings(**settings_kw), env=env, **kw)
-    svc.start()
+    worker_tmp = tempfile.mkdtemp(prefix="worker-tmp-")
+    env = {**os.environ, "TMPDIR": worker_tmp} if env is None else {"TMPDIR": worker_tmp, **env}
     try:
-        if ready:
-            assert svc.wait_ready(30), f"{name} did not become ready: {svc.orchestrator.state} {svc.orchestrator.setup.logs}"
-        yield svc
+        svc = Service(predictor(name), host="127.0.0.1", port=0, settings=Settings(**settings_kw), env=env, **kw)
+        svc.start()
+        try:
+            if ready:
+                assert svc.wait_ready(30), f"{name} did not become ready: {svc.orchestrator.state} {svc.orchestrator.setup.logs}"
+            yield svc
+        finally:
+            svc.stop(timeout=5)
     finally:
-        svc.stop(timeout=5)
+        shutil.rmtree(worker_tmp, ignore_errors=True)
 
 
 class Response:
