@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any, NoReturn, Optional, Sequence
 
 from . import errors
@@ -340,8 +341,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # as on one that comes later: SIGTERM's default action would end this process at
     # once, leaving the engine's temporary folder behind (and Ctrl-C would skip the drain).
     early: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: early.append(signum))
-                for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # main() may run on another thread
+        previous = {sig: signal.signal(sig, lambda signum, frame: early.append(signum))
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
     engine = what.engine()
     try:
         engine.start()
