@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import io
+import json
 import logging
 import threading
+import time
 
-from minicog.console import configure_logging
+from minicog.console import configure_logging, log_deferred
 
 
 def test_reconfiguring_on_the_same_stream_loses_no_record_logged_meanwhile():
@@ -44,3 +47,81 @@ def test_reconfiguring_on_the_same_stream_loses_no_record_logged_meanwhile():
         root.propagate, root.level = saved[0], saved[1]
     lines = [line for line in stream.getvalue().splitlines() if "setup line" in line]
     assert len(lines) == sent
+
+
+def _console(log_format: str):
+    """minicog's console on a StringIO, and a function that puts the old set-up back."""
+    stream = io.StringIO()
+    root = logging.getLogger("minicog")
+    saved = (root.propagate, root.level, list(root.handlers))
+    handler = configure_logging(log_format, "info", stream=stream)
+
+    def restore() -> None:
+        handler.flush()
+        for h in list(root.handlers):
+            if h not in saved[2]:
+                root.removeHandler(h)
+                h.close()
+        root.propagate, root.level = saved[0], saved[1]
+
+    return stream, handler, restore
+
+
+def test_a_deferred_record_reads_as_an_ordinary_one_in_both_formats():
+    # log_deferred hands the console the pieces (its writer builds the record); what an
+    # operator reads must not differ from logger.info's line, fields and time included.
+    log = logging.getLogger("minicog.prediction")
+    fields = {"prediction_id": "p-1", "kind": "prediction", "status": "succeeded", "predict_time": 0.25,
+              "error": None}
+    for fmt in ("text", "json"):
+        stream, handler, restore = _console(fmt)
+        try:
+            before = time.time()
+            log_deferred(log, logging.INFO, "%s %s %s in %.3fs%s", "prediction", "p-1", "succeeded", 0.25, "",
+                         extra=fields)
+            log.info("%s %s %s in %.3fs%s", "prediction", "p-2", "succeeded", 0.25, "", extra=dict(fields, prediction_id="p-2"))
+            log_deferred(log, logging.DEBUG, "hidden %s", "debug", extra=fields)  # below the level: dropped
+            handler.flush()
+        finally:
+            restore()
+        deferred, ordinary = stream.getvalue().splitlines()
+        if fmt == "text":
+            assert deferred.endswith("INFO minicog.prediction: prediction p-1 succeeded in 0.250s")
+            assert ordinary.endswith("INFO minicog.prediction: prediction p-2 succeeded in 0.250s")
+            assert len(deferred) == len(ordinary)  # same time format
+        else:
+            doc = json.loads(deferred)
+            assert doc["message"] == "prediction p-1 succeeded in 0.250s"
+            assert doc["prediction_id"] == "p-1" and doc["status"] == "succeeded" and doc["predict_time"] == 0.25
+            assert set(doc) == set(json.loads(ordinary))
+            stamp = datetime.datetime.fromisoformat(doc["time"]).timestamp()
+            assert before - 1 <= stamp <= time.time() + 1
+
+
+def test_with_another_handler_or_a_filter_a_deferred_record_is_an_ordinary_one():
+    # An embedding program's handler (or pytest's capture) must get a real LogRecord, with
+    # the extra fields set, and filters must run: the shortcut is only for the console alone.
+    stream, handler, restore = _console("text")
+    log = logging.getLogger("minicog.prediction")
+    got: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            got.append(record)
+
+    collector = Collect()
+    log.addHandler(collector)
+    try:
+        log_deferred(log, logging.INFO, "line %s", "one", extra={"prediction_id": "p-9", "source": "stdout"})
+        log.removeHandler(collector)
+        log.addFilter(lambda record: "secret" not in record.getMessage())
+        log_deferred(log, logging.INFO, "line %s", "secret", extra={"prediction_id": "p-9", "source": "stdout"})
+        log_deferred(log, logging.INFO, "line %s", "two", extra={"prediction_id": "p-9", "source": "stdout"})
+        handler.flush()
+    finally:
+        log.removeHandler(collector)
+        log.filters.clear()
+        restore()
+    assert [r.getMessage() for r in got] == ["line one"] and got[0].prediction_id == "p-9"
+    text = stream.getvalue()
+    assert "[p-9] line one" in text and "[p-9] line two" in text and "secret" not in text

@@ -4,6 +4,7 @@ import datetime
 import json
 import logging
 import threading
+import time
 
 import pytest
 
@@ -266,3 +267,21 @@ def test_has_output_turns_true_with_the_first_published_item():
     assert p.has_output
     p.succeeded(is_stream=True)
     assert p.has_output and p.snapshot()["output"] == ["t0 "]
+
+
+def test_utc_now_is_iso_8601_utc_with_microseconds_and_keeps_time():
+    # The second's text is cached: across second boundaries it must still move on.
+    from minicog.server.prediction import utc_now
+
+    seen = set()
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline and len(seen) < 3:
+        before = datetime.datetime.now(datetime.timezone.utc)
+        stamp = utc_now()
+        after = datetime.datetime.now(datetime.timezone.utc)
+        parsed = datetime.datetime.fromisoformat(stamp)
+        assert stamp.endswith("+00:00") and len(stamp) == len("2024-05-01T12:00:00.123456+00:00")
+        assert before - datetime.timedelta(microseconds=1) <= parsed <= after + datetime.timedelta(microseconds=1)
+        seen.add(stamp[:19])
+        threading.Event().wait(0.05)
+    assert len(seen) >= 3

@@ -65,6 +65,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from minicog.console import log_deferred
 from minicog.engine.rules import TERMINAL_STATUSES, merge_metric, shape_output
 from minicog.engine.run import Latch, Run
 from minicog.server.outputs import FileOutput
@@ -78,9 +79,21 @@ log = logging.getLogger("minicog.prediction")
 _PENDING = object()  # an output item whose upload has not finished
 
 
+#: (whole second, its "YYYY-MM-DDTHH:MM:SS" text): three times per prediction, formatting
+#: a datetime cost more than the rest of the record's set-up.
+_utc_second: tuple[int, str] = (-1, "")
+
+
 def utc_now() -> str:
     """The current time as ISO 8601 UTC with microseconds (``2024-05-01T12:00:00.123456+00:00``)."""
-    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+    global _utc_second
+    now = time.time()
+    second = int(now)
+    cached = _utc_second  # one read: another thread may replace it meanwhile
+    if cached[0] != second:
+        text = datetime.datetime.fromtimestamp(second, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        cached = _utc_second = (second, text)
+    return f"{cached[1]}.{int((now - second) * 1e6):06d}+00:00"
 
 
 def _copy_json(value: Any) -> Any:
@@ -226,12 +239,12 @@ class Prediction:
             self._log_finished(*line)
 
     def _log_finished(self, status: str, failure: Optional[str], predict_time: float) -> None:
-        # One line per finished prediction for the operator (written on the console's own
-        # thread, see minicog.console, so this costs the caller only the record).
-        log.info("%s %s %s in %.3fs%s", self.kind, self.id, status, predict_time,
-                 f": {failure}" if failure else "",
-                 extra={"prediction_id": self.id, "kind": self.kind, "status": status,
-                        "predict_time": round(predict_time, 6), "error": failure})
+        # One line per finished prediction for the operator, built and written on the
+        # console's own thread (minicog.console.log_deferred).
+        log_deferred(log, logging.INFO, "%s %s %s in %.3fs%s", self.kind, self.id, status, predict_time,
+                     f": {failure}" if failure else "",
+                     extra={"prediction_id": self.id, "kind": self.kind, "status": status,
+                            "predict_time": round(predict_time, 6), "error": failure})
 
     def add_done_callback(self, fn: Callable[["Prediction"], None]) -> None:
         """Call ``fn(self)`` once the record is terminal (at once if it already is).
@@ -351,7 +364,7 @@ class Prediction:
             fields = {"prediction_id": self.id, "source": source}
             for line in data.splitlines():
                 if line.strip():
-                    log.info("%s", line, extra=fields)
+                    log_deferred(log, logging.INFO, "%s", line, extra=fields)
 
     @property
     def has_output(self) -> bool:
