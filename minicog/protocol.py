@@ -81,6 +81,11 @@ Slot channel, worker → parent (for the prediction running on that slot):
 ``failed``       ``id``, ``error``.
 ``canceled``     ``id``.
 
+A terminal message may carry ``tmp: false``: the worker knows that nothing made
+the prediction's ``tmp_dir`` (no download, no spilled input or output, no file
+written for an output), so the parent has no folder to remove.  Without it the
+folder may exist.
+
 Ordering guarantees
 -------------------
 * ``init`` is the first control message; ``ready`` or ``setup_failed`` is the last

@@ -241,3 +241,23 @@ def test_read_until_dispatches_on_the_caller_then_gives_the_slot_back():
         with rec.lock:
             assert rec.threads[-1] != me  # the end came through the I/O thread
         run.release()
+
+
+def test_a_run_that_wrote_no_file_has_no_folder_and_a_spilled_one_is_removed(tmp_path):
+    # The worker says when nothing made the run's folder (``tmp: false``): the run then
+    # has no folder left to remove.  A spilled input makes one (the parent writes it),
+    # which goes after the end and the release as usual.
+    with running("basic_echo.py", tmp_dir=str(tmp_path), max_inline_ipc_bytes=4096) as orch:
+        rec = Recorder()
+        small = orch.submit("small", {"text": "x"}, rec)
+        assert small.wait(20) and rec.terminal == ("succeeded", False)
+        assert small.folder is None
+        small.release()
+        rec = Recorder()
+        big = orch.submit("big", {"text": "y" * 10000}, rec)
+        assert big.wait(20) and rec.terminal == ("succeeded", False)
+        assert big.folder is not None and os.path.isdir(big.folder)
+        big.release()
+        wait_until(lambda: not os.path.exists(big.folder), 5, message="the spilled run's folder to go")
+        roots = [os.path.join(tmp_path, d) for d in os.listdir(tmp_path)]
+        assert [os.listdir(r) for r in roots if os.path.isdir(r)] == [[]]  # the engine's root, empty

@@ -616,6 +616,8 @@ class WorkerProcess:
         elif kind == "metric":
             call_listener(listener, "metric", str(msg.get("name")), msg.get("value"), str(msg.get("mode") or "replace"))
         elif kind in protocol.TERMINAL:
+            if msg.get("tmp") is False:
+                run.folder = None  # the worker made nothing there: no folder to remove
             if kind == "canceled":
                 outcome: tuple = ("canceled",)
             elif kind == "failed":

@@ -618,11 +618,14 @@ class Worker:
         owner.write("stderr", "".join(traceback.format_exception(type(exc), exc, tb)))
         return {"type": "failed", "error": f"{self._prefix()}: {describe_exception(exc)}"}
 
-    def _finish(self, job: _Job, owner: Any, scope: Any, outcome: dict, *, inputs_removed: bool = False) -> None:
+    def _finish(self, job: _Job, owner: Any, scope: Any, outcome: dict, *, inputs_removed: bool = False,
+                folder_unused: bool = False) -> None:
         """Flush logs, clean inputs, send the terminal message, free the slot.
 
         *inputs_removed*: the prediction's :class:`~.inputs.Prepared` was cleaned up
         already, which removed its inputs folder (one stat fewer per prediction).
+        *folder_unused*: nothing made the prediction's folder; the terminal message
+        says so (``tmp: false``) and the parent skips removing it.
         """
         scope.close()
         for stream in self._original_streams:
@@ -640,6 +643,8 @@ class Worker:
             outcome = {"type": "canceled"}
         self.guard.forget(job.id)
         outcome["id"] = job.id
+        if folder_unused:
+            outcome["tmp"] = False
         if outcome["type"] == "done":
             outcome["predict_time"] = time.monotonic() - job.started
         self.busy.discard(job.slot)
@@ -777,7 +782,11 @@ class Worker:
             self.router.set_sync_owner(None)
             if prepared is not None:
                 prepared.cleanup()
-        self._finish(job, owner, scope, outcome, inputs_removed=prepared is not None)
+        # Known unused only when the inputs were prepared without a download (a failed
+        # preparation may have made the folder) and the input was not spilled.
+        unused = (prepared is not None and prepared.inputs_dir is None and not sender.made_dir
+                  and not job.msg.get("input_file"))
+        self._finish(job, owner, scope, outcome, inputs_removed=prepared is not None, folder_unused=unused)
 
     def _iterate_sync(self, job: _Job, gen: Any, sender: Any) -> None:
         from minicog.sdk.exceptions import CancelationException

@@ -40,10 +40,13 @@ class OutputSender:
         self.outputs_dir = outputs_dir
         self.max_inline = max_inline
         self.index = 0
+        #: True once the outputs folder was asked for (it, and the prediction's folder, may exist).
+        self.made_dir = False
 
     def _dir(self) -> str:
         if not self.outputs_dir:
             raise OSError("this prediction has no output folder")
+        self.made_dir = True
         os.makedirs(self.outputs_dir, exist_ok=True)
         return self.outputs_dir
 
