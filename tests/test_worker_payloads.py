@@ -140,3 +140,30 @@ def test_local_path_for_a_file_input_fails_even_without_parent_validation():
             rec = predict(orch, "local", {"mode": "input", "image": value})
             assert rec.terminal[0] == "failed"
             assert rec.terminal[1].startswith(f"Input validation error: image: {reason}"), rec.terminal
+
+
+def test_takes_no_arguments_tells_a_bare_run_from_one_with_parameters():
+    from minicog.worker.inputs import takes_no_arguments
+
+    class Model:
+        def run(self):
+            return 1
+
+        def predict(self, text: str = "x"):
+            return text
+
+    def anything(**kwargs):
+        return kwargs
+
+    assert takes_no_arguments(Model().run)
+    assert not takes_no_arguments(Model().predict)
+    assert not takes_no_arguments(anything)
+
+
+def test_a_model_without_inputs_answers_every_request_the_same():
+    # Its empty input skips the preparation step; what it returns must not depend on it.
+    with running("page_no_inputs.py") as orch:
+        for i in range(3):
+            rec = predict(orch, f"bare-{i}", {})
+            assert rec.terminal == ("succeeded", False)
+            assert rec.outputs() == [{"answer": 42, "nested": {"ok": True, "items": [1, 2, 3]}}]

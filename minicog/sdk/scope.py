@@ -24,10 +24,9 @@ deleting a key (``delete``, ``del metrics[k]``, ``metrics[k] = None`` or
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import threading
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Optional
 
 __all__ = [
     "Scope", "MetricRecorder", "current_scope", "use_scope", "set_sync_scope",
@@ -248,14 +247,24 @@ def current_scope() -> Scope:
     return Scope()
 
 
-@contextlib.contextmanager
-def use_scope(scope: Scope) -> Iterator[Scope]:
-    """Make ``scope`` current in this thread / asyncio task for the block."""
-    token = _SCOPE.set(scope)
-    try:
-        yield scope
-    finally:
-        _SCOPE.reset(token)
+class use_scope:
+    """``with use_scope(scope):`` makes *scope* current in this thread / asyncio task for
+    the block (a class rather than a generator: it is entered for every prediction)."""
+
+    __slots__ = ("_scope", "_token")
+
+    def __init__(self, scope: Scope) -> None:
+        self._scope = scope
+        self._token: Optional[contextvars.Token] = None
+
+    def __enter__(self) -> Scope:
+        self._token = _SCOPE.set(self._scope)
+        return self._scope
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _SCOPE.reset(self._token)
+            self._token = None
 
 
 def set_sync_scope(scope: Optional[Scope]) -> None:

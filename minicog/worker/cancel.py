@@ -44,10 +44,9 @@ on the slot channel.  So a cancel never arrives "too early".
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
-from typing import Iterator, Optional
+from typing import Optional
 
 from minicog.sdk.exceptions import CancelationException
 
@@ -146,27 +145,51 @@ class CancelGuard:
                 return
             self._raise()
 
-    @contextlib.contextmanager
-    def cancelable(self, prediction_id: str, *, check: bool = True) -> Iterator[None]:
+    def cancelable(self, prediction_id: str, *, check: bool = True) -> "_Cancelable":
         """The region where a cancel of *prediction_id* raises CancelationException.
 
         With ``check`` (the default) a cancel requested earlier raises on entry;
         without, the caller delivers it itself (e.g. ``generator.throw``, so the
-        model's own ``except CancelationException`` sees it).
+        model's own ``except CancelationException`` sees it).  A plain object, not a
+        generator: it is entered once per prediction (once per item of a stream).
         """
-        try:
-            self._active = prediction_id  # plain assignment: atomic, no lock a signal could tear
-            if check and self._should_raise():
-                self._raise()
-            yield
-        finally:
-            self._active = None
-            self._deferred = False
+        return _Cancelable(self, prediction_id, check)
 
     def critical(self) -> "_Critical":
         """A region of minicog code the cancel signal must not tear (main thread only;
         re-entrant).  A plain object rather than a generator: it runs on every print."""
         return self._section
+
+
+class _Cancelable:
+    """The context manager :meth:`CancelGuard.cancelable` returns.
+
+    Whatever interrupts ``__enter__`` (the cancel it raises on purpose, or one a
+    signal raises while it runs) leaves the guard inactive, as the ``finally`` of a
+    generator-based manager would."""
+
+    __slots__ = ("_guard", "_id", "_check")
+
+    def __init__(self, guard: CancelGuard, prediction_id: str, check: bool) -> None:
+        self._guard = guard
+        self._id = prediction_id
+        self._check = check
+
+    def __enter__(self) -> None:
+        guard = self._guard
+        try:
+            guard._active = self._id  # plain assignment: atomic, no lock a signal could tear
+            if self._check and guard._should_raise():
+                guard._raise()
+        except BaseException:
+            guard._active = None
+            guard._deferred = False
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        guard = self._guard
+        guard._active = None
+        guard._deferred = False
 
 
 class _Critical:

@@ -34,7 +34,7 @@ import os
 import shutil
 from typing import Any, Callable, Optional
 
-__all__ = ["InputError", "Prepared", "prepare", "read_input_message"]
+__all__ = ["InputError", "Prepared", "prepare", "read_input_message", "takes_no_arguments"]
 
 #: Parallel downloads per prediction (Cog uses 8).
 _FETCH_WORKERS = 8
@@ -136,6 +136,12 @@ def _parameters(fn: Callable) -> tuple[Any, bool]:
     except (TypeError, ValueError):
         params = {}
     return params, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def takes_no_arguments(fn: Callable) -> bool:
+    """True when *fn* declares no parameter at all (so an empty input is its whole call)."""
+    params, _ = _parameters(fn)
+    return not params
 
 
 def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Optional[str], *,

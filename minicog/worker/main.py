@@ -198,6 +198,8 @@ class Worker:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_lock = threading.Lock()
         self._stderr_fd: Optional[int] = None
+        #: The kwargs-free Prepared of a model whose function takes no arguments (after setup).
+        self._no_inputs: Any = None
 
     # -- messages to the parent ---------------------------------------------------------
 
@@ -427,6 +429,11 @@ class Worker:
             self.worker_log("warning", f"Cannot describe the inputs of {loaded.method_name}(): "
                                        f"{describe_exception(exc)}; URL inputs are passed as strings")
             self.specs = []
+        from .inputs import Prepared, takes_no_arguments
+
+        if not self.specs and takes_no_arguments(loaded.fn):
+            # run()/predict() without parameters: an empty input needs no preparation.
+            self._no_inputs = Prepared({}, None)
         self.router.control.flush_partial()
         return {
             "type": "ready",
@@ -656,6 +663,10 @@ class Worker:
             self.poisoned.add(job.slot)
 
     def _prepare(self, job: _Job) -> Any:
+        msg = job.msg
+        if self._no_inputs is not None and not msg.get("input") and not msg.get("input_file") \
+                and not msg.get("input_files"):
+            return self._no_inputs  # shared: nothing in it to change or clean up
         from .inputs import prepare, read_input_message
 
         raw = read_input_message(job.msg)

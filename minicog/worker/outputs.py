@@ -24,7 +24,11 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Optional
 
-from minicog import protocol
+# Imported here, not in send(): a "from package import module" inside the function ran
+# importlib's Python-level _handle_fromlist for every output item.  This module itself
+# is imported on the first prediction, after the model's own imports.
+from minicog import encoding, files, protocol
+from minicog.errors import OutputError
 
 __all__ = ["OutputSender"]
 
@@ -52,9 +56,6 @@ class OutputSender:
 
     def send(self, item: Any) -> None:
         """Send one output item (see the module docstring)."""
-        from minicog import encoding, files
-        from minicog.errors import OutputError
-
         index = self.index
         if self.before_send is not None:
             self.before_send()
