@@ -583,3 +583,41 @@ def test_head_lines_splits_a_whole_crlf_head_and_leaves_the_rest():
             reader = RequestReader(a, bytearray(raw))
             assert reader.head_lines(limit) is None
             assert reader.readline(4096) == raw.split(b"\n")[0] + b"\n"
+
+
+def _framing_line_by_line(head):
+    """The framing headers read one line at a time: the reference the quick reading must match."""
+    length = coding = None
+    expect = False
+    for line in head.split(b"\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            continue
+        name = name.strip().lower()
+        if name == b"content-length":
+            if length is not None and length != value.strip():
+                return b"conflict", coding, expect
+            length = value.strip()
+        elif name == b"transfer-encoding":
+            coding = value.strip().lower()
+        elif name == b"expect" and value.strip().lower() == b"100-continue":
+            expect = True
+    return length, coding, expect
+
+
+def test_the_framing_read_from_a_head_matches_a_line_by_line_reading():
+    # The selector finds Content-Length with a few searches over the whole head; odd heads
+    # (spaces before the colon, a look-alike name, repeats, chunked, Expect) must read the same.
+    import random
+
+    from minicog.server.connections import _framing
+
+    lines = [b"Host: x", b"Content-Length: 12", b"content-length:3", b"Content-Length : 4", b"X-Content-Length: 9",
+             b"Transfer-Encoding: chunked", b"Expect: 100-continue", b"Accept: */*", b"Content-Length:\t7 ",
+             b"CONTENT-LENGTH: 5", b"X: content-length: 2", b" Content-Length: 8", b"Content-Length: 12",
+             b"Content-Type: application/json"]
+    starts = [b"POST /predictions HTTP/1.1", b"POST /content-length: HTTP/1.1"]
+    rng = random.Random(8)
+    for _ in range(5000):
+        head = b"\r\n".join([rng.choice(starts)] + rng.sample(lines, rng.randint(0, 5))) + b"\r\n\r\n"
+        assert _framing(head) == _framing_line_by_line(head), head

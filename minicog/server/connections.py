@@ -312,6 +312,19 @@ def _head_end(buf: bytearray, limit: int) -> int:
 
 def _framing(head: bytes) -> tuple[Optional[bytes], Optional[bytes], bool]:
     """(Content-Length, Transfer-Encoding, Expect 100-continue) as the raw head states them."""
+    lower = head.lower()
+    if b"transfer-encoding" not in lower and b"expect" not in lower:
+        # The usual head: at most one mention of Content-Length, at a line's start and
+        # right before its colon.  Found with a few searches in C instead of a Python
+        # loop over every line; anything else takes the loop below.
+        mentions = lower.count(b"content-length")
+        if not mentions:
+            return None, None, False
+        at = lower.find(b"\ncontent-length:") if mentions == 1 else -1
+        if at >= 0:
+            start = at + 16
+            stop = lower.find(b"\n", start)
+            return head[start:stop if stop >= 0 else len(head)].strip(), None, False
     length = coding = None
     expect = False
     for line in head.split(b"\n")[1:]:

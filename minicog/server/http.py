@@ -575,12 +575,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             head = self.rfile.head_lines(limit)  # the usual case: the whole head is buffered
             if head is not None:
-                self.raw_requestline, lines = head[0], head[1:]
+                self.raw_requestline = head[0]
+                # Header lines without their CRLF, decoded in one call.
+                texts = b"\n".join(head[1:]).decode("iso-8859-1").split("\n") if len(head) > 1 else []
             else:
                 lines = self._read_head(limit)
                 if lines is None:
                     return
-            ok = self._parse_head(lines)
+                texts = [raw.decode("iso-8859-1").rstrip("\r\n") for raw in lines]
+            ok = self._parse_head(texts)
             if not ok:
                 return
             self._responded = False
@@ -617,8 +620,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return lines
             lines.append(line)
 
-    def _parse_head(self, lines: list[bytes]) -> bool:
-        """The request line and header *lines*, as http.server's ``parse_request`` reads them.
+    def _parse_head(self, lines: list[str]) -> bool:
+        """The request line and header *lines* (decoded, without line ends), as
+        http.server's ``parse_request`` reads them.
 
         Same outcomes (400 for a malformed request line, 505 for HTTP/2+, HTTP/0.9
         only for GET, ``Connection`` and ``Expect: 100-continue`` handling), but the
@@ -668,16 +672,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(431, "Too many headers")
             return False
         headers = Headers()
-        for raw in lines:
-            text = raw.decode("iso-8859-1").rstrip("\r\n")
-            if text[:1] in (" ", "\t") and headers._last is not None:
+        items, by_name = headers._items, headers._map
+        pair = None
+        for text in lines:
+            if text[:1] in (" ", "\t") and pair is not None:
+                headers._last = pair
                 headers._extend(text.strip())  # obsolete line folding
                 continue
             name, colon, value = text.partition(":")
             if not colon or not name or name != name.strip():
                 self.send_error(400, f"Bad header line ({text[:100]!r})")
                 return False
-            headers.add(name, value.strip())
+            # Headers.add, inlined: it ran for every header of every request.
+            pair = [name, value.strip()]
+            items.append(pair)
+            by_name.setdefault(name.lower(), []).append(pair[1])
+        headers._last = pair
         self.headers = headers
         conntype = (headers.get("Connection") or "").lower()
         if conntype == "close":
