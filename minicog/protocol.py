@@ -301,7 +301,20 @@ class Channel:
 
     def _send_locked(self, data: bytes) -> None:
         try:
-            self.conn.send_bytes(data)
+            if len(data) >= _BATCH_BYTES:
+                self.conn.send_bytes(data)
+                return
+            # A small frame written directly, as send_bytes frames it (see frame()): one
+            # system call without send_bytes' half-dozen Python-level steps.
+            fd = self.conn._handle  # what fileno() returns, None once closed
+            if fd is None:
+                raise OSError("handle is closed")
+            buf = _LENGTH.pack(len(data)) + data
+            sent = os.write(fd, buf)
+            if sent < len(buf):
+                view = memoryview(buf)[sent:]
+                while view:
+                    view = view[os.write(fd, view):]
         except (OSError, ValueError) as exc:
             self.broken = exc
             raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import itertools
 import logging
 import os
 import re
@@ -187,7 +188,7 @@ class Engine:
         self._live: set[Run] = set()  # submitted, folder not removed yet
         self._hc_counter = 0
         self._tmp_root: Optional[str] = None
-        self._dir_counter = 0
+        self._dir_numbers = itertools.count(1)  # next() is atomic: no lock to number a folder
         self._started = False
         self._stopped = False
         #: Workers replaced, by cause: ``crash`` (died by itself), ``cancel_timeout`` (killed:
@@ -367,10 +368,8 @@ class Engine:
             data = protocol.dumps(input if input is not None else {})  # the frame's encoder, made once
         except (TypeError, ValueError) as exc:
             raise errors.RequestError(f"input is not JSON: {exc}") from None
-        with self._lock:
-            self._check_ready()
-            self._dir_counter += 1
-            folder = os.path.join(self._tmp_root or "", f"{_safe_name(prediction_id)}-{self._dir_counter}")
+        # Readiness is checked with the slot taken below (nothing here reserves anything).
+        folder = os.path.join(self._tmp_root or "", f"{_safe_name(prediction_id)}-{next(self._dir_numbers)}")
         msg: dict[str, Any] = {"type": "predict", "id": prediction_id, "context": dict(context or {}),
                                "tmp_dir": folder}
         if input_files:

@@ -770,7 +770,7 @@ class Worker:
                 with guard.cancelable(job.id):
                     prepared = self._prepare(job)
                     result = self.loaded.fn(**prepared.kwargs)
-                if isinstance(result, types.GeneratorType) or inspect.isgenerator(result):
+                if isinstance(result, types.GeneratorType):
                     self._iterate_sync(job, result, sender)
                     is_stream = True
                 elif isinstance(result, (list, tuple)):

@@ -21,18 +21,19 @@ nothing (the parent then reports ``null``), as Cog.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Callable, Optional
 
-# Imported here, not in send(): a "from package import module" inside the function ran
-# importlib's Python-level _handle_fromlist for every output item.  This module itself
-# is imported on the first prediction, after the model's own imports.
-from minicog import encoding, files, protocol
-from minicog.errors import OutputError
+from minicog import protocol
 
 __all__ = ["OutputSender"]
 
 _PLAIN = frozenset({str, int, bool})
+#: The JSON text of a plain value, as minicog.encoding.dumps writes it.  Plain values need
+#: neither minicog.encoding nor minicog.files, which are imported (with urllib, http.client
+#: and mimetypes: megabytes of a worker's memory) only once a model sends something else.
+_PLAIN_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 class OutputSender:
@@ -59,6 +60,15 @@ class OutputSender:
         index = self.index
         if self.before_send is not None:
             self.before_send()
+        if type(item) in _PLAIN:
+            # A str, int or bool is its own JSON value (and never a file): the common
+            # case goes first, before the imports and the two ABC checks below.
+            self._send_text(index, _PLAIN_JSON.encode(item))
+            self.index += 1
+            return
+        from minicog import encoding, files
+        from minicog.errors import OutputError
+
         if isinstance(item, os.PathLike):
             path = os.path.abspath(os.fspath(item))
             self.channel.send({"type": "file", "index": index, "path": path, "mime": files.guess_mime(path)})
@@ -67,19 +77,20 @@ class OutputSender:
             self.channel.send({"type": "file", "index": index, "path": path, "mime": files.guess_mime(path)})
         else:
             try:
-                # A str, int or bool is its own JSON value: nothing to convert or embed.
-                value = item if type(item) in _PLAIN else encoding.encode_files(encoding.make_encodeable(item))
+                value = encoding.encode_files(encoding.make_encodeable(item))
             except RecursionError:
                 raise OutputError("Failed to serialize output: the value is nested too deeply (or contains itself)") from None
-            text = encoding.dumps(value)
-            data = text.encode("utf-8")
-            if len(data) > self.max_inline:
-                path = os.path.join(self._dir(), f"spill_{index}.json")
-                with open(path, "wb") as f:
-                    f.write(data)
-                self.channel.send({"type": "output_file", "index": index, "path": path})
-            else:
-                head = protocol.dumps({"type": "output", "index": index})
-                frame = head[:-1] + b',"value":' + data + b"}"
-                self.channel.send_raw(frame)
+            self._send_text(index, encoding.dumps(value))
         self.index += 1
+
+    def _send_text(self, index: int, text: str) -> None:
+        """Send item *index*, already JSON: inline, or spilled to a file when too big."""
+        data = text.encode("utf-8")
+        if len(data) > self.max_inline:
+            path = os.path.join(self._dir(), f"spill_{index}.json")
+            with open(path, "wb") as f:
+                f.write(data)
+            self.channel.send({"type": "output_file", "index": index, "path": path})
+        else:
+            head = protocol.dumps({"type": "output", "index": index})
+            self.channel.send_raw(head[:-1] + b',"value":' + data + b"}")
