@@ -26,3 +26,20 @@ def test_every_listener_in_minicog_implements_it():
             theirs = list(inspect.signature(getattr(cls, name)).parameters)[1:]
             ours = list(inspect.signature(getattr(Listener, name)).parameters)[1:]
             assert len(theirs) == len(ours), f"{cls.__name__}.{name}{theirs} vs {ours}"
+
+
+def test_a_single_output_reaches_the_listener_after_the_logs_and_before_the_end():
+    # The worker sends a sync prediction's single inline output inside its done message;
+    # a listener must see the same calls, in the same order, as with a separate message.
+    from engine_support import predict, running
+
+    with running("basic_echo.py", max_inline_ipc_bytes=4096) as orch:
+        small = predict(orch, "small", {"text": "abc", "metric": 2})
+        big = predict(orch, "big", {"text": "z" * 10000})  # too big to inline: spilled as before
+    for rec, value in ((small, "ABC"), (big, "Z" * 10000)):
+        kinds = [e[0] for e in rec.events]
+        assert kinds[-2:] == ["output", "succeeded"], kinds
+        assert rec.outputs() == [value] and rec.terminal == ("succeeded", False)
+        assert "got " in rec.logs("stdout") and "to stderr" in rec.logs("stderr")
+        assert all(k in ("started", "log", "metric") for k in kinds[:-2]), kinds
+    assert [e for e in small.events if e[0] == "metric"]  # metrics kept their place too

@@ -178,9 +178,11 @@ def test_a_cancel_that_crosses_the_end_does_not_cancel_a_reused_id():
 
     from support import wait_until
 
-    with running("sleeps.py") as orch:
+    with running("many_items.py") as orch:
         first = Gate(hold="output", timeout=20)
-        orch.submit("again", {"seconds": 0}, first)
+        # One item, then 0.2 s before the end: the parent is held on the item while the
+        # terminal message comes in behind it.
+        orch.submit("again", {"n": 1, "gap": 0.2}, first)
         assert first.first_output.wait(10)
         # The worker's terminal message is waiting in the slot channel: it has finished.
         slot = orch._seats[0].proc.slots[0].conn
@@ -189,8 +191,8 @@ def test_a_cancel_that_crosses_the_end_does_not_cancel_a_reused_id():
         first.release.set()
         assert first.wait(10) == ("canceled",)  # a cancel once asked for wins, as in coglet
         assert orch.healthcheck() == (True, None)  # a control round trip: the cancel was read
-        second = predict(orch, "again", {"seconds": 0})
-        assert second.terminal == ("succeeded", False)
+        second = predict(orch, "again", {"n": 1})
+        assert second.terminal == ("succeeded", True)
 
 
 def test_cancel_before_the_request_is_sent_is_delivered():

@@ -618,6 +618,9 @@ class WorkerProcess:
         elif kind in protocol.TERMINAL:
             if msg.get("tmp") is False:
                 run.folder = None  # the worker made nothing there: no folder to remove
+            if "output" in msg and kind == "done":
+                # A sync prediction's single output, carried by its end (one frame less).
+                call_listener(listener, "output", 0, msg["output"])
             if kind == "canceled":
                 outcome: tuple = ("canceled",)
             elif kind == "failed":

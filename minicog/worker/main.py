@@ -626,13 +626,15 @@ class Worker:
         return {"type": "failed", "error": f"{self._prefix()}: {describe_exception(exc)}"}
 
     def _finish(self, job: _Job, owner: Any, scope: Any, outcome: dict, *, inputs_removed: bool = False,
-                folder_unused: bool = False) -> None:
+                folder_unused: bool = False, kept: Optional[bytes] = None) -> None:
         """Flush logs, clean inputs, send the terminal message, free the slot.
 
         *inputs_removed*: the prediction's :class:`~.inputs.Prepared` was cleaned up
         already, which removed its inputs folder (one stat fewer per prediction).
         *folder_unused*: nothing made the prediction's folder; the terminal message
-        says so (``tmp: false``) and the parent skips removing it.
+        says so (``tmp: false``) and the parent skips removing it.  *kept*: the JSON
+        of a single output kept back (``OutputSender.keep_single``); it rides in a
+        ``done`` message, or goes as its ``output`` message before any other end.
         """
         scope.close()
         for stream in self._original_streams:
@@ -656,7 +658,15 @@ class Worker:
             outcome["predict_time"] = time.monotonic() - job.started
         self.busy.discard(job.slot)
         try:
-            job.channel.send(outcome)
+            if kept is None:
+                job.channel.send(outcome)
+            elif outcome["type"] == "done":
+                job.channel.send_raw(protocol.dumps(outcome)[:-1] + b',"output":' + kept + b"}")
+            else:  # canceled (or failed) after the model returned: its output still goes first
+                from .outputs import output_frame
+
+                job.channel.send_raw(output_frame(0, kept))
+                job.channel.send(outcome)
             job.channel.release()  # what a sync prediction held since its model returned
         except (OSError, ValueError) as exc:
             self.worker_log("error", f"slot {job.slot} poisoned: cannot send the result of {job.id}: {exc}")
@@ -781,6 +791,7 @@ class Worker:
                 else:
                     job.channel.hold()  # released with the terminal message (_finish)
                     if result is not None:
+                        sender.keep_single = True  # into the done message, if inline
                         sender.send(result)
                     is_stream = False
             outcome = {"type": "done", "is_stream": is_stream}
@@ -797,7 +808,8 @@ class Worker:
         # preparation may have made the folder) and the input was not spilled.
         unused = (prepared is not None and prepared.inputs_dir is None and not sender.made_dir
                   and not job.msg.get("input_file"))
-        self._finish(job, owner, scope, outcome, inputs_removed=prepared is not None, folder_unused=unused)
+        self._finish(job, owner, scope, outcome, inputs_removed=prepared is not None, folder_unused=unused,
+                     kept=sender.take_kept())
 
     def _iterate_sync(self, job: _Job, gen: Any, sender: Any) -> None:
         from minicog.sdk.exceptions import CancelationException

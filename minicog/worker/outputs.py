@@ -16,7 +16,9 @@ yielded item) becomes one message on the prediction's slot:
   spliced into the ``output`` frame as is, so it is serialised once.
 
 ``index`` counts items from 0 per prediction.  A single ``None`` output sends
-nothing (the parent then reports ``null``), as Cog.
+nothing (the parent then reports ``null``), as Cog.  A sync prediction's single
+(non-stream) output that goes inline rides in its ``done`` message instead (see
+:mod:`minicog.protocol`): one frame less to write and to read.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any, Callable, Optional
 
 from minicog import protocol
 
-__all__ = ["OutputSender"]
+__all__ = ["OutputSender", "output_frame"]
 
 _PLAIN = frozenset({str, int, bool})
 #: The JSON text of a plain value, as minicog.encoding.dumps writes it.  Plain values need
@@ -47,6 +49,10 @@ class OutputSender:
         self.index = 0
         #: True once the outputs folder was asked for (it, and the prediction's folder, may exist).
         self.made_dir = False
+        #: Set by the caller before a sync prediction's only item: that item, if it goes
+        #: inline, is kept (:meth:`take_kept`) to ride in the terminal ``done`` message.
+        self.keep_single = False
+        self._kept: Optional[bytes] = None
 
     def _dir(self) -> str:
         if not self.outputs_dir:
@@ -91,6 +97,18 @@ class OutputSender:
             with open(path, "wb") as f:
                 f.write(data)
             self.channel.send({"type": "output_file", "index": index, "path": path})
+        elif self.keep_single and index == 0:
+            self._kept = data
         else:
-            head = protocol.dumps({"type": "output", "index": index})
-            self.channel.send_raw(head[:-1] + b',"value":' + data + b"}")
+            self.channel.send_raw(output_frame(index, data))
+
+    def take_kept(self) -> Optional[bytes]:
+        """The kept single item's JSON (see ``keep_single``), once; None if none was kept."""
+        data, self._kept = self._kept, None
+        return data
+
+
+def output_frame(index: int, data: bytes) -> bytes:
+    """The ``output`` message for item *index* whose JSON is *data*, spliced in as is."""
+    head = protocol.dumps({"type": "output", "index": index})
+    return head[:-1] + b',"value":' + data + b"}"
