@@ -144,14 +144,18 @@ class BackgroundStreamHandler(logging.Handler):
             self.handleError(record)
             return
         record.msg, record.args = record.message, None
+        self._enqueue(record, record.levelno)
+
+    def _enqueue(self, item: Any, level: int) -> None:
+        """Queue a record (or its pieces); wake the writer for a warning, or if it is idle."""
         with self._cond:
             if self._closed:
                 return
             if len(self._queue) >= self.capacity:
                 self._dropped += 1
                 return
-            self._queue.append(record)
-            if record.levelno >= logging.WARNING:
+            self._queue.append(item)
+            if level >= logging.WARNING:
                 self._urgent = True
                 self._cond.notify()
             elif self._idle:
@@ -163,20 +167,8 @@ class BackgroundStreamHandler(logging.Handler):
         *args* must not change afterwards (strings and numbers).  Filters are not
         run: the caller checked that neither this handler nor its loggers have any.
         """
-        if level < self.level:
-            return
-        with self._cond:
-            if self._closed:
-                return
-            if len(self._queue) >= self.capacity:
-                self._dropped += 1
-                return
-            self._queue.append((time.time(), name, level, msg, args, extra))  # type: ignore[arg-type]
-            if level >= logging.WARNING:
-                self._urgent = True
-                self._cond.notify()
-            elif self._idle:
-                self._cond.notify()
+        if level >= self.level:
+            self._enqueue((time.time(), name, level, msg, args, extra), level)
 
     @staticmethod
     def _record(item: Any) -> logging.LogRecord:

@@ -1,4 +1,5 @@
-"""The console handler itself (minicog/console.py): reconfiguring it loses nothing."""
+"""The console handler itself (minicog/console.py): reconfiguring it loses nothing, and a
+deferred record reads like an ordinary one."""
 
 from __future__ import annotations
 
@@ -12,14 +13,29 @@ import time
 from minicog.console import configure_logging, log_deferred
 
 
+def _console(log_format: str):
+    """minicog's console on a StringIO, and a function that puts the old set-up back."""
+    stream = io.StringIO()
+    root = logging.getLogger("minicog")
+    saved = (root.propagate, root.level, list(root.handlers))
+    handler = configure_logging(log_format, "info", stream=stream)
+
+    def restore() -> None:
+        handler.flush()
+        for h in list(root.handlers):
+            if h not in saved[2]:
+                root.removeHandler(h)
+                h.close()
+        root.propagate, root.level = saved[0], saved[1]
+
+    return stream, handler, restore
+
+
 def test_reconfiguring_on_the_same_stream_loses_no_record_logged_meanwhile():
     # serve configures the console twice on the way up while the worker already prints
     # its setup output from the engine's I/O thread; a record logged between the two
     # calls used to find no handler and vanish (a model's first setup lines).
-    stream = io.StringIO()
-    root = logging.getLogger("minicog")
-    saved = (root.propagate, root.level, list(root.handlers))
-    handler = configure_logging("text", "info", stream=stream)
+    stream, handler, restore = _console("text")
     sent = 5000  # below the handler's capacity, so nothing may be dropped for lag
     started = threading.Event()
 
@@ -39,32 +55,9 @@ def test_reconfiguring_on_the_same_stream_loses_no_record_logged_meanwhile():
             handler = configure_logging("text", "info", stream=stream)
         thread.join(10)
     finally:
-        handler.flush()
-        for h in list(root.handlers):
-            if h not in saved[2]:
-                root.removeHandler(h)
-                h.close()
-        root.propagate, root.level = saved[0], saved[1]
+        restore()  # the same handler throughout: it is kept when the stream is the same
     lines = [line for line in stream.getvalue().splitlines() if "setup line" in line]
     assert len(lines) == sent
-
-
-def _console(log_format: str):
-    """minicog's console on a StringIO, and a function that puts the old set-up back."""
-    stream = io.StringIO()
-    root = logging.getLogger("minicog")
-    saved = (root.propagate, root.level, list(root.handlers))
-    handler = configure_logging(log_format, "info", stream=stream)
-
-    def restore() -> None:
-        handler.flush()
-        for h in list(root.handlers):
-            if h not in saved[2]:
-                root.removeHandler(h)
-                h.close()
-        root.propagate, root.level = saved[0], saved[1]
-
-    return stream, handler, restore
 
 
 def test_a_deferred_record_reads_as_an_ordinary_one_in_both_formats():
