@@ -411,7 +411,8 @@ class Prediction:
             self._terminal_request = ("succeeded", is_stream)
             if self._pending_uploads:
                 return
-        self._resolve_terminal()
+        # _finish settles an upload error or a cancel itself, as _resolve_terminal would.
+        self._finish("succeeded", is_stream=is_stream)
 
     def failed(self, error: str) -> None:
         self._finish("failed", error)
