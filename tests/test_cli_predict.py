@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 
 import pytest
@@ -26,10 +28,20 @@ TIMEOUT = 60
 
 def run_cli(*args: str, cwd: str = ROOT, input: str | None = None, env: dict | None = None,
             timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ, **(env or {}))
-    full_env["PYTHONPATH"] = ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "minicog", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, input=input, env=full_env)
+    """The command's result once it ended.
+
+    It gets a TMPDIR of its own (unless *env* names one), removed afterwards: the fixture
+    models that return files (cli_files.py, cli_outputs.py:Weights, cli_train.py) write
+    them with tempfile and never remove them, as a real model may.
+    """
+    worker_tmp = tempfile.mkdtemp(prefix="cli-tmp-")
+    try:
+        full_env = {**os.environ, "TMPDIR": worker_tmp, **(env or {})}
+        full_env["PYTHONPATH"] = ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
+        return subprocess.run([sys.executable, "-m", "minicog", *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout, input=input, env=full_env)
+    finally:
+        shutil.rmtree(worker_tmp, ignore_errors=True)
 
 
 def model_lines(stderr: str) -> list[str]:
