@@ -18,6 +18,21 @@ from support import predictor, wait_until
 TIMEOUT = 60
 
 
+@pytest.fixture(autouse=True)
+def worker_tmpdir(tmp_path_factory, monkeypatch):
+    """Each test's workers get a TMPDIR of their own under pytest's temporary folder.
+
+    A Model's workers inherit this process's environment, and the fixture models that
+    return files (cli_files.py, cli_train.py) write them with tempfile and never remove
+    them, as a real model may: they must not pile up in /tmp.  The folder is beside the
+    test's tmp_path, not in it (test_prediction_temp_files_removed_when_each_prediction_ends
+    looks at everything in tmp_path).
+    """
+    folder = tmp_path_factory.mktemp("worker-tmp")
+    monkeypatch.setenv("TMPDIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def textgen():
     with minicog.Model() as model:  # no reference: the embedded default model
