@@ -104,13 +104,21 @@ def clone(tmp_path) -> str:
     for name in ("python", "python3"):
         os.symlink(sys.executable, bindir / name)
     (tmp_path / "scratch").mkdir()
+    (tmp_path / "tmp").mkdir()
     return str(dest)
 
 
 def _env(clone: str) -> dict:
+    """The examples' environment; TMPDIR is this test's own folder (beside the clone).
+
+    The README's file examples run fixture models (tests/predictors/cli_files.py,
+    cli_outputs.py:Weights) that write their outputs with tempfile and never remove them,
+    as a real model may: run here, those files must not pile up in /tmp.
+    """
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PYTHON") and k not in ("PORT", "HOST", "COG_PREDICT_TYPE_STUB", "COG_TRAIN_TYPE_STUB")}
     env["PATH"] = os.path.join(os.path.dirname(clone), "bin") + os.pathsep + env.get("PATH", "")
+    env["TMPDIR"] = os.path.join(os.path.dirname(clone), "tmp")
     return env
 
 
