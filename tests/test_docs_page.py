@@ -10,9 +10,12 @@ model, an image model, phone width in dark mode) are written to ``artifacts/``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import struct
+import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -43,8 +46,20 @@ def browser():
     b.close()
 
 
+@contextlib.contextmanager
 def _server(ref, **kw):
-    return serve_in_thread(os.path.join(PREDICTORS, ref) if ref else None, wait_ready=120, **kw)
+    """A served model, stopped at the end; its workers get a TMPDIR removed afterwards.
+
+    page_image.py writes its images with tempfile and never removes them, as a real
+    model may: they must not pile up in /tmp.
+    """
+    worker_tmp = tempfile.mkdtemp(prefix="page-tmp-")
+    try:
+        with serve_in_thread(os.path.join(PREDICTORS, ref) if ref else None, wait_ready=120,
+                             env={**os.environ, "TMPDIR": worker_tmp}, **kw) as handle:
+            yield handle
+    finally:
+        shutil.rmtree(worker_tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
