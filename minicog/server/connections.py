@@ -555,7 +555,7 @@ def _spin_recv(sock: socket.socket, seconds: float) -> Optional[bytes]:
     """What *sock* receives within *seconds* of polling without sleeping; None if nothing.
 
     A closed-loop client's next request usually arrives within the window, and then no
-    wake-up of this thread is needed (see ``Settings.spin_wait``).  Each ``recv``
+    wake-up of this thread is needed (see ``Settings.spin_wait``).  Each read
     releases the GIL.
     """
     if sock.gettimeout() is None:  # a blocking descriptor: make the socket non-blocking

@@ -672,22 +672,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(431, "Too many headers")
             return False
         headers = Headers()
-        items, by_name = headers._items, headers._map
-        pair = None
         for text in lines:
-            if text[:1] in (" ", "\t") and pair is not None:
-                headers._last = pair
+            if text[:1] in (" ", "\t") and headers._last is not None:
                 headers._extend(text.strip())  # obsolete line folding
                 continue
             name, colon, value = text.partition(":")
             if not colon or not name or name != name.strip():
                 self.send_error(400, f"Bad header line ({text[:100]!r})")
                 return False
-            # Headers.add, inlined: it ran for every header of every request.
-            pair = [name, value.strip()]
-            items.append(pair)
-            by_name.setdefault(name.lower(), []).append(pair[1])
-        headers._last = pair
+            headers.add(name, value.strip())
         self.headers = headers
         conntype = (headers.get("Connection") or "").lower()
         if conntype == "close":
