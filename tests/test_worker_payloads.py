@@ -167,3 +167,43 @@ def test_a_model_without_inputs_answers_every_request_the_same():
             rec = predict(orch, f"bare-{i}", {})
             assert rec.terminal == ("succeeded", False)
             assert rec.outputs() == [{"answer": 42, "nested": {"ok": True, "items": [1, 2, 3]}}]
+
+
+def test_an_input_plan_prepares_what_a_fresh_look_at_the_signature_would():
+    # The worker works out once what preparing an input needs (InputPlan); the kwargs
+    # must be the ones prepare() builds from the signature and specs each time.
+    from minicog.schema import describe_inputs
+    from minicog.sdk import Input, Secret
+    from minicog.worker.inputs import InputPlan, prepare
+
+    class Model:
+        def predict(self, text: str, count: int = Input(default=2), tags: str = Input(default="a,b"),
+                    token: Secret = Input(default=None)):
+            return text
+
+    fn = Model().predict
+    specs = describe_inputs(fn)
+    plan = InputPlan(fn, specs)
+    assert plan.accepted == {"text", "count", "tags", "token"}
+    assert [name for name, _ in plan.field_defaults] == ["count", "tags", "token"]
+    assert [s.name for s in plan.special] == ["token"]
+    limits = dict(timeout=1.0, max_bytes=1024, user_agent=None)
+    for raw in ({"text": "a"}, {"text": "b", "count": 5, "token": "s3cret", "unknown": 1}):
+        planned = prepare(fn, raw, specs, None, plan=plan, **limits).kwargs
+        fresh = prepare(fn, raw, specs, None, **limits).kwargs
+        assert planned.keys() == fresh.keys() and "unknown" not in planned
+        assert planned["count"] == fresh["count"] and planned["tags"] == fresh["tags"] == "a,b"
+    assert isinstance(planned["token"], Secret) and planned["token"].get_secret_value() == "s3cret"
+
+
+def test_an_input_plan_passes_every_key_to_a_function_with_kwargs():
+    from minicog.worker.inputs import InputPlan, prepare
+
+    def anything(**kwargs):
+        return kwargs
+
+    plan = InputPlan(anything, [])
+    assert plan.accepts_any and not plan.special
+    kwargs = prepare(anything, {"a": 1, "b": [2]}, [], None, timeout=1.0, max_bytes=1, user_agent=None,
+                     plan=plan).kwargs
+    assert kwargs == {"a": 1, "b": [2]}

@@ -34,7 +34,10 @@ import os
 import shutil
 from typing import Any, Callable, Optional
 
-__all__ = ["InputError", "Prepared", "prepare", "read_input_message", "takes_no_arguments"]
+from minicog.sdk.inputs import MISSING, FieldInfo
+from minicog.sdk.types import Path, Secret
+
+__all__ = ["InputError", "InputPlan", "Prepared", "prepare", "read_input_message", "takes_no_arguments"]
 
 #: Parallel downloads per prediction (Cog uses 8).
 _FETCH_WORKERS = 8
@@ -108,8 +111,6 @@ def _file_url(name: str, value: Any, given: bool) -> bool:
 
 def _local_file(path: str, kind: str, prepared: "Prepared") -> Any:
     """A file input the parent decoded already: a Path, or an open file for ``File``."""
-    from minicog.sdk.types import Path
-
     if kind == "file":
         f = open(path, "rb")
         prepared.open_files.append(f)
@@ -119,8 +120,6 @@ def _local_file(path: str, kind: str, prepared: "Prepared") -> Any:
 
 def _field_default(field: Any) -> Any:
     """The value an omitted ``Input(...)`` stands for, or ``inspect.Parameter.empty``."""
-    from minicog.sdk.inputs import MISSING
-
     factory = getattr(field, "default_factory", None)
     if factory is not None:
         return factory()
@@ -144,9 +143,37 @@ def takes_no_arguments(fn: Callable) -> bool:
     return not params
 
 
+class InputPlan:
+    """What :func:`prepare` needs to know of a function and its input specs, worked out once.
+
+    A worker makes one after setup: per prediction, :func:`prepare` then filters
+    the input by a set, fills in the omitted ``Input(...)`` defaults and looks only
+    at the inputs that need more (secrets and files), instead of walking the
+    signature and every spec each time (a fifth of a null prediction's time in the
+    worker).
+    """
+
+    __slots__ = ("accepts_any", "accepted", "field_defaults", "special")
+
+    def __init__(self, fn: Callable, specs: list[Any]) -> None:
+        params, var_kw = _parameters(fn)
+        #: The function takes ``**kwargs``: every input key is passed on.
+        self.accepts_any = var_kw
+        #: Input keys passed on otherwise: the parameters and the schema's inputs.
+        self.accepted = frozenset(params).union(s.name for s in specs)
+        #: ``(name, FieldInfo)`` of the parameters declared as ``x = Input(...)``.
+        self.field_defaults = tuple(
+            (name, param.default) for name, param in params.items()
+            if param.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+            and isinstance(param.default, FieldInfo))
+        #: The specs of secret and file inputs, the only ones whose values change.
+        self.special = tuple(s for s in specs if getattr(s, "is_secret", False) or getattr(s, "file_kind", None))
+
+
 def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Optional[str], *,
             timeout: float, max_bytes: int, user_agent: Optional[str],
-            local_files: Optional[list] = None, critical: Callable[[], Any] = contextlib.nullcontext) -> Prepared:
+            local_files: Optional[list] = None, critical: Callable[[], Any] = contextlib.nullcontext,
+            plan: Optional[InputPlan] = None) -> Prepared:
     """Build the call's kwargs from the validated JSON input *raw*; see the module docstring.
 
     *local_files* (``[[name, index or None, path]]``, the ``input_files`` of the
@@ -154,24 +181,20 @@ def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Opt
     used as they are, nothing is fetched for them.  *critical* is the cancel guard's
     (:mod:`.cancel`): downloads are started and waited for in its critical sections,
     so a cancel raises between two short waits, never inside a future's lock.
+    *plan*: ``InputPlan(fn, specs)``, made once by a caller that prepares often.
     """
-    from minicog.sdk.inputs import FieldInfo
-    from minicog.sdk.types import Path, Secret
-
-    params, var_kw = _parameters(fn)
-    by_name = {s.name: s for s in specs}
-
-    kwargs: dict[str, Any] = {}
-    for name, value in raw.items():
-        if name in by_name or name in params or var_kw:
-            kwargs[name] = value
+    if plan is None:
+        plan = InputPlan(fn, specs)
+    if plan.accepts_any:
+        kwargs: dict[str, Any] = dict(raw)
+    else:
+        accepted = plan.accepted
+        kwargs = {name: value for name, value in raw.items() if name in accepted}
 
     # Omitted inputs declared as ``x = Input(...)``: substitute the default's value.
-    for name, param in params.items():
-        if name in kwargs or param.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
-            continue
-        if isinstance(param.default, FieldInfo):
-            value = _field_default(param.default)
+    for name, field in plan.field_defaults:
+        if name not in kwargs:
+            value = _field_default(field)
             if value is inspect.Parameter.empty:
                 raise InputError(f"{name}: Field required")
             kwargs[name] = value
@@ -179,9 +202,11 @@ def prepare(fn: Callable, raw: dict[str, Any], specs: list[Any], inputs_dir: Opt
     # The folder is made only for downloads (below): without them cleanup has nothing to
     # remove, and skips even the stat.
     prepared = Prepared(kwargs, None)
+    if not plan.special:
+        return prepared
     local = {(str(n), i): str(p) for n, i, p in (local_files or ()) if isinstance(p, str)}
     downloads: list[tuple[str, Optional[int], str, str]] = []  # (name, list index, url, kind)
-    for spec in specs:
+    for spec in plan.special:
         name = spec.name
         if name not in kwargs:
             continue
