@@ -77,7 +77,7 @@ Slot channel, worker → parent (for the prediction running on that slot):
 ``output_file``  ``index``, ``path``: a JSON value too big to inline, spilled to a file.
 ``file``         ``index``, ``path``, ``mime`` (str or null): a file output.
 ``metric``       ``name``, ``value``, ``mode`` ("replace"/"increment"/"append").
-``done``         ``id``, ``is_stream`` (bool), ``predict_time`` (float seconds), and
+``done``         ``id``, ``is_stream`` (bool), and
                  ``output`` (a JSON value) for a sync prediction whose single,
                  non-stream output was small enough to inline: it stands for an
                  ``output`` message with ``index`` 0 right before the ``done``.

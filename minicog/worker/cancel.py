@@ -115,13 +115,20 @@ class CancelGuard:
         with self._lock:
             return prediction_id in self._requested
 
-    def forget(self, prediction_id: str) -> None:
-        """The prediction ended: later cancels for this id are stale."""
+    def forget(self, prediction_id: str) -> bool:
+        """The prediction ended: later cancels for this id are stale.
+
+        Returns whether its cancel had been requested (as :meth:`was_requested`
+        just before, in the same lock).
+        """
         with self._lock:
-            self._requested.discard(prediction_id)
+            requested = prediction_id in self._requested
+            if requested:
+                self._requested.discard(prediction_id)
             self._known.discard(prediction_id)
             if self._taken == prediction_id:
                 self._taken = None
+        return requested
 
     # -- main thread -------------------------------------------------------------------
 

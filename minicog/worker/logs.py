@@ -72,6 +72,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import contextvars
+import functools
 import io
 import os
 import select
@@ -91,6 +92,7 @@ __all__ = [
 _FRAME_CHARS = 256 * 1024
 
 
+@functools.lru_cache(maxsize=4)  # one limit per worker; a LogOwner is made per prediction
 def truncation_marker(limit: int) -> str:
     """The suffix of a cut line, naming the bound like coglet's marker."""
     if limit % (1024 * 1024) == 0:
