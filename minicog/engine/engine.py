@@ -364,20 +364,35 @@ class Engine:
         """
         prediction_id = str(prediction_id)
         # Everything that can fail without a slot is done first, so it reserves nothing.
-        try:
-            data = protocol.dumps(input if input is not None else {})  # the frame's encoder, made once
-        except (TypeError, ValueError) as exc:
-            raise errors.RequestError(f"input is not JSON: {exc}") from None
         # Readiness is checked with the slot taken below (nothing here reserves anything).
-        folder = os.path.join(self._tmp_root or "", f"{_safe_name(prediction_id)}-{next(self._dir_numbers)}")
+        root, name = self._tmp_root, f"{_safe_name(prediction_id)}-{next(self._dir_numbers)}"
+        folder = f"{root}{os.sep}{name}" if root else name  # os.path.join, without its steps
         msg: dict[str, Any] = {"type": "predict", "id": prediction_id, "context": dict(context or {}),
                                "tmp_dir": folder}
         if input_files:
             msg["input_files"] = input_files
+        msg["input"] = input if input is not None else {}
         try:
-            head = protocol.dumps(msg)
-        except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) is a ValueError
-            raise errors.RequestError(f"the prediction id or context cannot be sent: {exc}") from None
+            # The whole frame in one encoding: the input is split off below only when it
+            # is too big to go inline (rare), and an error is then told apart.
+            frame = protocol.dumps(msg)
+        except (TypeError, ValueError):  # UnicodeEncodeError (a lone surrogate) is a ValueError
+            frame = None
+        if frame is None or len(frame) > self.settings.max_inline_ipc_bytes:
+            del msg["input"]
+            try:
+                data = protocol.dumps(input if input is not None else {})
+            except (TypeError, ValueError) as exc:
+                raise errors.RequestError(f"input is not JSON: {exc}") from None
+            try:
+                head = protocol.dumps(msg)
+            except (TypeError, ValueError) as exc:
+                raise errors.RequestError(f"the prediction id or context cannot be sent: {exc}") from None
+            if len(data) <= self.settings.max_inline_ipc_bytes:  # the id or context is what is big
+                frame = head[:-1] + b',"input":' + data + b"}"
+                data = None
+        else:
+            data = None  # inline: already in the frame
         with self._lock:
             self._check_ready()
             existing = self._runs.get(prediction_id)
@@ -394,7 +409,7 @@ class Engine:
             self._live.add(run)
         handed = False
         try:
-            if len(data) > self.settings.max_inline_ipc_bytes:
+            if data is not None:  # too big to go inline: the worker reads it from a file
                 spill_dir = os.path.join(folder, "inputs")
                 os.makedirs(spill_dir, exist_ok=True)
                 spill = os.path.join(spill_dir, "input.json")
@@ -402,8 +417,6 @@ class Engine:
                     f.write(data)
                 msg["input_file"] = spill
                 frame = protocol.dumps(msg)
-            else:
-                frame = head[:-1] + b',"input":' + data + b"}"
             call_listener(listener, "started")
             if wait:
                 proc.take_slot(run.slot)
@@ -832,16 +845,17 @@ class Engine:
 
     def _run_ended(self, proc: WorkerProcess, index: int, run: Run, outcome: tuple) -> None:
         """A terminal message: the slot is free again *before* the listener's terminal call."""
-        seat = proc.seat
-        rss = _rss_mib(proc.pid) if self.settings.worker_max_rss else None
+        seat, s = proc.seat, self.settings
+        rss = _rss_mib(proc.pid) if s.worker_max_rss else None
         with self._lock:
             ours = self._runs.get(run.id) is run
             if ours:
                 del self._runs[run.id]
             proc.runs_done += 1
             # Under the same lock as freeing the slot: a worker past a limit must not take
-            # the slot's next prediction.
-            self._check_recycle(proc, rss)
+            # the slot's next prediction.  (Without limits, nothing to look at.)
+            if proc.retiring is not None or s.worker_max_predictions or s.worker_max_age or s.worker_max_rss:
+                self._check_recycle(proc, rss)
             if seat.proc is proc and seat.state == "READY" and index < len(proc.slots) and not proc.retiring \
                     and proc.slots[index] is not None and index not in seat.free:
                 seat.free.append(index)
