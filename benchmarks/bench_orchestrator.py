@@ -5,9 +5,9 @@ Usage: ``python benchmarks/bench_orchestrator.py [--runs N] [--items N]``
 It starts a real worker subprocess on ``tests/predictors/null_or_items.py`` and
 measures, from the caller's side:
 
-* the median (and p90) time from ``submit()`` to the end of ``Run.wait()`` for
-  a prediction that returns ``None`` (the caller reads its answer itself, as
-  the HTTP handler does), and the same through the listener's terminal call
+* the median (and p90) time from ``submit(..., wait=True)`` to the end of
+  ``Run.wait()`` for a prediction that returns ``None`` (the caller reads its
+  answer itself, as the HTTP handler does), and the same through the listener's terminal call
   on the engine's I/O thread (one more thread hand-off);
 * items per second for a generator yielding ``--items`` integers, each one a
   separate ``output`` message delivered to the listener.
@@ -68,9 +68,10 @@ def main(argv=None) -> int:
         for i in range(args.runs):
             l = _Listener()
             start = time.perf_counter()
-            run = orch.submit(f"n{i}", {}, l)
-            # The caller waits on its run, as the HTTP handler does: it reads the answer
-            # itself (no hand-off from the engine's I/O thread).
+            # The caller waits on its run, as the HTTP handler does: it says so when it
+            # submits (wait=True) and reads the answer itself (no hand-off from the
+            # engine's I/O thread, whose poller never sees the slot).
+            run = orch.submit(f"n{i}", {}, l, wait=True)
             if not run.wait(10) or l.result != "succeeded":
                 print(f"prediction {i}: {l.result}", file=sys.stderr)
                 return 1
