@@ -125,11 +125,17 @@ Part = Union[bytes, FileOutput]
 class Body:
     """A JSON document as byte parts and file parts, with its exact length."""
 
-    __slots__ = ("parts", "length")
+    __slots__ = ("parts", "length", "has_files")
 
     def __init__(self, parts: list[Part]):
         self.parts = parts
+        if len(parts) == 1 and type(parts[0]) is bytes:  # the usual answer: one JSON text
+            self.length = len(parts[0])
+            #: True if a part is a file, read when the body is sent.
+            self.has_files = False
+            return
         self.length = sum(len(p) if isinstance(p, bytes) else p.encoded_length() for p in parts)
+        self.has_files = any(isinstance(p, FileOutput) for p in parts)
 
     def chunks(self) -> Iterator[bytes]:
         """Yield the body's bytes; a fresh generator on every call (retries re-send)."""
@@ -145,9 +151,6 @@ class Body:
     def materialize(self) -> bytes:
         return b"".join(self.chunks())
 
-    @property
-    def has_files(self) -> bool:
-        return any(isinstance(p, FileOutput) for p in self.parts)
 
 
 #: Types that never hold a file, checked by identity first: most of an answer's values

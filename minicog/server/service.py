@@ -163,8 +163,11 @@ class Service:
         self._server: Optional[HTTPServer] = None
         self._thread: Optional[threading.Thread] = None
         self._monitor: Optional[threading.Thread] = None
-        # Notified at each record's terminal transition and release (the drain waits on it).
+        # Notified at each record's terminal transition and release while the drain waits
+        # on it (_drain_waiters > 0; it also looks every 0.1 s, so a notify is never needed
+        # for correctness: without waiters the two per prediction are skipped).
         self._lock = threading.Condition(threading.Lock())
+        self._drain_waiters = 0
         self._new_id = _IdSource()
         #: Finished records kept readable, oldest first: id → (monotonic end time, record).
         #: Each holds a reference (Prediction.retain) so its output files stay until it goes.
@@ -320,12 +323,16 @@ class Service:
 
         def wait_for(predicate: Any, until: float, *, forced_too: bool = False) -> bool:
             with self._lock:
-                while not predicate():
-                    left = until - time.monotonic()
-                    if left <= 0 or (self.force_stop and not forced_too):
-                        return predicate()
-                    self._lock.wait(min(left, 0.1))
-                return True
+                self._drain_waiters += 1
+                try:
+                    while not predicate():
+                        left = until - time.monotonic()
+                        if left <= 0 or (self.force_stop and not forced_too):
+                            return predicate()
+                        self._lock.wait(min(left, 0.1))
+                    return True
+                finally:
+                    self._drain_waiters -= 1
 
         if not wait_for(lambda: not self._unfinished(), deadline):
             left = [p.id for p in self._unfinished()]
@@ -698,13 +705,16 @@ class Service:
         started = pred.started_mono
         self.metrics.prediction_finished(pred.status, None if started is None else started - pred.created_mono,
                                          None if started is None else time.monotonic() - started)
-        with self._lock:
-            self._lock.notify_all()
+        self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        if self._drain_waiters:  # read without the lock: a drain that starts now looks itself
+            with self._lock:
+                self._lock.notify_all()
 
     def _on_release(self, pred: Prediction) -> None:
         pred.run.release()  # this run's folder only: an id may have been reused meanwhile
-        with self._lock:
-            self._lock.notify_all()
+        self._wake_drain()
         if pred.spooled:
             from minicog.server import spool
 
