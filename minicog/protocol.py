@@ -115,6 +115,7 @@ Ordering guarantees
 from __future__ import annotations
 
 import json
+import json.encoder
 import os
 import struct
 import threading
@@ -123,7 +124,7 @@ from typing import Any, Iterator, Optional
 
 __all__ = [
     "send", "recv", "dumps", "loads", "Channel", "ProtocolError",
-    "CONTROL_TO_WORKER", "CONTROL_TO_PARENT", "SLOT_TO_WORKER", "SLOT_TO_PARENT", "TERMINAL",
+    "done_message", "CONTROL_TO_WORKER", "CONTROL_TO_PARENT", "SLOT_TO_WORKER", "SLOT_TO_PARENT", "TERMINAL",
 ]
 
 CONTROL_TO_WORKER = frozenset({"init", "cancel", "healthcheck", "shutdown"})
@@ -152,6 +153,28 @@ _DECODER = json.JSONDecoder()
 def dumps(msg: dict) -> bytes:
     """Encode one message as compact UTF-8 JSON (no NaN/Infinity)."""
     return _ENCODER.encode(msg).encode("utf-8")
+
+
+#: The JSON string literal of a str, as dumps() writes it (non-ASCII kept); in C.
+_QUOTE = json.encoder.encode_basestring
+
+
+def done_message(prediction_id: str, is_stream: bool, *, tmp: bool = True,
+                 output: Optional[bytes] = None) -> bytes:
+    """The ``done`` message of *prediction_id*, encoded: the bytes :func:`dumps` gives
+    for its dict, without the encoder's steps (one per prediction, in the worker).
+
+    ``tmp=False`` adds ``"tmp": false``; *output* (JSON already) is the ``output`` field.
+    """
+    parts = [b'{"type":"done","is_stream":', b"true" if is_stream else b"false",
+             b',"id":', _QUOTE(prediction_id).encode("utf-8")]
+    if not tmp:
+        parts.append(b',"tmp":false')
+    if output is not None:
+        parts.append(b',"output":')
+        parts.append(output)
+    parts.append(b"}")
+    return b"".join(parts)
 
 
 def loads(data: bytes) -> dict:

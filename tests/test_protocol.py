@@ -248,3 +248,17 @@ def test_recv_available_raises_eof_when_the_peer_is_gone():
     with a:
         with pytest.raises(EOFError):
             list(protocol.recv_available(a))
+
+
+@pytest.mark.parametrize("is_stream, tmp, output", [
+    (False, True, None), (True, True, None), (False, False, b'"ok"'), (False, False, b'{"a":[1,2]}'),
+])
+@pytest.mark.parametrize("prediction_id", ["p-1", "préd \"quoted\" \\ \n"])
+def test_done_message_is_the_bytes_dumps_gives_for_its_dict(prediction_id, is_stream, tmp, output):
+    msg = {"type": "done", "is_stream": is_stream, "id": prediction_id}
+    if not tmp:
+        msg["tmp"] = False
+    if output is not None:
+        msg["output"] = json.loads(output)
+    assert protocol.done_message(prediction_id, is_stream, tmp=tmp, output=output) == protocol.dumps(msg)
+    assert protocol.loads(protocol.done_message(prediction_id, is_stream, tmp=tmp, output=output)) == msg

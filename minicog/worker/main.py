@@ -656,15 +656,18 @@ class Worker:
             shutil.rmtree(inputs, ignore_errors=True)
         if self.guard.forget(job.id):  # a cancel was asked for: it wins over any other end
             outcome = {"type": "canceled"}
-        outcome["id"] = job.id
-        if folder_unused:
-            outcome["tmp"] = False
         self.busy.discard(job.slot)
         try:
+            if outcome["type"] == "done":
+                job.channel.send_raw(protocol.done_message(job.id, outcome["is_stream"], tmp=not folder_unused,
+                                                           output=kept))
+                job.channel.release()  # what a sync prediction held since its model returned
+                return
+            outcome["id"] = job.id
+            if folder_unused:
+                outcome["tmp"] = False
             if kept is None:
                 job.channel.send(outcome)
-            elif outcome["type"] == "done":
-                job.channel.send_raw(protocol.dumps(outcome)[:-1] + b',"output":' + kept + b"}")
             else:  # canceled (or failed) after the model returned: its output still goes first
                 job.channel.send_raw(output_frame(0, kept))
                 job.channel.send(outcome)
