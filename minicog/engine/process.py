@@ -514,17 +514,20 @@ class WorkerProcess:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         return
+                    ready = False
                     if poller is not None and spin and _SPIN_GATE.acquire(False):
                         # Poll without sleeping for the first moments (protocol.spin_poll):
                         # one thread of the process at a time, and once per drive.
                         spin = 0.0
                         try:
-                            protocol.spin_poll(poller, self._spin if left is None else min(left, self._spin))
+                            ready = protocol.spin_poll(poller, self._spin if left is None else min(left, self._spin))
                         finally:
                             _SPIN_GATE.release()
                         if left is not None:  # the spin took part of the time: never overrun it
                             left = max(0.0, deadline - time.monotonic())
-                    if poller is not None:
+                    if ready:
+                        pass  # the spin saw the answer: no second poll for it
+                    elif poller is not None:
                         # Milliseconds, rounded up so a short wait never becomes a busy poll.
                         if not poller.poll(None if left is None else math.ceil(left * 1000)):
                             return
