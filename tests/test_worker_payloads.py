@@ -169,9 +169,9 @@ def test_a_model_without_inputs_answers_every_request_the_same():
             assert rec.outputs() == [{"answer": 42, "nested": {"ok": True, "items": [1, 2, 3]}}]
 
 
-def test_an_input_plan_prepares_what_a_fresh_look_at_the_signature_would():
-    # The worker works out once what preparing an input needs (InputPlan); the kwargs
-    # must be the ones prepare() builds from the signature and specs each time.
+def test_an_input_plan_fills_defaults_drops_unknown_keys_and_wraps_secrets():
+    # The worker works out once what preparing an input needs (InputPlan); with it,
+    # prepare() must build the same kwargs as without one (when it makes its own).
     from minicog.schema import describe_inputs
     from minicog.sdk import Input, Secret
     from minicog.worker.inputs import InputPlan, prepare
@@ -194,6 +194,10 @@ def test_an_input_plan_prepares_what_a_fresh_look_at_the_signature_would():
         assert planned.keys() == fresh.keys() and "unknown" not in planned
         assert planned["count"] == fresh["count"] and planned["tags"] == fresh["tags"] == "a,b"
     assert isinstance(planned["token"], Secret) and planned["token"].get_secret_value() == "s3cret"
+    omitted = prepare(fn, {"text": "a"}, specs, None, plan=plan, **limits).kwargs
+    assert omitted == {"text": "a", "count": 2, "tags": "a,b", "token": None}
+    given = prepare(fn, {"text": "b", "count": 5, "unknown": 1}, specs, None, plan=plan, **limits).kwargs
+    assert given == {"text": "b", "count": 5, "tags": "a,b", "token": None}
 
 
 def test_an_input_plan_passes_every_key_to_a_function_with_kwargs():

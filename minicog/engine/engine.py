@@ -371,7 +371,8 @@ class Engine:
                                "tmp_dir": folder}
         if input_files:
             msg["input_files"] = input_files
-        msg["input"] = input if input is not None else {}
+        value = input if input is not None else {}
+        msg["input"] = value
         try:
             # The whole frame in one encoding: the input is split off below only when it
             # is too big to go inline (rare), and an error is then told apart.
@@ -381,7 +382,7 @@ class Engine:
         if frame is None or len(frame) > self.settings.max_inline_ipc_bytes:
             del msg["input"]
             try:
-                data = protocol.dumps(input if input is not None else {})
+                data = protocol.dumps(value)
             except (TypeError, ValueError) as exc:
                 raise errors.RequestError(f"input is not JSON: {exc}") from None
             try:

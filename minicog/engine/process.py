@@ -525,14 +525,13 @@ class WorkerProcess:
                             _SPIN_GATE.release()
                         if left is not None:  # the spin took part of the time: never overrun it
                             left = max(0.0, deadline - time.monotonic())
-                    if ready:
-                        pass  # the spin saw the answer: no second poll for it
-                    elif poller is not None:
-                        # Milliseconds, rounded up so a short wait never becomes a busy poll.
-                        if not poller.poll(None if left is None else math.ceil(left * 1000)):
+                    if not ready:  # (a spin that saw the answer needs no second poll)
+                        if poller is not None:
+                            # Milliseconds, rounded up so a short wait never becomes a busy poll.
+                            if not poller.poll(None if left is None else math.ceil(left * 1000)):
+                                return
+                        elif not chan.conn.poll(left):
                             return
-                    elif not chan.conn.poll(left):
-                        return
                     # What the worker wrote at once is read at once (its output and end).
                     for msg in protocol.recv_available(chan.conn):
                         self._on_slot(index, msg)

@@ -129,10 +129,10 @@ class Body:
 
     def __init__(self, parts: list[Part]):
         self.parts = parts
+        #: True if a part is a file, read when the body is sent.
+        self.has_files = False
         if len(parts) == 1 and type(parts[0]) is bytes:  # the usual answer: one JSON text
             self.length = len(parts[0])
-            #: True if a part is a file, read when the body is sent.
-            self.has_files = False
             return
         self.length = sum(len(p) if isinstance(p, bytes) else p.encoded_length() for p in parts)
         self.has_files = any(isinstance(p, FileOutput) for p in parts)
@@ -150,7 +150,6 @@ class Body:
 
     def materialize(self) -> bytes:
         return b"".join(self.chunks())
-
 
 
 #: Types that never hold a file, checked by identity first: most of an answer's values
