@@ -159,6 +159,34 @@ def dumps(msg: dict) -> bytes:
 _QUOTE = json.encoder.encode_basestring
 
 
+def predict_message(prediction_id: str, tmp_dir: str, *, input_json: Optional[bytes] = None,
+                    context: Optional[dict] = None, input_files: Optional[list] = None,
+                    input_file: Optional[str] = None) -> bytes:
+    """The ``predict`` message, encoded: the bytes :func:`dumps` gives for its dict
+    (``type``, ``id``, ``context``, ``tmp_dir``, then ``input_files``, ``input`` and
+    ``input_file`` when given), without the encoder's steps for the fixed parts.
+
+    *input_json* is the input already encoded (:func:`dumps`); an empty context and
+    an empty input, the usual case, are written without the encoder at all.  Raises
+    ``ValueError`` (``UnicodeEncodeError``) for an id or folder holding a lone
+    surrogate, and ``TypeError``/``ValueError`` for a context that is not JSON.
+    """
+    parts = [b'{"type":"predict","id":', _QUOTE(prediction_id).encode("utf-8"),
+             b',"context":', dumps(context) if context else b"{}",
+             b',"tmp_dir":', _QUOTE(tmp_dir).encode("utf-8")]
+    if input_files:
+        parts.append(b',"input_files":')
+        parts.append(dumps(input_files))  # type: ignore[arg-type]
+    if input_json is not None:
+        parts.append(b',"input":')
+        parts.append(input_json)
+    if input_file is not None:
+        parts.append(b',"input_file":')
+        parts.append(_QUOTE(input_file).encode("utf-8"))
+    parts.append(b"}")
+    return b"".join(parts)
+
+
 def done_message(prediction_id: str, is_stream: bool, *, tmp: bool = True,
                  output: Optional[bytes] = None) -> bytes:
     """The ``done`` message of *prediction_id*, encoded: the bytes :func:`dumps` gives

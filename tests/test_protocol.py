@@ -262,3 +262,34 @@ def test_done_message_is_the_bytes_dumps_gives_for_its_dict(prediction_id, is_st
         msg["output"] = json.loads(output)
     assert protocol.done_message(prediction_id, is_stream, tmp=tmp, output=output) == protocol.dumps(msg)
     assert protocol.loads(protocol.done_message(prediction_id, is_stream, tmp=tmp, output=output)) == msg
+
+
+@pytest.mark.parametrize("context, input_files, input_json, input_file", [
+    (None, None, b"{}", None),
+    ({"traceparent": "00-ab-cd-01"}, None, protocol.dumps({"text": "h\u00e9llo", "n": [1, 2.5, None]}), None),
+    ({}, [["image", None, "/tmp/in/a.png"], ["images", 1, "/tmp/in/b.png"]], b'{"image":"x"}', None),
+    (None, None, None, "/tmp/run-1/inputs/input.json"),
+])
+@pytest.mark.parametrize("prediction_id", ["p-1", "préd \"quoted\" \\ \n"])
+def test_predict_message_is_the_bytes_dumps_gives_for_its_dict(prediction_id, context, input_files, input_json,
+                                                              input_file):
+    msg = {"type": "predict", "id": prediction_id, "context": dict(context or {}), "tmp_dir": "/tmp/dír/p-1-7"}
+    if input_files:
+        msg["input_files"] = input_files
+    if input_json is not None:
+        msg["input"] = json.loads(input_json)
+    if input_file is not None:
+        msg["input_file"] = input_file
+    frame = protocol.predict_message(prediction_id, "/tmp/dír/p-1-7", context=context, input_files=input_files,
+                                     input_json=input_json, input_file=input_file)
+    assert frame == protocol.dumps(msg)
+    assert protocol.loads(frame) == msg
+
+
+@pytest.mark.parametrize("where", ["id", "tmp_dir", "context"])
+def test_predict_message_refuses_a_lone_surrogate(where):
+    """Such a str cannot be UTF-8 encoded; the engine turns the ValueError into a 400-class error."""
+    bad = "x\udc80"
+    with pytest.raises(ValueError):
+        protocol.predict_message(bad if where == "id" else "p", bad if where == "tmp_dir" else "/tmp/p",
+                                 context={"k": bad} if where == "context" else None, input_json=b"{}")

@@ -285,3 +285,27 @@ def test_utc_now_is_iso_8601_utc_with_microseconds_and_keeps_time():
         seen.add(stamp[:19])
         threading.Event().wait(0.05)
     assert len(seen) >= 3
+
+
+@pytest.mark.parametrize("value", [
+    {}, "plain", 3, None, [1, 2.5, -0.0, 1e300, True, None],
+    {"id": "p", "output": {"text": "h\u00e9llo \u2028 \"quoted\" \\ \n", "n": [1, {"deep": [[]]}]}, "logs": ""},
+    {1: "int key", 2.5: "float key", None: "null key", True: "bool key"},
+])
+def test_bodies_are_encoded_as_compact_json_would_encode_them(value):
+    """Every body goes through outputs.dumps (one C encoder made once): same text as the
+    compact encoder it stands for, non-ASCII kept."""
+    from minicog.encoding import COMPACT_JSON
+    from minicog.server.outputs import dumps
+
+    assert dumps(value) == COMPACT_JSON.encode(value)
+    assert render_json(value).materialize() == COMPACT_JSON.encode(value).encode("utf-8")
+
+
+def test_a_body_that_is_not_json_is_refused_as_the_encoder_would():
+    from minicog.server.outputs import dumps
+
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        dumps({"metrics": {"x": float("nan")}})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        dumps({"output": object()})

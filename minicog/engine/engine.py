@@ -367,33 +367,24 @@ class Engine:
         # Readiness is checked with the slot taken below (nothing here reserves anything).
         root, name = self._tmp_root, f"{_safe_name(prediction_id)}-{next(self._dir_numbers)}"
         folder = f"{root}{os.sep}{name}" if root else name  # os.path.join, without its steps
-        msg: dict[str, Any] = {"type": "predict", "id": prediction_id, "context": dict(context or {}),
-                               "tmp_dir": folder}
-        if input_files:
-            msg["input_files"] = input_files
+        context = dict(context or {})
         value = input if input is not None else {}
-        msg["input"] = value
         try:
-            # The whole frame in one encoding: the input is split off below only when it
-            # is too big to go inline (rare), and an error is then told apart.
-            frame = protocol.dumps(msg)
-        except (TypeError, ValueError):  # UnicodeEncodeError (a lone surrogate) is a ValueError
-            frame = None
-        if frame is None or len(frame) > self.settings.max_inline_ipc_bytes:
-            del msg["input"]
-            try:
-                data = protocol.dumps(value)
-            except (TypeError, ValueError) as exc:
-                raise errors.RequestError(f"input is not JSON: {exc}") from None
-            try:
-                head = protocol.dumps(msg)
-            except (TypeError, ValueError) as exc:
-                raise errors.RequestError(f"the prediction id or context cannot be sent: {exc}") from None
-            if len(data) <= self.settings.max_inline_ipc_bytes:  # the id or context is what is big
-                frame = head[:-1] + b',"input":' + data + b"}"
-                data = None
-        else:
-            data = None  # inline: already in the frame
+            # The input alone through the encoder (an empty one not even that); the rest
+            # of the frame is written around it (protocol.predict_message).
+            data: Optional[bytes] = b"{}" if type(value) is dict and not value else protocol.dumps(value)
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) is a ValueError
+            raise errors.RequestError(f"input is not JSON: {exc}") from None
+        # Too big to go inline: the worker reads it from a file (written below), and the
+        # frame says where.
+        inline = len(data) <= self.settings.max_inline_ipc_bytes
+        try:
+            frame = protocol.predict_message(prediction_id, folder, context=context, input_files=input_files,
+                                             input_json=data if inline else None)
+        except (TypeError, ValueError) as exc:
+            raise errors.RequestError(f"the prediction id or context cannot be sent: {exc}") from None
+        if inline:
+            data = None
         with self._lock:
             self._check_ready()
             existing = self._runs.get(prediction_id)
@@ -416,8 +407,8 @@ class Engine:
                 spill = os.path.join(spill_dir, "input.json")
                 with open(spill, "wb") as f:
                     f.write(data)
-                msg["input_file"] = spill
-                frame = protocol.dumps(msg)
+                frame = protocol.predict_message(prediction_id, folder, context=context, input_files=input_files,
+                                                 input_file=spill)
             call_listener(listener, "started")
             if wait:
                 proc.take_slot(run.slot)

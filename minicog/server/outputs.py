@@ -33,6 +33,7 @@ output keeps the order the model produced (coglet returns completion order).
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import re
 import secrets
@@ -46,9 +47,20 @@ from minicog.errors import OutputError
 __all__ = ["FileOutput", "DataURIInput", "Body", "render_json", "to_plain", "Uploader", "dumps"]
 
 
+#: COMPACT_JSON's C encoder, made once and without the cycle check.  Why: every body
+#: minicog sends is built from decoded JSON and its own dicts, which hold no cycles,
+#: and ``JSONEncoder.encode`` makes a new C encoder (and a dict to track cycles) on
+#: every call, several times per prediction.  None where the C accelerator is missing.
+_C_ENCODE = None if json.encoder.c_make_encoder is None else json.encoder.c_make_encoder(
+    None, COMPACT_JSON.default, json.encoder.encode_basestring, None,
+    COMPACT_JSON.key_separator, COMPACT_JSON.item_separator, False, False, COMPACT_JSON.allow_nan)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON, non-ASCII kept (the wire format of every body minicog sends)."""
-    return COMPACT_JSON.encode(value)
+    if _C_ENCODE is None:
+        return COMPACT_JSON.encode(value)
+    return "".join(_C_ENCODE(value, 0))
 
 
 class FileOutput:
