@@ -10,6 +10,8 @@ import logging
 import threading
 import time
 
+import pytest
+
 from minicog.console import configure_logging, log_deferred
 
 
@@ -89,6 +91,26 @@ def test_a_deferred_record_reads_as_an_ordinary_one_in_both_formats():
             assert set(doc) == set(json.loads(ordinary))
             stamp = datetime.datetime.fromisoformat(doc["time"]).timestamp()
             assert before - 1 <= stamp <= time.time() + 1
+
+
+@pytest.mark.parametrize("created", [1764748800.0, 1764748800.9996, 1764748801.0004, 1764752399.5])
+@pytest.mark.parametrize("level, msg, args, extra", [
+    (logging.INFO, "%s %s %s in %.3fs%s", ("prediction", "p-1", "failed", 0.0125, ": boom"),
+     {"prediction_id": "p-1", "status": "failed"}),
+    (logging.INFO, "%s", ("a line the model printed \u00e9",), {"prediction_id": "p-1", "source": "stdout"}),
+    (logging.WARNING, "no arguments, 100%", (), None),
+    (logging.INFO, "%(who)s mapped", ({"who": "a single mapping is"},), {"source": "stderr"}),
+])
+def test_text_lines_of_deferred_pieces_are_the_lines_of_their_records(created, level, msg, args, extra):
+    """The writer formats deferred pieces without a LogRecord (TextFormatter.format_pieces):
+    the line is the one logging would format, milliseconds and [id] prefix included."""
+    from minicog.console import BackgroundStreamHandler, TextFormatter
+
+    formatter = TextFormatter()
+    item = (created, "minicog.prediction", level, msg, args, extra)
+    expected = formatter.format(BackgroundStreamHandler._record(item))
+    assert formatter.format_pieces(*item) == expected
+    assert formatter.format_pieces(*item) == expected  # the cached second gives the same text
 
 
 def test_with_another_handler_or_a_filter_a_deferred_record_is_an_ordinary_one():
