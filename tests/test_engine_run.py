@@ -2,6 +2,7 @@
 a slot given back by any failure between taking it and handing the run to the worker."""
 
 import os
+import sys
 import threading
 
 import pytest
@@ -261,3 +262,75 @@ def test_a_run_that_wrote_no_file_has_no_folder_and_a_spilled_one_is_removed(tmp
         wait_until(lambda: not os.path.exists(big.folder), 5, message="the spilled run's folder to go")
         roots = [os.path.join(tmp_path, d) for d in os.listdir(tmp_path)]
         assert [os.listdir(r) for r in roots if os.path.isdir(r)] == [[]]  # the engine's root, empty
+
+
+def test_a_run_submitted_before_its_listener_gives_it_every_call_in_order_on_attach():
+    """submit(listener=None, wait=True) sends the request first (an HTTP record is built while
+    the worker runs); attach() then makes started() on the caller's thread, and the rest
+    comes as for any run, in the order the worker sent it."""
+    with running("logs_around_outputs.py") as orch:
+        run = orch.submit("early", {"n": 2}, None, wait=True)
+        assert orch.find("early") is run
+        rec = ThreadRecorder()
+        run.attach(rec)
+        assert rec.events[0] == ("started",) and rec.threads[0] == threading.get_ident()
+        assert run.listener_now() is rec
+        assert run.wait(20)
+        assert rec.terminal == ("succeeded", True) and rec.outputs() == [0, 1]
+        assert [e[0] for e in rec.events if e[0] in ("output", "metric")] == ["metric", "output"] * 2
+        assert rec.logs("stdout").endswith("last words")
+        with pytest.raises(RuntimeError):
+            run.attach(Recorder())  # one listener per run
+        run.release()
+        assert wait_until(lambda: orch.open_runs() == [], 10)
+
+
+def test_a_run_without_a_listener_must_be_waited_for():
+    with running("basic_echo.py") as orch:
+        with pytest.raises(ValueError, match="wait=True"):
+            orch.submit("p", {"text": "x"}, None)
+        assert orch.free_slots == 1 and orch.open_runs() == []
+
+
+def test_the_end_of_a_run_that_died_before_attach_is_kept_for_its_listener():
+    """The worker dies after the request went out and before the caller attached: the
+    engine's terminal call waits in the run, and attach() makes it after started()."""
+    with running("sleeps.py") as orch:
+        run = orch.submit("dies", {"seconds": 30}, None, wait=True)
+        os.kill(orch.pid, 9)
+        assert wait_until(run.done, 20)  # ended by the engine, with nobody to tell yet
+        rec = Recorder()
+        run.attach(rec)
+        assert rec.events[0] == ("started",)
+        assert rec.terminal[0] == "failed" and rec.done.is_set()
+        assert len(rec.events) == 2
+        run.release()
+        assert orch.wait_ready(30)  # respawned
+        assert predict(orch, "after", {"seconds": 0}).terminal == ("succeeded", False)
+
+
+def test_listener_now_waits_for_attach_and_gives_up_after_its_timeout():
+    """Another thread that finds the run meanwhile (a cancel, a second PUT of the id) waits
+    for the listener the caller is attaching instead of seeing a run without one."""
+    with running("basic_echo.py") as orch:
+        run = orch.submit("waited", {"text": "x"}, None, wait=True)
+        assert run.listener_now(timeout=0.05) is None  # nobody attached (yet)
+        rec = Recorder()
+        found: list = []
+        finder = threading.Thread(target=lambda: found.append(orch.find("waited").listener_now(timeout=20)))
+        finder.start()
+
+        def finder_waits() -> bool:  # blocked in the run's latch, not just started
+            frame = sys._current_frames().get(finder.ident)
+            while frame is not None:
+                if frame.f_code.co_name == "listener_now":
+                    return True
+                frame = frame.f_back
+            return False
+
+        assert wait_until(finder_waits, 5)
+        run.attach(rec)
+        finder.join(20)
+        assert found == [rec]
+        assert run.wait(20) and rec.terminal == ("succeeded", False)
+        run.release()

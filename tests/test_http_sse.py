@@ -247,3 +247,27 @@ def test_creator_leaving_before_the_first_token_cancels_and_frees_the_slot(strea
     finally:
         conn.close()
     assert events[-1]["event"] == "completed" and events[-1]["data"]["output"] == ["tok0", "tok1"]
+
+
+def test_a_sync_prediction_in_flight_can_be_followed_as_a_stream(streamer):
+    """A plain sync PUT (its record built while the worker already runs it) still streams
+    its events to a reader that GETs it meanwhile, as any other prediction does."""
+    import threading
+
+    answer: list = []
+    sync = threading.Thread(target=lambda: answer.append(
+        call(streamer, "PUT", "/predictions/sync-followed", {"input": {"n": 5, "gap": 0.1}})))
+    sync.start()
+    try:
+        assert wait_until(lambda: streamer.find("sync-followed") is not None, 10)
+        conn, resp = get_stream(streamer.port, "/predictions/sync-followed")
+        try:
+            assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+            events = [e for e in sse_events(resp) if "comment" not in e]
+        finally:
+            conn.close()
+    finally:
+        sync.join(20)
+    assert events[0]["event"] == "start" and events[-1]["event"] == "completed"
+    assert [e["data"]["chunk"] for e in events if e["event"] == "output"] == [f"tok{i}" for i in range(5)]
+    assert answer and answer[0].status == 200 and answer[0].json()["output"] == [f"tok{i}" for i in range(5)]

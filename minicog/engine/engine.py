@@ -27,7 +27,7 @@ from minicog.settings import Settings
 
 from .listener import Listener
 from .process import WorkerProcess, call_listener
-from .run import Run
+from .run import Run, Unattached
 
 __all__ = ["Engine", "SetupInfo", "STATES", "DuplicateRun"]
 
@@ -342,7 +342,7 @@ class Engine:
         self.stop()
 
     # -- runs ------------------------------------------------------------------------------
-    def submit(self, prediction_id: str, input: dict, listener: Listener, *,
+    def submit(self, prediction_id: str, input: dict, listener: Optional[Listener], *,
                context: Optional[dict] = None, input_files: Optional[list] = None, wait: bool = False) -> Run:
         """Give a run to a free slot and return its :class:`Run` handle.
 
@@ -361,7 +361,15 @@ class Engine:
         and must call :meth:`Run.wait` or :meth:`Run.read_until` (any timeout) at least once.  The slot is then
         kept from the I/O thread before the request is sent, so the answer never wakes
         that thread, even when it comes back before the caller starts waiting.
+
+        *listener* ``None`` (with *wait* only): the request goes to the worker before
+        the caller has built its listener, which it gives with :meth:`Run.attach`
+        right after (then ``started()`` is called there, after the request was sent).
+        Until then the run is found by :meth:`find` but its listener is a stand-in
+        (:meth:`Run.listener_now` waits for the real one).
         """
+        if listener is None and not wait:
+            raise ValueError("a run submitted without a listener must be waited for (wait=True)")
         prediction_id = str(prediction_id)
         # Everything that can fail without a slot is done first, so it reserves nothing.
         # Readiness is checked with the slot taken below (nothing here reserves anything).
@@ -395,7 +403,7 @@ class Engine:
                 raise errors.AtCapacity()
             proc = seat.proc
             assert proc is not None
-            run = Run(prediction_id, listener, folder=folder, engine=self)
+            run = Run(prediction_id, Unattached() if listener is None else listener, folder=folder, engine=self)
             run.seat, run.proc, run.slot = seat, proc, seat.free.pop(0)
             self._runs[prediction_id] = run
             self._live.add(run)
@@ -409,7 +417,8 @@ class Engine:
                     f.write(data)
                 frame = protocol.predict_message(prediction_id, folder, context=context, input_files=input_files,
                                                  input_file=spill)
-            call_listener(listener, "started")
+            if listener is not None:
+                call_listener(listener, "started")
             if wait:
                 proc.take_slot(run.slot)
             else:
@@ -559,15 +568,35 @@ class Engine:
             shutil.rmtree(run.folder, ignore_errors=True)
 
     def _finish(self, run: Run, method: str, *args: Any) -> None:
-        """Give the listener its terminal call, once; then remove the folder if it was released."""
+        """Give the listener its terminal call, once; then remove the folder if it was released.
+
+        A run not attached to its listener yet keeps the call for :meth:`Run.attach`.
+        """
         with self._lock:
             if run.finished:
                 return
             run.finished = True
-        call_listener(run.listener, method, *args)
+            listener = run.listener
+            if type(listener) is Unattached:
+                listener.terminal = (method, args)
+                listener = None
+        if listener is not None:
+            call_listener(listener, method, *args)
         run._mark_finished()
         if run.released:
             self._remove_folder(run)
+
+    def _attach(self, run: Run, listener: Any) -> None:
+        """:meth:`Run.attach`: the listener's ``started``, then the end if it came first."""
+        with self._lock:  # against _finish keeping the run's end in the stand-in
+            held = run.listener
+            if type(held) is not Unattached:
+                raise RuntimeError(f"run {run.id!r} has a listener already")
+            run.listener = listener
+        held.attached.set()
+        call_listener(listener, "started")
+        if held.terminal is not None:
+            call_listener(listener, held.terminal[0], *held.terminal[1])
 
     # -- health ----------------------------------------------------------------------------
     def healthcheck(self) -> tuple[bool, Optional[str]]:

@@ -11,8 +11,10 @@ class Listener(Protocol):
     """Receives one run's events, in order, from the engine.
 
     ``started`` is called by :meth:`~minicog.engine.Engine.submit` on the caller's
-    thread, before the request reaches the worker; every other method runs on a
-    worker's I/O thread and must not block.  Exactly one of ``succeeded``,
+    thread, before the request reaches the worker (or, for a run submitted without
+    a listener, by :meth:`~minicog.engine.Run.attach`, after); every other method
+    runs on a worker's I/O thread or on the thread waiting for the run, and must
+    not block.  Exactly one of ``succeeded``,
     ``failed`` and ``canceled`` is called, last.
     """
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .engine import Engine, _Seat
     from .process import WorkerProcess
 
-__all__ = ["Run", "Latch"]
+__all__ = ["Run", "Latch", "Unattached"]
 
 # Serialises Latch.set() calls (rare and short), so each latch's lock is released once.
 _SET_GUARD = threading.Lock()
@@ -58,6 +58,22 @@ class Latch:
             self._lock.release()  # the next waiter's turn
             return True
         return self._set
+
+
+class Unattached:
+    """The listener of a run submitted without one, until :meth:`Run.attach` gives it one.
+
+    It receives nothing: a run submitted so must be waited for by its caller
+    (``wait=True``), so no slot message is read before the caller attaches its
+    listener and drives the run; a terminal call the engine makes meanwhile (the
+    worker died, the engine stopped) is kept here and made on attach.
+    """
+
+    __slots__ = ("terminal", "attached")
+
+    def __init__(self) -> None:
+        self.terminal: Optional[tuple] = None  # (method, args) of the run's end, if it came first
+        self.attached = Latch()
 
 
 class Run:
@@ -134,6 +150,28 @@ class Run:
         if not self._done.is_set():
             proc.give_slot(self.slot)
         return self._done.is_set() or until()
+
+    def attach(self, listener: Any) -> None:
+        """Give a run submitted without a listener (``listener=None``) its listener.
+
+        The caller's thread then calls ``listener.started()``, and the run's end if the
+        engine ended it meanwhile (a worker that died); every later call is made as
+        for any run.  Why submit first: the request reaches the worker while its
+        caller builds the listener (an HTTP prediction's record), instead of after.
+        """
+        if type(self.listener) is not Unattached or self._engine is None:
+            raise RuntimeError(f"run {self.id!r} was not submitted without a listener")
+        self._engine._attach(self, listener)
+
+    def listener_now(self, timeout: float = 1.0) -> Any:
+        """The run's listener; for one submitted without it, the one :meth:`attach` gives it,
+        waiting up to *timeout* seconds (None if it did not come: the caller never attached)."""
+        listener = self.listener
+        if type(listener) is Unattached:
+            if not listener.attached.wait(timeout):
+                return None
+            listener = self.listener
+        return listener
 
     def cancel(self) -> bool:
         """Ask for the run to be canceled; False if it was no longer in flight.

@@ -124,10 +124,11 @@ class Prediction:
                  stream_output: bool = False, events: Optional[EventStream] = None, webhook: Any = None,
                  uploader: Any = None, on_cancel: Optional[Callable[[], None]] = None,
                  on_terminal: Optional[Callable[["Prediction"], None]] = None,
-                 on_release: Optional[Callable[["Prediction"], None]] = None):
+                 on_release: Optional[Callable[["Prediction"], None]] = None, run: Optional[Run] = None):
         self.id = id
-        #: The engine's handle for this run (a detached one until :meth:`attach`).
-        self.run = Run(id, self)
+        #: The engine's handle for this run: *run* when it was submitted before the record
+        #: was built (see Run.attach), else a detached one until :meth:`attach`.
+        self.run = Run(id, self) if run is None else run
         self.input = input
         self.kind = kind
         self.settings = settings or Settings()

@@ -363,8 +363,8 @@ class Service:
 
     def _unfinished(self) -> list[Prediction]:
         """Records not terminal yet (running, or waiting for their uploads)."""
-        return [run.listener for run in self.engine.open_runs()
-                if isinstance(run.listener, Prediction) and not run.listener.is_terminal]
+        listeners = [run.listener_now() for run in self.engine.open_runs()]
+        return [p for p in listeners if isinstance(p, Prediction) and not p.is_terminal]
 
     # ------------------------------------------------------------------ App protocol
     def discovery(self) -> dict:
@@ -444,8 +444,9 @@ class Service:
     def find_inflight(self, prediction_id: str) -> Optional[Prediction]:
         """The record of the prediction in flight with this id (not terminal yet), or None."""
         run = self.engine.find(prediction_id)
-        if run is not None and isinstance(run.listener, Prediction):
-            return run.listener
+        listener = None if run is None else run.listener_now()  # (a run just submitted: its record comes)
+        if isinstance(listener, Prediction):
+            return listener
         # The worker is done but the record still waits for its uploads.
         for pred in self._unfinished():
             if pred.id == prediction_id:
@@ -460,8 +461,8 @@ class Service:
         if pred is None and self.settings.retention_seconds > 0 and self.settings.retention_max_records > 0:
             # Just ended: its done callbacks (which retain it) may still be running, and the
             # engine's run stays open until its files are released; the newest such record.
-            ended = [run.listener for run in self.engine.open_runs()
-                     if run.id == prediction_id and isinstance(run.listener, Prediction)]
+            ended = [p for p in (run.listener_now() for run in self.engine.open_runs() if run.id == prediction_id)
+                     if isinstance(p, Prediction)]
             pred = max(ended, key=lambda p: p.created_mono, default=None)
         return pred
 
@@ -612,11 +613,11 @@ class Service:
             # (A request already past its deadline still ends as a canceled record.)
             raise AtCapacity()
         pid = req.id or self._new_id()
+        if wait and not sse and not req.webhook and not getattr(req, "spooled", None) \
+                and (deadline is None or time.monotonic() < accepted + deadline):
+            return self._create_waited(kind, req, pid, value, schema, component, deadline, accepted)
         s = self.settings
-        events = None
-        if kind == "prediction" and self.orchestrator.streaming:
-            events = EventStream(history=s.stream_history_capacity, queue_size=s.stream_subscriber_queue,
-                                 max_subscribers=s.max_stream_subscribers)
+        events = self._new_events(kind)
         # The record keeps only the redacted input: every echo of it (PUT in flight,
         # webhooks, SSE, reads of a kept record) goes through this one point.
         pred = Prediction(pid, redact_input(schema, value, component=component), kind=kind, settings=s,
@@ -657,21 +658,69 @@ class Service:
             # Another request started this id meanwhile (two racing PUTs): answer with that one.
             if pred.webhook is not None:
                 pred.webhook.close()
-            if isinstance(exc.run.listener, Prediction):
-                return exc.run.listener, False
+            listener = exc.run.listener_now()
+            if isinstance(listener, Prediction):
+                return listener, False
             raise
         except BaseException:
             if pred.webhook is not None:
                 pred.webhook.close()
             raise
         if deadline is not None:
-            timer = self.timers.call_at(accepted + deadline, lambda: self._deadline_passed(pred, deadline))
-            if timer is not None:
-                with self._lock:
-                    self._deadlines[id(pred)] = timer
-                if pred.is_terminal:  # ended before the timer was recorded
-                    self._drop_deadline(pred)
+            self._arm_deadline(pred, deadline, accepted)
         return pred, True
+
+    def _new_events(self, kind: str) -> Optional[EventStream]:
+        """The record's event stream (readers may follow any prediction of a model that streams)."""
+        if kind != "prediction" or not self.orchestrator.streaming:
+            return None
+        s = self.settings
+        return EventStream(history=s.stream_history_capacity, queue_size=s.stream_subscriber_queue,
+                           max_subscribers=s.max_stream_subscribers)
+
+    def _create_waited(self, kind: str, req: PredictionRequest, pid: str, value: Any, schema: Optional[dict],
+                       component: str, deadline: Optional[float], accepted: float) -> tuple[Prediction, bool]:
+        """:meth:`_create` for a plain request whose caller waits for the run (no SSE,
+        webhook or spooled input): the request goes to the worker first, and the record
+        is built while the worker runs it (:meth:`Run.attach`), some 20 us of a null
+        prediction's path.  Another request that looks the id up meanwhile waits for
+        the record (:meth:`Run.listener_now`)."""
+        try:
+            run = self.engine.submit(pid, value, None, context=req.context, wait=True)
+        except DuplicateRun as exc:
+            # Another request started this id meanwhile (two racing PUTs): answer with that one.
+            listener = exc.run.listener_now()
+            if isinstance(listener, Prediction):
+                return listener, False
+            raise
+        try:
+            pred = Prediction(pid, redact_input(schema, value, component=component), kind=kind,
+                              settings=self.settings, stream_output=self._stream_output(),
+                              events=self._new_events(kind), uploader=self.uploader,
+                              on_terminal=self._on_terminal, on_release=self._on_release, run=run)
+            # First of the record's done callbacks, so it is retained before any answer is
+            # sent: a client that got its answer and PUTs the id again finds it.
+            pred.add_done_callback(self._retain_finished)
+            pred.retain()  # the caller's reference (see create())
+        except BaseException:
+            # (Nothing here is expected to fail.) The run still needs an owner and a reader.
+            run.attach(None)
+            run.cancel()
+            run.read_until(lambda: True, 0.0)
+            run.release()
+            raise
+        run.attach(pred)  # started(), here, after the request went out
+        if deadline is not None:
+            self._arm_deadline(pred, deadline, accepted)
+        return pred, True
+
+    def _arm_deadline(self, pred: Prediction, deadline: float, accepted: float) -> None:
+        timer = self.timers.call_at(accepted + deadline, lambda: self._deadline_passed(pred, deadline))
+        if timer is not None:
+            with self._lock:
+                self._deadlines[id(pred)] = timer
+            if pred.is_terminal:  # ended before the timer was recorded
+                self._drop_deadline(pred)
 
     def _deadline_passed(self, pred: Prediction, seconds: float) -> None:
         with self._lock:
