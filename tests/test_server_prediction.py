@@ -236,26 +236,37 @@ def finished_lines():
         logger.setLevel(level)
 
 
-def test_deferred_finished_line_is_written_once_after_the_end(finished_lines):
-    p = Prediction("held-1", {})
-    p.defer_finished_line()
+def test_deferred_end_work_is_done_once_after_the_answer(finished_lines):
+    """A sync answer goes first; the console line, the done callbacks and on_terminal
+    (metrics) follow it, once, and before the answering thread releases the record."""
+    done, terminal = [], []
+    p = Prediction("held-1", {}, on_terminal=terminal.append)
+    p.add_done_callback(done.append)
+    p.defer_end_work()
     p.started()
     p.succeeded(is_stream=False)
-    assert p.is_terminal and not [l for l in finished_lines if "held-1" in l]  # held: the answer goes first
-    p.write_finished_line()
-    p.write_finished_line()  # nothing left to write
+    assert p.is_terminal and p.wait(0)  # the answer can be written now
+    assert not [l for l in finished_lines if "held-1" in l] and done == [] and terminal == []  # held
+    late = []
+    p.add_done_callback(late.append)  # added once terminal: called at once, as always
+    assert late == [p]
+    p.end_work_now()
+    p.end_work_now()  # nothing left to do
     assert [l for l in finished_lines if "held-1" in l] == [f"prediction held-1 succeeded in {p.metrics['predict_time']:.3f}s"]
+    assert done == [p] and terminal == [p]
 
 
-def test_finished_line_after_the_deferral_ended_is_written_by_the_end(finished_lines):
-    p = Prediction("held-2", {})
-    p.defer_finished_line()
+def test_end_work_after_the_deferral_ended_is_done_by_the_end(finished_lines):
+    done = []
+    p = Prediction("held-2", {}, on_terminal=done.append)
+    p.defer_end_work()
     p.started()
-    p.write_finished_line()  # the waiter gave up before the end: nothing held yet
-    assert not [l for l in finished_lines if "held-2" in l]
+    p.end_work_now()  # the waiter gave up before the end: nothing held yet
+    assert not [l for l in finished_lines if "held-2" in l] and done == []
     p.failed("boom")
     assert [l for l in finished_lines if "held-2" in l] == [
         f"prediction held-2 failed in {p.metrics['predict_time']:.3f}s: boom"]
+    assert done == [p]
 
 
 def test_has_output_turns_true_with_the_first_published_item():

@@ -1078,9 +1078,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             budget = min(budget, wait)
         # Waited for even with no budget: a record created for a sync answer expects it
         # (see Engine.submit's *wait*), and one that is already over is answered now.
-        # The console line for its end is written after the answer (off the latency).
-        # (Not ended yet: whatever ends it writes the line then.)
-        pred.defer_finished_line()
+        # The end's bookkeeping (console line, done callbacks, metrics) is done after the
+        # answer, off the latency (not ended yet: whatever ends it does it then).
+        pred.defer_end_work()
         try:
             ended = pred.wait(max(0.0, budget))
             if ended:
@@ -1089,9 +1089,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 except (ConnectionError, TimeoutError, socket.timeout):
                     self.close_connection = True
                 finally:
+                    pred.end_work_now()  # before the release: it keeps the record for reads
                     pred.release()
         finally:
-            pred.write_finished_line()
+            pred.end_work_now()
         if ended:
             return
 

@@ -172,10 +172,10 @@ class Prediction:
         self._released = False
         #: Spooled data: URI inputs (minicog.server.spool) whose files this record owns.
         self.spooled: list = []
-        # The operator's line for the end (see defer_finished_line): held while a
-        # thread answering the request may write it after the answer.
-        self._line_deferred = False
-        self._held_line: Optional[tuple] = None
+        # The end's bookkeeping (see defer_end_work): held while the thread answering
+        # the request does it after the answer.
+        self._end_deferred = False
+        self._held_end: Optional[tuple] = None
 
     @property
     def uploading(self) -> bool:
@@ -220,24 +220,41 @@ class Prediction:
             self.webhook.wait_durable()
         return True
 
-    def defer_finished_line(self) -> None:
-        """Hold the console line for this record's end until :meth:`write_finished_line`.
+    def defer_end_work(self) -> None:
+        """Hold the bookkeeping of this record's end until :meth:`end_work_now`.
 
         A sync request's thread waits for the record and ends it itself (see
-        :meth:`wait`); the line (a log record: ~10-30 us) then goes after the
-        answer instead of before it.  The caller must call
-        :meth:`write_finished_line` once it stops waiting, whatever the outcome.
+        :meth:`wait`); what the answer does not need then comes after it: the
+        console line (~10-30 us), the done callbacks (keeping the record for reads,
+        resuming a request waiting for the slot) and ``on_terminal`` (metrics).
+        Until the caller releases its reference, the record is found by id anyway
+        (its run stays open).  The caller must call :meth:`end_work_now` once it
+        stops waiting and before it releases the record, whatever the outcome.
         """
         with self._lock:
-            self._line_deferred = True
+            self._end_deferred = True
 
-    def write_finished_line(self) -> None:
-        """Stop deferring the end's console line; write it if the record has ended."""
+    def end_work_now(self) -> None:
+        """Stop deferring the end's bookkeeping; do it now if the record has ended."""
         with self._lock:
-            self._line_deferred = False
-            line, self._held_line = self._held_line, None
+            self._end_deferred = False
+            held, self._held_end = self._held_end, None
+        if held is not None:
+            self._end_work(*held)
+
+    def _end_work(self, line: Optional[tuple], callbacks: list) -> None:
         if line is not None:
             self._log_finished(*line)
+        for fn in callbacks:
+            try:
+                fn(self)
+            except Exception:
+                log.exception("done callback of prediction %s failed", self.id)
+        if self.on_terminal is not None:
+            try:
+                self.on_terminal(self)
+            except Exception:
+                log.exception("terminal callback of prediction %s failed", self.id)
 
     def _log_finished(self, status: str, failure: Optional[str], predict_time: float) -> None:
         # One line per finished prediction for the operator, built and written on the
@@ -512,23 +529,13 @@ class Prediction:
             # terminal webhook is queued, so wait() can make sure it is in the outbox.
             self.webhook.send("completed", snap)
             self._done.set()
+        line = None
         if log.isEnabledFor(logging.INFO):
             line = (status, self.error if status == "failed" else None, self.metrics["predict_time"])
-            with self._lock:
-                if self._line_deferred:
-                    self._held_line, line = line, None
-            if line is not None:
-                self._log_finished(*line)
         with self._lock:
             callbacks, self._callbacks = self._callbacks, []
-        for fn in callbacks:
-            try:
-                fn(self)
-            except Exception:
-                log.exception("done callback of prediction %s failed", self.id)
-        if self.on_terminal is not None:
-            try:
-                self.on_terminal(self)
-            except Exception:
-                log.exception("terminal callback of prediction %s failed", self.id)
+            if self._end_deferred:  # the answering thread does it after the answer
+                self._held_end, line, callbacks = (line, callbacks), None, None
+        if callbacks is not None:
+            self._end_work(line, callbacks)
         self.release()
