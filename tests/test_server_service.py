@@ -233,3 +233,22 @@ def test_reused_id_while_the_earlier_run_still_holds_its_files():
         assert os.listdir(root) == []
         with svc._lock:
             assert not svc.engine.open_runs()
+
+
+def test_the_serving_process_hides_what_it_made_while_starting_from_the_collector():
+    """serve() freezes the objects made while starting (Settings.gc_freeze): full
+    collections, which walked them all, then look only at what came later."""
+    import gc
+
+    from minicog.server.service import freeze_startup_objects
+    from minicog.settings import Settings
+
+    before = gc.get_freeze_count()
+    try:
+        assert freeze_startup_objects(Settings(gc_freeze=False)) is False
+        assert gc.get_freeze_count() == before
+        assert freeze_startup_objects(Settings()) is True
+        assert gc.get_freeze_count() > before
+        assert Settings.from_env({"MINICOG_GC_FREEZE": "0"}).gc_freeze is False
+    finally:
+        gc.unfreeze()  # this is pytest's process, not a server's
