@@ -101,9 +101,8 @@ class TextFormatter(logging.Formatter):
         """The line :meth:`format` gives for the record these pieces make (see
         :meth:`BackgroundStreamHandler.defer`), without making the record.
 
-        Why: the console's writer formats one line per finished prediction while
-        holding the GIL, which the thread answering the next request then waits for;
-        a record and its formatting cost about 20 us, this a fifth of that.
+        Why: one line is logged per finished prediction (and per line a model
+        prints); a record and its formatting cost about 20 us, this a fifth of that.
         """
         second = int(created)
         cached = self._second
@@ -318,8 +317,9 @@ def log_deferred(logger: logging.Logger, level: int, msg: str, *args: Any, extra
     destination (``serve``'s own set-up), it gets the pieces and makes the line
     without a record (:meth:`BackgroundStreamHandler.defer`): the calling thread
     skips :mod:`logging`'s per-record work (the caller lookup, the record, two
-    locks), about 40 us of a null prediction's 1 ms.  Any other set-up (an embedding program's handlers,
-    pytest's capture, a filter) gets an ordinary record.  *args* must be immutable.
+    locks), about 40 us of a null prediction's 1 ms.  Any other set-up (an
+    embedding program's handlers, pytest's capture, a filter) gets an ordinary
+    record.  *args* must be immutable.
     """
     if not logger.isEnabledFor(level):
         return

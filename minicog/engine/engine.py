@@ -595,7 +595,7 @@ class Engine:
         with self._lock:  # against _finish keeping the run's end in the stand-in
             held = run.listener
             if type(held) is not Unattached:
-                raise RuntimeError(f"run {run.id!r} has a listener already")
+                raise RuntimeError(f"run {run.id!r} was not submitted without a listener, or has one already")
             run.listener = listener
         held.attached.set()
         call_listener(listener, "started")

@@ -14,8 +14,8 @@ class Listener(Protocol):
     thread, before the request reaches the worker (or, for a run submitted without
     a listener, by :meth:`~minicog.engine.Run.attach`, after); every other method
     runs on a worker's I/O thread or on the thread waiting for the run, and must
-    not block.  Exactly one of ``succeeded``,
-    ``failed`` and ``canceled`` is called, last.
+    not block.  Exactly one of ``succeeded``, ``failed`` and ``canceled`` is
+    called, last.
     """
 
     def started(self) -> None: ...

@@ -159,9 +159,9 @@ class Run:
         for any run.  Why submit first: the request reaches the worker while its
         caller builds the listener (an HTTP prediction's record), instead of after.
         """
-        if type(self.listener) is not Unattached or self._engine is None:
+        if self._engine is None:
             raise RuntimeError(f"run {self.id!r} was not submitted without a listener")
-        self._engine._attach(self, listener)
+        self._engine._attach(self, listener)  # (which checks, under its lock, that it was)
 
     def listener_now(self, timeout: float = 1.0) -> Any:
         """The run's listener; for one submitted without it, the one :meth:`attach` gives it,

@@ -617,22 +617,13 @@ class Service:
         if wait and not sse and not req.webhook and not getattr(req, "spooled", None) \
                 and (deadline is None or time.monotonic() < accepted + deadline):
             return self._create_waited(kind, req, pid, value, schema, component, deadline, accepted)
-        s = self.settings
-        events = self._new_events(kind)
-        # The record keeps only the redacted input: every echo of it (PUT in flight,
-        # webhooks, SSE, reads of a kept record) goes through this one point.
-        pred = Prediction(pid, redact_input(schema, value, component=component), kind=kind, settings=s,
-                          stream_output=self._stream_output(), events=events,
-                          uploader=self.uploader, on_terminal=self._on_terminal, on_release=self._on_release)
+        pred = self._new_record(kind, pid, value, schema, component)
         pred.cancel_on_disconnect = sse
-        if sse and events is not None:
+        if sse and pred.events is not None:
             # The reader exists before the run does: once submitted, a fast model's tokens
             # keep the engine's I/O thread (and the GIL) busy, and a request that subscribed
             # only after create() returned waited milliseconds for its first token.
-            pred.creator_reader = events.subscribe()
-        # First of the record's done callbacks, so it is retained before any answer is
-        # sent: a client that got its answer and PUTs the id again finds it.
-        pred.add_done_callback(self._retain_finished)
+            pred.creator_reader = pred.events.subscribe()
         if req.webhook:
             pred.retain()  # the sender's reference, given back when the terminal webhook is done
             pred.webhook = self.webhooks.sender(req.webhook, pid, events_filter=req.events_filter, headers=headers,
@@ -671,13 +662,23 @@ class Service:
             self._arm_deadline(pred, deadline, accepted)
         return pred, True
 
-    def _new_events(self, kind: str) -> Optional[EventStream]:
-        """The record's event stream (readers may follow any prediction of a model that streams)."""
-        if kind != "prediction" or not self.orchestrator.streaming:
-            return None
-        s = self.settings
-        return EventStream(history=s.stream_history_capacity, queue_size=s.stream_subscriber_queue,
-                           max_subscribers=s.max_stream_subscribers)
+    def _new_record(self, kind: str, pid: str, value: Any, schema: Optional[dict], component: str,
+                    run: Optional[Any] = None) -> Prediction:
+        """A new record, retained once it ends (its first done callback)."""
+        events = None
+        if kind == "prediction" and self.orchestrator.streaming:  # readers may follow any of its predictions
+            s = self.settings
+            events = EventStream(history=s.stream_history_capacity, queue_size=s.stream_subscriber_queue,
+                                 max_subscribers=s.max_stream_subscribers)
+        # The record keeps only the redacted input: every echo of it (PUT in flight,
+        # webhooks, SSE, reads of a kept record) goes through this one point.
+        pred = Prediction(pid, redact_input(schema, value, component=component), kind=kind, settings=self.settings,
+                          stream_output=self._stream_output(), events=events, uploader=self.uploader,
+                          on_terminal=self._on_terminal, on_release=self._on_release, run=run)
+        # First of the record's done callbacks, so it is retained before any answer is
+        # sent: a client that got its answer and PUTs the id again finds it.
+        pred.add_done_callback(self._retain_finished)
+        return pred
 
     def _create_waited(self, kind: str, req: PredictionRequest, pid: str, value: Any, schema: Optional[dict],
                        component: str, deadline: Optional[float], accepted: float) -> tuple[Prediction, bool]:
@@ -695,13 +696,7 @@ class Service:
                 return listener, False
             raise
         try:
-            pred = Prediction(pid, redact_input(schema, value, component=component), kind=kind,
-                              settings=self.settings, stream_output=self._stream_output(),
-                              events=self._new_events(kind), uploader=self.uploader,
-                              on_terminal=self._on_terminal, on_release=self._on_release, run=run)
-            # First of the record's done callbacks, so it is retained before any answer is
-            # sent: a client that got its answer and PUTs the id again finds it.
-            pred.add_done_callback(self._retain_finished)
+            pred = self._new_record(kind, pid, value, schema, component, run=run)
             pred.retain()  # the caller's reference (see create())
         except BaseException:
             # (Nothing here is expected to fail.) The run still needs an owner and a reader.
