@@ -230,28 +230,21 @@ class BackgroundStreamHandler(logging.Handler):
                 self._busy = True
             try:
                 lines = []
-                # A line formatted already (defer() under the text format), pieces the
-                # text format can write without a record (TextFormatter.format_pieces),
-                # or a record for logging's own formatting.
-                text = self.formatter if type(self.formatter) is TextFormatter else None
                 for n, item in enumerate(batch, 1):
                     record = None
                     try:
-                        if type(item) is str:
+                        if type(item) is str:  # a line defer() formatted (text format)
                             lines.append(item + "\n")
-                        elif text is not None and type(item) is tuple:
-                            lines.append(text.format_pieces(*item) + "\n")
                         else:
                             record = self._record(item)
                             lines.append(self.format(record) + "\n")
                     except Exception:
-                        if record is None:
-                            record = self._record(item)
-                        self.handleError(record)
+                        if record is not None:
+                            self.handleError(record)
                     if n % 32 == 0:
                         # Hand the GIL over now and then: a request thread back from a
                         # system call waits for it otherwise until the batch is formatted
-                        # (or for the switch interval).
+                        # (records, or the JSON format), or for the switch interval.
                         time.sleep(0)
                 if dropped:
                     lines.append(self.format(logging.LogRecord(

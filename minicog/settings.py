@@ -136,8 +136,8 @@ class Settings:
     #: Move the objects the serving process made while starting (modules, the engine, the
     #: HTTP server: about 90,000) out of the cyclic garbage collector's view once it
     #: listens (``gc.freeze``).  They live as long as the process, yet every full
-    #: collection walked them: at one client, null predictions met a 22 ms one about
-    #: every 5,000 requests and a 1.2 ms one every 500.  Set by ``minicog serve`` only,
+    #: collection walked them again (docs/architecture.rst "Hot path" has the figures,
+    #: measured with the end of a record's cycle with its run).  Set by ``minicog serve`` only,
     #: since it is process-wide (an embedding application keeps its own); the worker
     #: process is not affected.
     gc_freeze: bool = dataclasses.field(default=True, metadata=_env("MINICOG_GC_FREEZE", cast=_bool))

@@ -3,6 +3,8 @@
 import os
 import threading
 
+import pytest
+
 
 from http_helpers import call, running, wait_until
 from minicog.server.service import JSONFormatter, configure_logging
@@ -235,20 +237,51 @@ def test_reused_id_while_the_earlier_run_still_holds_its_files():
             assert not svc.engine.open_runs()
 
 
-def test_the_serving_process_hides_what_it_made_while_starting_from_the_collector():
-    """serve() freezes the objects made while starting (Settings.gc_freeze): full
-    collections, which walked them all, then look only at what came later."""
-    import gc
+_FREEZE_PROBE = """
+import gc, json, sys, threading, time, urllib.request
+from minicog.server.service import serve
+from minicog.settings import Settings
 
-    from minicog.server.service import freeze_startup_objects
-    from minicog.settings import Settings
-
-    before = gc.get_freeze_count()
+settings = Settings.from_env()
+done = []
+threading.Thread(target=lambda: done.append(serve(sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]),
+                                                  settings=settings)), daemon=True).start()
+url = "http://127.0.0.1:%s" % sys.argv[2]
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
     try:
-        assert freeze_startup_objects(Settings(gc_freeze=False)) is False
-        assert gc.get_freeze_count() == before
-        assert freeze_startup_objects(Settings()) is True
-        assert gc.get_freeze_count() > before
-        assert Settings.from_env({"MINICOG_GC_FREEZE": "0"}).gc_freeze is False
-    finally:
-        gc.unfreeze()  # this is pytest's process, not a server's
+        with urllib.request.urlopen(url + "/health-check", timeout=2) as r:
+            if json.load(r)["status"] == "READY":
+                break
+    except OSError:
+        pass
+    time.sleep(0.05)
+frozen = gc.get_freeze_count()
+urllib.request.urlopen(urllib.request.Request(url + "/shutdown", method="POST"), timeout=5).read()
+deadline = time.monotonic() + 30
+while not done and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps({"frozen": frozen, "exit": done[0] if done else None}))
+"""
+
+
+@pytest.mark.parametrize("value", ["1", "0"])
+def test_the_serving_process_hides_what_it_made_while_starting_from_the_collector(value):
+    """serve() freezes the objects made while starting (Settings.gc_freeze, MINICOG_GC_FREEZE):
+    full collections, which walked them all, then look only at what came later."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from support import ROOT, predictor
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MINICOG_GC_FREEZE": value, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", _FREEZE_PROBE, predictor("http_echo.py"), str(port)], env=env,
+                         capture_output=True, text=True, timeout=90)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["exit"] == 0, out.stderr[-2000:]
+    assert (result["frozen"] > 1000) if value == "1" else (result["frozen"] == 0)
