@@ -25,6 +25,15 @@ one predictor in ``benchmarks/predictors/``:
            memory of the server's process tree (parent + worker).
 ``cold``   spawn → GET /health-check says READY, repeated; idle memory of the
            tree is read on each of those servers once READY.
+``steady`` the null predictor again, steady state: both servers up at once, each
+           warmed, then short bursts at client concurrency 1 taken in turn
+           (minicog, coglet, coglet, minicog, ...).  Each side's figure is the
+           median over its bursts, and the paired ratio is the median over rounds
+           of minicog's burst against coglet's burst next to it.  ``null`` is one
+           burst on a server just started, so it also measures its first
+           thousand requests and the CPUs that server's processes happened to
+           land on; the paired bursts see both servers under the same machine
+           state, minute by minute (benchmarks/README.rst).
 
 Memory is summed over the server's process tree read from ``/proc``: VmHWM
 (per-process high-water mark, so short spikes are not missed), a sampled VmRSS
@@ -186,6 +195,9 @@ COMPARISON: list[tuple[str, str, str, Optional[tuple[str, float]]]] = [
     ("null.p50_ms", "null c=1 latency p50", "ms", ("le", 1.0)),
     ("null.p99_ms", "null c=1 latency p99", "ms", ("le", 1.0)),
     ("null.count_409", "null c=1 409 answers", "", None),
+    ("steady.throughput_rps", "null c=1 steady, paired bursts: throughput", "req/s", ("ge", 2.0)),
+    ("steady.p50_ms", "null c=1 steady, paired bursts: latency p50", "ms", ("le", 0.5)),
+    ("steady.p99_ms", "null c=1 steady, paired bursts: latency p99", "ms", None),
     ("async.throughput_rps", "async sleep(0) c=8 throughput", "req/s", None),
     ("async.p50_ms", "async sleep(0) c=8 latency p50", "ms", None),
     ("async.p99_ms", "async sleep(0) c=8 latency p99", "ms", None),
@@ -377,6 +389,68 @@ def run_cold_and_null(kind: str, args: argparse.Namespace, p: dict[str, Any]) ->
     }
 
 
+def summarize_bursts(bursts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's steady-state figures: the median over its bursts (``run_load`` results)."""
+    def median_of(key: str) -> Optional[float]:
+        values = [b[key] for b in bursts if isinstance(b.get(key), (int, float))]
+        return round(statistics.median(values), 3) if values else None
+
+    return {
+        "bursts": len(bursts),
+        "throughput_rps": median_of("throughput_rps"),
+        "p50_ms": median_of("p50_ms"),
+        "p99_ms": median_of("p99_ms"),
+        "burst_throughput_rps": [b.get("throughput_rps") for b in bursts],
+        "count_409": sum(int(b.get("count_409") or 0) for b in bursts),
+        "statuses": _merge_counts(b.get("statuses", {}) for b in bursts),
+        "errors": [e for b in bursts for e in b.get("errors", [])][:5],
+        "timed_out": any(b.get("timed_out") for b in bursts),
+    }
+
+
+def _merge_counts(counts: Any) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for one in counts:
+        for key, n in one.items():
+            total[key] = total.get(key, 0) + n
+    return total
+
+
+def paired_ratios(mine: list[Optional[float]], theirs: list[Optional[float]]) -> Optional[dict[str, float]]:
+    """Round-by-round ratios mine/theirs (a round missing either figure is skipped):
+    their median, lowest and highest, and the share of rounds at or above 2."""
+    ratios = [m / t for m, t in zip(mine, theirs) if m and t]
+    if not ratios:
+        return None
+    return {"median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3), "max": round(max(ratios), 3),
+            "rounds": len(ratios), "rounds_at_2x": sum(r >= 2.0 for r in ratios)}
+
+
+def run_steady_null(kinds: list[str], args: argparse.Namespace, p: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The null predictor on every kind at once: a warm-up, then alternating bursts."""
+    servers = {kind: Server(kind, "null", args) for kind in kinds}
+    try:
+        for server in servers.values():
+            server.start()
+        for server in servers.values():
+            server.wait_ready(args.ready_timeout)
+            loadgen.run_load(HOST, server.port, concurrency=1, requests=p["steady_warmup"], duration=30)
+        bursts: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+        for round_no in range(p["steady_rounds"]):
+            # Alternate who goes first: a drift of the machine within a round falls on both.
+            for kind in (kinds if round_no % 2 == 0 else kinds[::-1]):
+                bursts[kind].append(loadgen.run_load(HOST, servers[kind].port, concurrency=1,
+                                                     requests=p["steady_burst"], duration=p["duration_s"]))
+    finally:
+        for server in servers.values():
+            server.stop()
+    out = {kind: summarize_bursts(b) for kind, b in bursts.items()}
+    if "minicog" in out and "coglet" in out:
+        out["minicog"]["paired_throughput_ratio"] = paired_ratios(
+            out["minicog"]["burst_throughput_rps"], out["coglet"]["burst_throughput_rps"])
+    return out
+
+
 def run_async(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
     with Server(kind, "async", args).start() as server:
         server.wait_ready(args.ready_timeout)
@@ -564,9 +638,11 @@ def run_idle_connections(kind: str, args: argparse.Namespace, p: dict[str, Any])
     }
 
 
-STEPS = [("cold+null", run_cold_and_null), ("async", run_async), ("sse", run_sse), ("cpu", run_cpu),
-         ("file", run_file), ("datauri", run_data_uri), ("logs", run_logs), ("overload", run_overload),
-         ("idleconn", run_idle_connections)]
+STEPS = [("cold+null", run_cold_and_null), ("steady", run_steady_null), ("async", run_async), ("sse", run_sse),
+         ("cpu", run_cpu), ("file", run_file), ("datauri", run_data_uri), ("logs", run_logs),
+         ("overload", run_overload), ("idleconn", run_idle_connections)]
+#: Steps that take every kind at once (their servers run side by side) and answer per kind.
+PAIRED_STEPS = {"steady"}
 
 
 def bench_all(kinds: list[str], args: argparse.Namespace, p: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -576,6 +652,20 @@ def bench_all(kinds: list[str], args: argparse.Namespace, p: dict[str, Any]) -> 
     results: dict[str, dict[str, Any]] = {kind: {} for kind in kinds}
     for name, fn in STEPS:
         if args.only and not any(part in args.only for part in name.split("+")):
+            continue
+        if name in PAIRED_STEPS:
+            t0 = time.monotonic()
+            print(f"[{'+'.join(kinds)}] {name} ...", end="", flush=True)
+            try:
+                outs = fn(kinds, args, p)
+            except Exception as exc:
+                print(f" FAILED: {type(exc).__name__}: {exc}", flush=True)
+                for kind in kinds:
+                    results[kind].setdefault("failures", {})[name] = f"{type(exc).__name__}: {exc}"[:4000]
+                continue
+            print(f" done in {time.monotonic() - t0:.1f}s", flush=True)
+            for kind in kinds:
+                results[kind][name] = outs[kind]
             continue
         for kind in kinds:
             result = results[kind]
@@ -661,7 +751,7 @@ def problems(results: dict[str, dict[str, Any]]) -> list[str]:
                 if not run.get("ok"):
                     why = run.get("error_event") or run.get("error") or f"status {run.get('status') or run.get('http_status')}"
                     lines.append(f"{kind} {name} run {i + 1}: {why}"[:300])
-        for name in ("null", "async"):
+        for name in ("null", "steady", "async"):
             load = result.get(name) or {}
             other = {k: v for k, v in load.get("statuses", {}).items() if k not in ("200", "409")}
             if other or load.get("timed_out"):
@@ -761,11 +851,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.quick:
         p = {"cold_starts": 2, "settle_s": 0.3, "warmup": 10, "null_requests": 300, "async_requests": 400,
              "duration_s": 5.0, "sse_runs": 1, "file_runs": 1, "datauri_runs": 1, "logs_runs": 1, "overload_s": 3.0,
-             "idle_connections": 2000, "cpu_s": 3.0}
+             "idle_connections": 2000, "cpu_s": 3.0,
+             "steady_warmup": 50, "steady_rounds": 2, "steady_burst": 200}
     else:
         p = {"cold_starts": 5, "settle_s": 1.0, "warmup": 50, "null_requests": 3000, "async_requests": 4000,
              "duration_s": 20.0, "sse_runs": 3, "file_runs": 2, "datauri_runs": 2, "logs_runs": 2, "overload_s": 10.0,
-             "idle_connections": 2000, "cpu_s": 8.0}
+             "idle_connections": 2000, "cpu_s": 8.0,
+             "steady_warmup": 1000, "steady_rounds": 12, "steady_burst": 1000}
     started = time.monotonic()
     git_sha = _git_sha()  # the checkout may move while the benchmark runs: record what was started
     results = bench_all(args.servers, args, p)

@@ -119,6 +119,32 @@ def test_problems_explains_every_missing_figure():
     assert any(line.startswith("coglet null: unexpected answers {'500': 1}") for line in lines)
 
 
+def test_steady_bursts_summarize_as_medians_and_paired_ratios():
+    bench = _load("bench")
+    mine = [{"throughput_rps": r, "p50_ms": 0.3, "p99_ms": 0.5 + i / 10, "count_409": 0, "statuses": {"200": 1000}}
+            for i, r in enumerate([2000.0, 3000.0, 2600.0])]
+    mine[1]["statuses"] = {"200": 999, "500": 1}
+    mine[1]["errors"] = ["HTTP 500: b'boom'"]
+    theirs = [{"throughput_rps": r, "p50_ms": 0.7, "p99_ms": 1.0, "count_409": 2, "statuses": {"200": 998, "409": 2}}
+              for r in (1100.0, 1400.0, 1200.0)]
+    summary = bench.summarize_bursts(mine)
+    assert summary["throughput_rps"] == 2600.0 and summary["p99_ms"] == 0.6  # medians, not means
+    assert summary["burst_throughput_rps"] == [2000.0, 3000.0, 2600.0]
+    assert summary["statuses"] == {"200": 2999, "500": 1}
+    assert bench.summarize_bursts(theirs)["count_409"] == 6
+    # Each round's ratio pairs the two bursts taken next to each other: 1.818, 2.143, 2.167.
+    paired = bench.paired_ratios(summary["burst_throughput_rps"], [b["throughput_rps"] for b in theirs])
+    assert paired == {"median": 2.143, "min": 1.818, "max": 2.167, "rounds": 3, "rounds_at_2x": 2}
+    assert bench.paired_ratios([None, 100.0], [50.0, 0.0]) is None  # no round has both figures
+    # A failed burst is reported like a failed null run.
+    lines = bench.problems({"minicog": {"steady": summary}})
+    assert any(line.startswith("minicog steady: unexpected answers {'500': 1}") for line in lines)
+    rows = {row["metric"]: row for row in bench.compare(
+        {"minicog": {"steady": summary}, "coglet": {"steady": bench.summarize_bursts(theirs)}})}
+    assert rows["steady.throughput_rps"]["ratio"] == 2.167 and rows["steady.throughput_rps"]["met"] is True
+    assert rows["steady.p50_ms"]["ratio"] == 0.429 and rows["steady.p50_ms"]["met"] is True
+
+
 class _Answers:
     """A loopback server that reads one request per answer and writes the canned bytes
     given for it: the raw client must frame real responses, split however TCP splits them."""
