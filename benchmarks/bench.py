@@ -855,7 +855,7 @@ def main(argv: Optional[list[str]] = None) -> int:
              "steady_warmup": 50, "steady_rounds": 2, "steady_burst": 200}
     else:
         p = {"cold_starts": 5, "settle_s": 1.0, "warmup": 50, "null_requests": 3000, "async_requests": 4000,
-             "duration_s": 20.0, "sse_runs": 3, "file_runs": 2, "datauri_runs": 2, "logs_runs": 2, "overload_s": 10.0,
+             "duration_s": 20.0, "sse_runs": 11, "file_runs": 2, "datauri_runs": 2, "logs_runs": 2, "overload_s": 10.0,
              "idle_connections": 2000, "cpu_s": 8.0,
              "steady_warmup": 1000, "steady_rounds": 12, "steady_burst": 1000}
     started = time.monotonic()
