@@ -134,7 +134,8 @@ def test_steady_bursts_summarize_as_medians_and_paired_ratios():
     assert bench.summarize_bursts(theirs)["count_409"] == 6
     # Each round's ratio pairs the two bursts taken next to each other: 1.818, 2.143, 2.167.
     paired = bench.paired_ratios(summary["burst_throughput_rps"], [b["throughput_rps"] for b in theirs])
-    assert paired == {"median": 2.143, "min": 1.818, "max": 2.167, "rounds": 3, "rounds_at_2x": 2}
+    assert paired == {"median": 2.143, "min": 1.818, "max": 2.167, "rounds": 3, "goal": 2.0, "rounds_met": 2}
+    assert bench.paired_ratios([180.0, 150.0], [100.0, 100.0], goal=1.7)["rounds_met"] == 1
     assert bench.paired_ratios([None, 100.0], [50.0, 0.0]) is None  # no round has both figures
     # A failed burst is reported like a failed null run.
     lines = bench.problems({"minicog": {"steady": summary}})
