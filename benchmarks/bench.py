@@ -427,24 +427,34 @@ def paired_ratios(mine: list[Optional[float]], theirs: list[Optional[float]],
             "rounds": len(ratios), "goal": goal, "rounds_met": sum(r >= goal for r in ratios)}
 
 
+def bursts_in_turns(servers: dict[str, Server], args: argparse.Namespace, *, concurrency: int, warmup: int,
+                    rounds: int, requests: int, duration: float) -> dict[str, list[dict[str, Any]]]:
+    """Start *servers* side by side, warm each, then give each one burst per round in
+    turns (a, b, b, a, ...: a drift of the machine within a round falls on both);
+    every server is stopped at the end.  The ``run_load`` result of each burst, by name."""
+    bursts: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+    order = list(servers.items())
+    try:
+        for _, server in order:
+            server.start()
+        for _, server in order:
+            server.wait_ready(args.ready_timeout)
+            loadgen.run_load(HOST, server.port, concurrency=concurrency, requests=warmup, duration=30)
+        for round_no in range(rounds):
+            for name, server in (order if round_no % 2 == 0 else order[::-1]):
+                bursts[name].append(loadgen.run_load(HOST, server.port, concurrency=concurrency,
+                                                     requests=requests, duration=duration))
+    finally:
+        for _, server in order:
+            server.stop()
+    return bursts
+
+
 def run_steady_null(kinds: list[str], args: argparse.Namespace, p: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The null predictor on every kind at once: a warm-up, then alternating bursts."""
-    servers = {kind: Server(kind, "null", args) for kind in kinds}
-    try:
-        for server in servers.values():
-            server.start()
-        for server in servers.values():
-            server.wait_ready(args.ready_timeout)
-            loadgen.run_load(HOST, server.port, concurrency=1, requests=p["steady_warmup"], duration=30)
-        bursts: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
-        for round_no in range(p["steady_rounds"]):
-            # Alternate who goes first: a drift of the machine within a round falls on both.
-            for kind in (kinds if round_no % 2 == 0 else kinds[::-1]):
-                bursts[kind].append(loadgen.run_load(HOST, servers[kind].port, concurrency=1,
-                                                     requests=p["steady_burst"], duration=p["duration_s"]))
-    finally:
-        for server in servers.values():
-            server.stop()
+    bursts = bursts_in_turns({kind: Server(kind, "null", args) for kind in kinds}, args, concurrency=1,
+                             warmup=p["steady_warmup"], rounds=p["steady_rounds"], requests=p["steady_burst"],
+                             duration=p["duration_s"])
     out = {kind: summarize_bursts(b) for kind, b in bursts.items()}
     if "minicog" in out and "coglet" in out:
         out["minicog"]["paired_throughput_ratio"] = paired_ratios(
@@ -573,24 +583,12 @@ def run_cpu(kind: str, args: argparse.Namespace, p: dict[str, Any]) -> dict[str,
     median burst, and ``scaling_paired`` the median of the per-round ratios.
     """
     variants = [("cpu", [])] + ([("cpu2", ["--workers", "2"])] if kind == "minicog" else [])
-    servers = [(name, Server(kind, "cpu", args, extra)) for name, extra in variants]
-    bursts: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in servers}
-    try:
-        for _, server in servers:
-            server.start()
-        for _, server in servers:
-            server.wait_ready(args.ready_timeout)
-            loadgen.run_load(HOST, server.port, concurrency=2, requests=p["warmup"], duration=10)
-        for round_no in range(p["cpu_rounds"]):
-            for name, server in (servers if round_no % 2 == 0 else servers[::-1]):
-                # For a fixed time, not a request count: with one worker the second client's
-                # 409s come back in microseconds and would use up any count in a few
-                # predictions' time (400 requests ended after 8 successes).
-                bursts[name].append(loadgen.run_load(HOST, server.port, concurrency=2, requests=10**9,
-                                                     duration=p["cpu_s"] / p["cpu_rounds"]))
-    finally:
-        for _, server in servers:
-            server.stop()
+    # For a fixed time, not a request count: with one worker the second client's 409s
+    # come back in microseconds and would use up any count in a few predictions' time
+    # (400 requests ended after 8 successes).
+    bursts = bursts_in_turns({name: Server(kind, "cpu", args, extra) for name, extra in variants}, args,
+                             concurrency=2, warmup=p["warmup"], rounds=p["cpu_rounds"], requests=10**9,
+                             duration=p["cpu_s"] / p["cpu_rounds"])
     out = {name: summarize_bursts(b) for name, b in bursts.items()}
     if "cpu2" in out and out["cpu"].get("throughput_rps"):
         out["cpu2"]["scaling"] = round(out["cpu2"]["throughput_rps"] / out["cpu"]["throughput_rps"], 3)
