@@ -814,7 +814,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark minicog's HTTP server against coglet 0.23.1 on 127.0.0.1.")
     parser.add_argument("--quick", action="store_true", help="small counts; finishes in well under a minute")
     parser.add_argument("--servers", default="minicog,coglet", help="comma-separated: minicog, coglet (default both)")
-    parser.add_argument("--only", default="", help="comma-separated scenarios to run: cold, null, async, sse, cpu, file, datauri, logs, overload, idleconn (default all)")
+    parser.add_argument("--only", default="", help="comma-separated scenarios to run: cold, null, steady, async, sse, cpu, file, datauri, logs, overload, idleconn (default all)")
     parser.add_argument("--coglet-venv", default=os.environ.get("COGLET_VENV") or os.path.join(os.path.dirname(REPO), ".venv-coglet"),
                         help="virtual environment holding cog==0.23.1 and coglet==0.23.1 (env COGLET_VENV; default ../.venv-coglet)")
     parser.add_argument("--install-coglet", action="store_true", help="create --coglet-venv with pip first if it does not exist")

@@ -25,15 +25,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 import loadgen  # noqa: E402
 
-ANY = {0, 1}
-#: name -> (client CPUs, parent CPUs, worker CPUs); None pins nothing.
-PLACEMENTS: dict[str, tuple[set[int], set[int], set[int]]] = {
-    "not pinned": (ANY, ANY, ANY),
-    "parent alone, client with worker": ({0}, {1}, {0}),
-    "parent with the client": ({0}, {0}, {1}),
-    "parent with the worker": ({0}, {1}, {1}),
-    "only the parent pinned": (ANY, {1}, ANY),
-    "only the worker pinned": (ANY, ANY, {0}),
+#: name -> CPUs of (the client, the parent, the worker): "a" and "b" are the first two
+#: CPUs this process may use, "ab" both.
+PLACEMENTS: dict[str, tuple[str, str, str]] = {
+    "not pinned": ("ab", "ab", "ab"),
+    "parent alone, client with worker": ("a", "b", "a"),
+    "parent with the client": ("a", "a", "b"),
+    "parent with the worker": ("a", "b", "b"),
+    "only the parent pinned": ("ab", "b", "ab"),
+    "only the worker pinned": ("ab", "ab", "a"),
 }
 
 
@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = bench.parse_args([])
     before = os.sched_getaffinity(0)
+    first, second = sorted(before)[:2]
+    cpus = {"a": {first}, "b": {second}, "ab": {first, second}}
     server = bench.Server("minicog", "null", args).start()
     figures: dict[str, list[float]] = {name: [] for name in PLACEMENTS}
     try:
@@ -65,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         loadgen.run_load(bench.HOST, server.port, concurrency=1, requests=1000, duration=30)
         for round_no in range(opts.rounds):
             for name, (client, parent, child) in PLACEMENTS.items():
-                os.sched_setaffinity(0, client)  # the load generator's threads are made after this
-                pin_process(server.pid, parent)
-                pin_process(worker, child)
+                os.sched_setaffinity(0, cpus[client])  # the load generator's threads are made after this
+                pin_process(server.pid, cpus[parent])
+                pin_process(worker, cpus[child])
                 result = loadgen.run_load(bench.HOST, server.port, concurrency=1, requests=opts.burst, duration=30)
                 figures[name].append(result["throughput_rps"])
             print(f"round {round_no + 1}: " + ", ".join(f"{v[-1]:.0f}" for v in figures.values()), flush=True)
